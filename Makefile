@@ -1,0 +1,31 @@
+# Two commands on a fresh machine:  `make demo`  and  `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+CONFIG ?= config/planner.example.yaml
+export TIKTOKEN_CACHE_DIR ?= $(abspath ../shared/tiktoken)
+
+.PHONY: demo test lint venv clean
+
+$(BIN)/planner: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(BIN)/planner
+
+## The main job on the embedded default (SQLite under ./state).
+demo: venv
+	$(BIN)/planner plan -c $(CONFIG)
+
+## The whole test suite, then the linters and the type checker.
+test: venv
+	$(BIN)/pytest
+	$(BIN)/ruff check planner tests bench
+	$(BIN)/ruff format --check planner tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+clean:
+	rm -rf $(VENV) state .pytest_cache .mypy_cache .ruff_cache

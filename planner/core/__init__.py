@@ -1,0 +1,1 @@
+"""The pure core: decisions as functions of values and ``now``; no I/O of any kind."""

@@ -1,0 +1,88 @@
+"""The values every layer passes around: a request, its endpoint and lane, token counts, usage.
+
+A request's ``body`` is kept in the provider's own wire shape for its endpoint (an OpenAI
+request body, a Gemini ``GenerateContentRequest`` or ``EmbedContentRequest`` as REST JSON in
+camelCase), so that what we estimate is exactly what we send and nothing is lost converting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class ProviderKind(StrEnum):
+    """Which wire protocol family a provider speaks (also the price-catalog family)."""
+
+    GEMINI = "gemini"
+    OPENAI = "openai"
+
+
+class Endpoint(StrEnum):
+    """What a request asks for. OpenAI endpoints keep their URL path as the value."""
+
+    CHAT_COMPLETIONS = "/v1/chat/completions"
+    RESPONSES = "/v1/responses"
+    EMBEDDINGS = "/v1/embeddings"
+    GENERATE_CONTENT = "generateContent"
+    EMBED_CONTENT = "embedContent"
+
+    @property
+    def is_embedding(self) -> bool:
+        return self in (Endpoint.EMBEDDINGS, Endpoint.EMBED_CONTENT)
+
+    @property
+    def wire(self) -> ProviderKind:
+        """The body shape: OpenAI-style bodies or Gemini-native bodies."""
+        if self in (Endpoint.GENERATE_CONTENT, Endpoint.EMBED_CONTENT):
+            return ProviderKind.GEMINI
+        return ProviderKind.OPENAI
+
+
+class Lane(StrEnum):
+    """How a request is (or would be) executed and therefore priced."""
+
+    BATCH = "batch"
+    INTERACTIVE = "interactive"
+    FLEX = "flex"
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One unit of work as ingested; immutable. ``(source, key)`` identifies it."""
+
+    source: str
+    key: str
+    model: str
+    endpoint: Endpoint
+    body: Mapping[str, Any]
+    received_at: datetime
+    deadline: datetime | None = None
+    max_output_tokens: int | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    origin: str = ""  # where it came from, e.g. "spool/a.jsonl:12", for messages
+
+
+@dataclass(frozen=True, slots=True)
+class TokenEstimate:
+    """Estimated tokens of one request. ``method`` says how (e.g. ``tiktoken:o200k_base``)."""
+
+    input_tokens: int
+    output_tokens: int
+    method: str
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Billed tokens of one executed request, normalised across providers.
+
+    ``input_tokens`` includes ``cached_input_tokens``; ``output_tokens`` includes reasoning /
+    thinking tokens (both are billed at the output rate by both providers).
+    """
+
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int = 0
