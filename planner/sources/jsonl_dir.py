@@ -1,0 +1,421 @@
+"""The ``jsonl_dir`` source: a spool folder of ``.jsonl`` files, one request per line.
+
+Producer protocol (tell your users): write ``name.jsonl.tmp`` (or ``name.jsonl.part``, or a
+dotfile) in the spool folder, close it, then ``rename`` it to ``name.jsonl``. A rename within one
+file system is atomic, so the planner sees either nothing or the whole file. Files that do not
+end in ``.jsonl``, dotfiles, anything that is not a regular file (symlinks, FIFOs, folders) and
+files modified less than ``settle`` ago are left alone (the last guards producers that write
+``name.jsonl`` in place; do not rely on it).
+
+Consumer side, after maildir::
+
+    <path>/x.jsonl --claim--> <path>/.claimed/x.jsonl --finish--> <path>/done/x.jsonl
+                                  bad lines --finish--> <path>/quarantine/x.jsonl.errors.jsonl
+
+``claim`` hard-links the file into ``.claimed/`` and unlinks the original (falling back to a
+rename where links are not supported); the link fails if the name is already taken, so two
+claimers never both win and a claim never overwrites another. The caller commits the good lines
+to the store and only then calls ``finish``. If the process dies in between, ``recover`` puts
+the file back and it is read again; that is safe because ingestion is idempotent per
+``(source, key)`` in the store — the store drops what it already has. Quarantine entries are
+written at least once (a crash after the quarantine append but before the move repeats them).
+
+Memory stays flat whatever the file size: lines are read one at a time with a bounded
+``readline``, a line over ``max_line_bytes`` is skipped in chunks and reported ``too_large``,
+and the keys used to refuse duplicates spill from a set into a temporary on-disk SQLite
+database past ``memory_keys`` keys.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import shutil
+import sqlite3
+import stat
+from collections.abc import Callable, Generator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import BinaryIO
+
+from planner.core.model import ProviderKind
+from planner.sources.base import LineError, ParsedLine
+from planner.sources.lines import RAW_PREVIEW_CHARS, LineParser, ParseSettings, RawLine
+
+log = logging.getLogger(__name__)
+
+SUFFIX = ".jsonl"
+CLAIMED_DIR = ".claimed"
+DONE_DIR = "done"
+QUARANTINE_DIR = "quarantine"
+PENDING_ERRORS_SUFFIX = ".errors.pending"
+DEFAULT_SETTLE = timedelta(seconds=2)
+DEFAULT_MAX_LINE_BYTES = 10 * 1024 * 1024  # 10 MB per line
+DEFAULT_MEMORY_KEYS = 100_000  # keys held in a set before spilling to disk (~10 MB)
+_READ_BUFFER = 1 << 20
+_SKIP_CHUNK = 1 << 16
+
+
+class JsonlDirSource:
+    """A spool folder read as described in the module docstring."""
+
+    kind = "jsonl_dir"
+
+    def __init__(
+        self,
+        name: str,
+        path: Path,
+        *,
+        family_of: Callable[[str], ProviderKind | None],
+        default_model: str | None = None,
+        default_embedding_model: str | None = None,
+        default_deadline: timedelta | None = None,
+        settle: timedelta = DEFAULT_SETTLE,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        memory_keys: int = DEFAULT_MEMORY_KEYS,
+    ) -> None:
+        if max_line_bytes < 1:
+            raise ValueError("max_line_bytes must be positive")
+        self._name = name
+        self.path = Path(path)
+        self.settle = settle
+        self.max_line_bytes = max_line_bytes
+        self.memory_keys = memory_keys
+        self._settings = ParseSettings(
+            source=name,
+            family_of=family_of,
+            default_model=default_model,
+            default_embedding_model=default_embedding_model,
+            default_deadline=default_deadline,
+        )
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def claimed_dir(self) -> Path:
+        return self.path / CLAIMED_DIR
+
+    @property
+    def done_dir(self) -> Path:
+        return self.path / DONE_DIR
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.path / QUARANTINE_DIR
+
+    def __repr__(self) -> str:
+        return f"JsonlDirSource(name={self._name!r}, path={str(self.path)!r})"
+
+    # ------------------------------------------------------------------ reading
+
+    def ready_files(self, now: datetime) -> list[str]:
+        """Names of the files ready to read, oldest first (then by name)."""
+        ready: list[tuple[int, str]] = []
+        with os.scandir(self.path) as entries:
+            for entry in entries:
+                name = entry.name
+                if name.startswith(".") or not name.endswith(SUFFIX):
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # claimed by someone else meanwhile
+                if not stat.S_ISREG(st.st_mode):
+                    log.warning(
+                        "spool entry is not a regular file; ignored",
+                        extra={"event": "spool_not_regular", "source": self._name, "file": name},
+                    )
+                    continue
+                if now - datetime.fromtimestamp(st.st_mtime, UTC) < self.settle:
+                    continue
+                ready.append((st.st_mtime_ns, name))
+        return [name for _, name in sorted(ready)]
+
+    def scan(self, now: datetime) -> Iterator[ParsedLine]:
+        """Every line of every ready file, in file order; reads only, claims and moves nothing."""
+        for name in self.ready_files(now):
+            try:
+                stream = _open_regular(self.path / name)
+            except FileNotFoundError:
+                continue
+            with stream:
+                yield from self._parse(stream, name, now)
+
+    def _parse(self, stream: BinaryIO, name: str, now: datetime) -> Iterator[ParsedLine]:
+        keys = SpillingKeySet(self.memory_keys)
+        try:
+            parser = LineParser(
+                file=name,
+                now=now,
+                settings=self._settings,
+                keys=keys,
+                max_line_bytes=self.max_line_bytes,
+            )
+            yield from parser.parse(read_lines(stream, self.max_line_bytes))
+        finally:
+            keys.close()
+
+    # ------------------------------------------------------------------ claiming
+
+    def claim(self, now: datetime) -> Iterator[ClaimedFile]:
+        """Claim ready files one by one; each is yielded before the next is claimed."""
+        self.claimed_dir.mkdir(exist_ok=True)
+        for name in self.ready_files(now):
+            target = self.claimed_dir / name
+            if not _move_no_replace(self.path / name, target):
+                continue  # another claimer has it (or a file of that name is in progress)
+            log.info(
+                "spool file claimed",
+                extra={"event": "spool_claimed", "source": self._name, "file": name},
+            )
+            yield ClaimedFile(self, name, now)
+
+    def recover(self, now: datetime, *, stale_after: timedelta | None = None) -> int:
+        """Put files a crashed claimer left in ``.claimed/`` back into the folder.
+
+        Run it at start-up while no other process claims from this folder, or pass
+        ``stale_after`` longer than any claim can take so live claims are left alone.
+        Returns how many files went back.
+        """
+        if not self.claimed_dir.is_dir():
+            return 0
+        recovered = 0
+        for entry in sorted(os.scandir(self.claimed_dir), key=lambda e: e.name):
+            name = entry.name
+            if name.endswith(PENDING_ERRORS_SUFFIX):
+                continue
+            if not name.endswith(SUFFIX) or not entry.is_file(follow_symlinks=False):
+                continue
+            claimed = self.claimed_dir / name
+            # link/rename set ctime, so ctime is the claim time (mtime stays the producer's)
+            age = now - datetime.fromtimestamp(entry.stat(follow_symlinks=False).st_ctime, UTC)
+            if stale_after is not None and age < stale_after:
+                continue
+            _remove(claimed.with_name(name + PENDING_ERRORS_SUFFIX))
+            original = self.path / name
+            if original.exists() and os.path.samefile(original, claimed):
+                claimed.unlink()  # the crash fell between link and unlink: the original stands
+            elif not _move_no_replace(claimed, original):
+                _move_unique(claimed, self.path, name, tag="recovered")
+            recovered += 1
+            log.warning(
+                "spool file recovered from an interrupted claim",
+                extra={"event": "spool_recovered", "source": self._name, "file": name},
+            )
+        return recovered
+
+
+class ClaimedFile:
+    """A spool file owned by this process: read ``lines()``, commit, then ``finish(now)``."""
+
+    def __init__(self, source: JsonlDirSource, name: str, claimed_at: datetime) -> None:
+        self._source = source
+        self._name = name
+        self.claimed_at = claimed_at
+        self.path = source.claimed_dir / name
+        self._pending = source.claimed_dir / (name + PENDING_ERRORS_SUFFIX)
+        self._complete = False
+        self.good = 0
+        self.bad = 0
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def __repr__(self) -> str:
+        return f"ClaimedFile(source={self._source.name!r}, name={self._name!r})"
+
+    def lines(self) -> Generator[ParsedLine, None, None]:
+        """Requests and errors in file order. Errors are also set aside for the quarantine.
+
+        Requests carry ``received_at`` = the claim time. Calling it again starts over.
+        """
+        self._complete = False
+        self.good = self.bad = 0
+        with _open_regular(self.path) as stream, self._pending.open("wb") as pending:
+            for item in self._source._parse(stream, self._name, self.claimed_at):
+                if isinstance(item, LineError):
+                    self.bad += 1
+                    pending.write(_quarantine_record(item, self.claimed_at))
+                else:
+                    self.good += 1
+                yield item
+        self._complete = True
+
+    def finish(self, now: datetime) -> None:
+        """After the good lines are committed: quarantine the bad ones, move the file to done/.
+
+        Raises RuntimeError if ``lines()`` was not read to the end (that would lose lines).
+        """
+        if not self._complete:
+            raise RuntimeError(f"{self!r}: finish() before lines() was read to the end")
+        source = self._source
+        if self.bad:
+            source.quarantine_dir.mkdir(mode=0o700, exist_ok=True)  # raw prompts inside
+            target = source.quarantine_dir / (self._name + ".errors" + SUFFIX)
+            with self._pending.open("rb") as src, target.open("ab") as dst:
+                shutil.copyfileobj(src, dst)
+                dst.flush()
+                os.fsync(dst.fileno())
+        source.done_dir.mkdir(exist_ok=True)
+        stamp = now.timestamp()
+        os.utime(self.path, (stamp, stamp))
+        done = _move_unique(self.path, source.done_dir, self._name, tag="")
+        _remove(self._pending)
+        log.info(
+            "spool file done",
+            extra={
+                "event": "spool_done",
+                "source": source.name,
+                "file": self._name,
+                "done": done.name,
+                "good": self.good,
+                "bad": self.bad,
+            },
+        )
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def read_lines(stream: BinaryIO, max_line_bytes: int) -> Iterator[RawLine]:
+    """Physical lines of ``stream``, never holding more than one line of at most
+    ``max_line_bytes`` (+ terminator) in memory. A longer line comes back as its head with
+    ``oversize`` set to its length; a last line without a newline is returned as is."""
+    number = 0
+    limit = max_line_bytes + 2  # room for "\r\n"
+    while True:
+        data = stream.readline(limit)
+        if not data:
+            return
+        number += 1
+        content = len(data) - (2 if data.endswith(b"\r\n") else 1 if data.endswith(b"\n") else 0)
+        if content <= max_line_bytes:
+            yield RawLine(number, data)
+            continue
+        size = content
+        head = data[:RAW_PREVIEW_CHARS]
+        ended = data.endswith(b"\n")
+        while not ended:
+            chunk = stream.readline(_SKIP_CHUNK)
+            if not chunk:
+                break
+            ended = chunk.endswith(b"\n")
+            size += len(chunk) - (1 if ended else 0)
+        yield RawLine(number, head, oversize=size)
+
+
+class SpillingKeySet:
+    """Keys seen in one file: a set up to ``memory_keys``, then a temporary SQLite database.
+
+    ``sqlite3.connect("")`` is a private on-disk database deleted on close, with a small page
+    cache, so a file of millions of lines does not grow the process.
+    """
+
+    def __init__(self, memory_keys: int = DEFAULT_MEMORY_KEYS) -> None:
+        self._limit = memory_keys
+        self._seen: set[str] = set()
+        self._db: sqlite3.Connection | None = None
+
+    def add(self, key: str) -> bool:
+        if self._db is None:
+            if key in self._seen:
+                return False
+            self._seen.add(key)
+            if len(self._seen) > self._limit:
+                self._spill()
+            return True
+        cursor = self._db.execute("INSERT OR IGNORE INTO seen (k) VALUES (?)", (key,))
+        return cursor.rowcount == 1
+
+    def _spill(self) -> None:
+        db = sqlite3.connect("")
+        db.execute("PRAGMA journal_mode=OFF")
+        db.execute("PRAGMA synchronous=OFF")
+        db.execute("CREATE TABLE seen (k TEXT PRIMARY KEY) WITHOUT ROWID")
+        db.executemany("INSERT INTO seen (k) VALUES (?)", ((k,) for k in self._seen))
+        self._seen = set()
+        self._db = db
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        self._seen = set()
+
+
+def _open_regular(path: Path) -> BinaryIO:
+    """Open for reading without following symlinks, and only if it is a regular file."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise FileNotFoundError(errno.ENOENT, "not a regular file", str(path))
+        return os.fdopen(fd, "rb", buffering=_READ_BUFFER)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+_NO_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK}
+
+
+def _move_no_replace(src: Path, dst: Path) -> bool:
+    """Move ``src`` to ``dst`` unless ``dst`` exists or ``src`` is gone; True if moved.
+
+    ``link`` + ``unlink`` is exclusive (link fails if ``dst`` exists); where hard links are
+    not supported, fall back to a checked ``rename`` (atomic, but with a tiny window in which
+    two movers of two same-named files could collide).
+    """
+    try:
+        os.link(src, dst, follow_symlinks=False)
+    except (FileExistsError, FileNotFoundError):
+        return False
+    except OSError as exc:
+        if exc.errno not in _NO_LINKS:
+            raise
+        if dst.exists():
+            return False
+        try:
+            os.rename(src, dst)
+        except FileNotFoundError:
+            return False
+        return True
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(src)
+    return True
+
+
+def _move_unique(src: Path, folder: Path, name: str, *, tag: str) -> Path:
+    """Move ``src`` into ``folder`` as ``name``, or ``stem.[tag-]N.jsonl`` if that is taken."""
+    stem = name.removesuffix(SUFFIX)
+    candidate = folder / name
+    n = 0
+    while not _move_no_replace(src, candidate):
+        if not src.exists():
+            raise FileNotFoundError(errno.ENOENT, "vanished while being moved", str(src))
+        n += 1
+        label = f"{tag}-{n}" if tag else str(n)
+        candidate = folder / f"{stem}.{label}{SUFFIX}"
+    return candidate
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+def _quarantine_record(error: LineError, claimed_at: datetime) -> bytes:
+    record = {
+        "file": error.file,
+        "line": error.line,
+        "reason": error.reason,
+        "message": error.message,
+        "raw": error.raw,
+        "claimed_at": claimed_at.isoformat(),
+    }
+    return json.dumps(record, ensure_ascii=False).encode("utf-8") + b"\n"
