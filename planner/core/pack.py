@@ -1,0 +1,159 @@
+"""Packing batch-bound requests into provider jobs that respect every limit.
+
+One pass, in received order: each group (provider, model, endpoint) has one open batch; an item
+that would push it past any limit closes it and opens the next. A batch never mixes groups (both
+providers allow one model per job). An item that exceeds a limit on its own can never be sent in
+a batch; it is returned in ``oversized`` with the limit it breaks, never dropped. Only keys and
+running sums are held, not request bodies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from planner.core.limits import BatchLimits
+from planner.core.model import Endpoint
+
+
+class PackGroup(NamedTuple):
+    """What must be equal for requests to share a batch."""
+
+    provider: str  # the configured provider's name
+    model: str
+    endpoint: Endpoint
+
+
+@dataclass(frozen=True, slots=True)
+class PackItem:
+    """One request as the packer sees it. ``line_bytes`` counts its JSONL line with the newline."""
+
+    key: str
+    group: PackGroup
+    line_bytes: int
+    input_tokens: int
+    embedding_inputs: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedBatch:
+    """A batch to create: its requests' keys in received order and its totals."""
+
+    group: PackGroup
+    keys: tuple[str, ...]
+    bytes: int
+    input_tokens: int
+    embedding_inputs: int
+
+
+@dataclass(frozen=True, slots=True)
+class Oversized:
+    """An item no batch can carry, with the limit it breaks alone."""
+
+    item: PackItem
+    limit: str
+
+
+@dataclass(frozen=True, slots=True)
+class PackResult:
+    batches: list[PlannedBatch]
+    oversized: list[Oversized]
+
+
+@dataclass(slots=True)
+class _Open:
+    """The open batch of one group: running sums and keys."""
+
+    group: PackGroup
+    first: int  # received position of its first item, to order the output
+    keys: list[str] = field(default_factory=list)
+    bytes: int = 0
+    input_tokens: int = 0
+    embedding_inputs: int = 0
+
+    def add(self, item: PackItem) -> None:
+        self.keys.append(item.key)
+        self.bytes += item.line_bytes
+        self.input_tokens += item.input_tokens
+        self.embedding_inputs += item.embedding_inputs
+
+    def close(self) -> PlannedBatch:
+        return PlannedBatch(
+            self.group, tuple(self.keys), self.bytes, self.input_tokens, self.embedding_inputs
+        )
+
+
+def _over(limit: int | None, value: int) -> bool:
+    return limit is not None and value > limit
+
+
+def broken_limit(
+    limits: BatchLimits, requests: int, size: int, tokens: int, inputs: int
+) -> str | None:
+    """The first limit the given totals exceed, by name, or ``None`` if they fit."""
+    checks = (
+        ("max_requests", limits.max_requests, requests),
+        ("max_bytes", limits.max_bytes, size),
+        ("max_enqueued_tokens", limits.max_enqueued_tokens, tokens),
+        ("max_embedding_inputs", limits.max_embedding_inputs, inputs),
+    )
+    for name, limit, value in checks:
+        if _over(limit, value):
+            return name
+    return None
+
+
+def _alone(item: PackItem, limits: BatchLimits) -> str | None:
+    return broken_limit(limits, 1, item.line_bytes, item.input_tokens, item.embedding_inputs)
+
+
+def _fits(batch: _Open, item: PackItem, limits: BatchLimits) -> bool:
+    totals = (
+        len(batch.keys) + 1,
+        batch.bytes + item.line_bytes,
+        batch.input_tokens + item.input_tokens,
+        batch.embedding_inputs + item.embedding_inputs,
+    )
+    return broken_limit(limits, *totals) is None
+
+
+class _Packer:
+    """The single pass; ``limits_for`` is asked once per group."""
+
+    def __init__(self, limits_for: Callable[[PackGroup], BatchLimits]) -> None:
+        self._limits_for = limits_for
+        self._limits: dict[PackGroup, BatchLimits] = {}
+        self._open: dict[PackGroup, _Open] = {}
+        self.closed: list[_Open] = []
+        self.oversized: list[Oversized] = []
+
+    def _limits_of(self, group: PackGroup) -> BatchLimits:
+        if group not in self._limits:
+            self._limits[group] = self._limits_for(group)
+        return self._limits[group]
+
+    def add(self, position: int, item: PackItem) -> None:
+        limits = self._limits_of(item.group)
+        broken = _alone(item, limits)
+        if broken is not None:
+            self.oversized.append(Oversized(item, broken))
+            return
+        batch = self._open.get(item.group)
+        if batch is None or not _fits(batch, item, limits):
+            if batch is not None:
+                self.closed.append(batch)
+            batch = self._open[item.group] = _Open(item.group, position)
+        batch.add(item)
+
+    def result(self) -> PackResult:
+        batches = sorted([*self.closed, *self._open.values()], key=lambda b: b.first)
+        return PackResult([b.close() for b in batches], self.oversized)
+
+
+def pack(items: Iterable[PackItem], limits_for: Callable[[PackGroup], BatchLimits]) -> PackResult:
+    """Pack ``items`` (in received order) into batches; O(n) plus sorting the batches."""
+    packer = _Packer(limits_for)
+    for position, item in enumerate(items):
+        packer.add(position, item)
+    return packer.result()

@@ -1,0 +1,132 @@
+"""tiktoken behind ``planner.core.estimate.TokenCounter``: exact OpenAI counts, offline-safe.
+
+tiktoken downloads a BPE file on first use and caches it under ``TIKTOKEN_CACHE_DIR`` with the
+SHA-1 of the download URL as the file name; its download has no timeout. planner runs on
+machines without internet, so this adapter never lets tiktoken reach for the network: it loads
+an encoding only when the cached file is present and has the expected SHA-256, and otherwise
+logs one ``tokenizer_unavailable`` warning per encoding and answers ``None``, so the estimate
+falls back to the chars/4 rule. Operators put the files in a cache directory (``cache_dir``) —
+see ``expected_cache_file``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import tiktoken
+
+from planner.core.catalog import Catalog
+
+_log = logging.getLogger(__name__)
+
+EVENT_TOKENIZER_UNAVAILABLE = "tokenizer_unavailable"
+FALLBACK = "chars/4"
+
+_BASE = "https://openaipublic.blob.core.windows.net/encodings/"
+# encoding -> (URL tiktoken downloads, SHA-256 tiktoken expects); from tiktoken_ext.openai_public
+_FILES: dict[str, tuple[str, str]] = {
+    "o200k_base": (
+        _BASE + "o200k_base.tiktoken",
+        "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
+    ),
+    "cl100k_base": (
+        _BASE + "cl100k_base.tiktoken",
+        "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
+    ),
+    "p50k_base": (
+        _BASE + "p50k_base.tiktoken",
+        "94b5ca7dff4d00767bc256fdd1b27e5b17361d7b8a5f968547f9f23eb70d2069",
+    ),
+    "r50k_base": (
+        _BASE + "r50k_base.tiktoken",
+        "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930",
+    ),
+}
+
+
+def _cache_dir() -> Path | None:
+    """Where tiktoken looks, by its own rules; ``None`` when caching is disabled."""
+    for name in ("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR"):
+        if name in os.environ:
+            return Path(os.environ[name]) if os.environ[name] else None
+    return Path(tempfile.gettempdir()) / "data-gym-cache"
+
+
+def expected_cache_file(encoding: str, cache_dir: Path) -> Path | None:
+    """The file tiktoken reads for ``encoding`` in ``cache_dir`` (``None``: unknown encoding)."""
+    known = _FILES.get(encoding)
+    if known is None:
+        return None
+    return cache_dir / hashlib.sha1(known[0].encode()).hexdigest()
+
+
+def _problem(encoding: str, cache_dir: Path | None) -> str | None:
+    """Why ``encoding`` cannot be loaded from ``cache_dir`` without the network, or ``None``."""
+    if cache_dir is None:
+        return "TIKTOKEN_CACHE_DIR is empty (caching disabled)"
+    path = expected_cache_file(encoding, cache_dir)
+    if path is None:
+        return "no known BPE file for this encoding"
+    if not path.is_file():
+        return f"BPE file missing: {path}"
+    if hashlib.sha256(path.read_bytes()).hexdigest() != _FILES[encoding][1]:
+        return f"BPE file corrupt (SHA-256 mismatch): {path}"
+    return None
+
+
+class TiktokenCounter:
+    """Counts tokens with tiktoken; encodings are loaded once and cached (also the failures)."""
+
+    def __init__(self, catalog: Catalog | None = None, *, cache_dir: Path | None = None) -> None:
+        """``cache_dir`` (the operator's) replaces ``TIKTOKEN_CACHE_DIR`` when loading."""
+        self._catalog = catalog
+        self._cache_dir = cache_dir
+        self._encodings: dict[str, Any] = {}
+
+    def encoding_for(self, model: str) -> str | None:
+        """The catalog entry's ``encoding``, else tiktoken's own model table, else ``None``."""
+        entry = self._catalog.get(model) if self._catalog is not None else None
+        if entry is not None and entry.encoding is not None:
+            return entry.encoding
+        try:
+            return str(tiktoken.encoding_name_for_model(model))
+        except KeyError:
+            return None
+
+    def count(self, text: str, encoding: str) -> int | None:
+        """Tokens of ``text`` (special-token text counted as ordinary text), or ``None``."""
+        loaded = self._load(encoding)
+        return None if loaded is None else len(loaded.encode_ordinary(text))
+
+    def _load(self, encoding: str) -> Any:
+        if encoding not in self._encodings:
+            self._encodings[encoding] = self._try_load(encoding)
+        return self._encodings[encoding]
+
+    def _try_load(self, encoding: str) -> Any:
+        cache_dir = self._cache_dir if self._cache_dir is not None else _cache_dir()
+        problem = _problem(encoding, cache_dir)
+        if problem is None:
+            if self._cache_dir is not None:  # tiktoken reads the directory from the environment
+                os.environ["TIKTOKEN_CACHE_DIR"] = str(self._cache_dir)
+            try:
+                return tiktoken.get_encoding(encoding)
+            except Exception as exc:  # tiktoken raises ValueError, OSError, ...; never crash
+                problem = f"{type(exc).__name__}: {exc}"
+        _log.warning(
+            "tokenizer unavailable: encoding %s (%s); estimating with %s",
+            encoding,
+            problem,
+            FALLBACK,
+            extra={
+                "event": EVENT_TOKENIZER_UNAVAILABLE,
+                "encoding": encoding,
+                "fallback": FALLBACK,
+            },
+        )
+        return None
