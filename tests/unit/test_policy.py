@@ -125,5 +125,5 @@ def test_default_deadline_counts_from_ingestion() -> None:
 def test_reason_ids_are_stable_strings() -> None:
     assert {r.value for r in Reason} == {
         "deadline_allows_batch", "deadline_too_close", "savings_below_minimum",
-        "batch_unpriced", "unpriced", "flex_cheaper_than_interactive",
+        "batch_unpriced", "unpriced", "flex_cheaper_than_interactive", "no_provider",
     }  # fmt: skip
