@@ -3,7 +3,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 CONFIG ?= config/planner.example.yaml
+# Offline BPE files for tiktoken when this checkout sits next to them (CI, this workplace).
+ifneq ($(wildcard ../shared/tiktoken),)
 export TIKTOKEN_CACHE_DIR ?= $(abspath ../shared/tiktoken)
+endif
 
 .PHONY: demo test lint venv clean
 
