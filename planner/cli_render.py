@@ -1,0 +1,206 @@
+"""Rich rendering of command results. Pure presentation: no decisions are made here."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from planner.core.catalog import (
+    Catalog,
+    ModelEntry,
+    PricePeriod,
+    Rates,
+    TierRates,
+    catalog_warnings,
+    entry_warnings,
+)
+from planner.pipeline.preview import ModelRow, PlanReport
+
+STALE_AFTER_DAYS = 90
+RETIRING_WITHIN_DAYS = 30
+
+
+def _usd(value: Decimal | str | None) -> str:
+    if value is None:
+        return "[yellow]unpriced[/]"
+    amount = Decimal(value)
+    if abs(amount) >= 1:
+        return f"${amount:,.2f}"
+    if amount == 0 or abs(amount) >= Decimal("0.0001"):
+        return f"${amount:,.6f}"
+    return f"${amount:.9f}"  # fractions of a cent still matter at 2 million requests
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{name} {n}" for name, n in sorted(counts.items())) or "-"
+
+
+def _batches(row: ModelRow) -> str:
+    if not row.batches:
+        return "-"
+    shown = [f"{len(b.keys)} req / {b.bytes:,} B / {b.input_tokens:,} tok" for b in row.batches[:3]]
+    more = len(row.batches) - len(shown)
+    return "\n".join(shown + ([f"... {more} more"] if more else []))
+
+
+def _short_endpoint(row: ModelRow) -> str:
+    return row.endpoint.value.removeprefix("/v1/")
+
+
+def render_plan(console: Console, report: PlanReport) -> None:
+    """Two tables: what it costs (money per model) and what would happen (lanes, batches)."""
+    rows = report.ordered_rows()
+    money = Table(title="planner plan: estimated cost per model (dry run, nothing sent)")
+    money.add_column("provider / model / endpoint")
+    for name in (
+        "requests",
+        "input tok",
+        "output tok",
+        "interactive",
+        "all batch",
+        "planned",
+        "savings",
+    ):
+        money.add_column(name, justify="right")
+    for row in rows:
+        money.add_row(
+            f"{row.provider or '[red]no provider[/]'} / {row.model} / {_short_endpoint(row)}",
+            f"{row.requests:,}",
+            f"{row.input_tokens:,}",
+            f"{row.output_tokens:,}",
+            _usd(row.interactive_usd),
+            _usd(row.batch_usd),
+            _usd(row.planned_usd),
+            _usd(row.savings_usd),
+        )
+    totals = report.totals()
+    money.add_section()
+    money.add_row(
+        "[bold]total[/] (priced models)",
+        f"{totals['requests']:,}",
+        f"{totals['input_tokens']:,}",
+        f"{totals['output_tokens']:,}",
+        _usd(totals["interactive_usd"]),
+        _usd(totals["batch_usd"]),
+        _usd(totals["planned_usd"]),
+        f"[bold green]{_usd(totals['savings_usd'])}[/]",
+    )
+    console.print(money)
+    decisions = Table(title="decisions and batches")
+    for name in ("model / endpoint", "lanes", "why", "batches (requests / bytes / input tokens)"):
+        decisions.add_column(name)
+    for row in rows:
+        decisions.add_row(
+            f"{row.model} / {_short_endpoint(row)}",
+            _counts(dict(row.lanes)),
+            _counts(dict(row.reasons)),
+            _batches(row)
+            + (f"\n[red]{row.oversized} too large for any batch[/]" if row.oversized else ""),
+        )
+    console.print(decisions)
+    console.print(
+        "interactive = every request at the interactive price; all batch = every request by "
+        "batch; planned = each request in the lane chosen for it; savings = interactive - planned.",
+        style="dim",
+    )
+    if report.unpriced:
+        console.print(
+            f"[yellow]unpriced models (not counted as $0, add them under `models:`):[/] "
+            f"{', '.join(report.unpriced)}"
+        )
+    if report.quarantined:
+        console.print(f"[red]{report.quarantined} bad line(s) would be quarantined:[/]")
+        for error in report.errors:
+            console.print(f"  {error.message}", markup=False)
+        if report.quarantined > len(report.errors):
+            console.print(f"  ... and {report.quarantined - len(report.errors)} more")
+
+
+def _rate(value: Decimal | None) -> str:
+    return "-" if value is None else format(value.normalize(), "f")
+
+
+def _tier_json(t: TierRates | Rates | None) -> dict[str, str | None] | None:
+    if t is None:
+        return None
+    return {k: None if v is None else format(v, "f") for k, v in vars_of(t).items()}
+
+
+def vars_of(obj: Any) -> dict[str, Any]:
+    return {name: getattr(obj, name) for name in obj.__dataclass_fields__}
+
+
+def _period_json(p: PricePeriod) -> dict[str, Any]:
+    return {
+        "effective": p.effective.isoformat() if p.effective else None,
+        "standard": _tier_json(p.standard),
+        "flex": _tier_json(p.flex),
+        "long_context_threshold": p.long_context_threshold,
+        "long_context": _tier_json(p.long_context),
+    }
+
+
+def _entry_json(e: ModelEntry) -> dict[str, Any]:
+    return {
+        "model": e.model,
+        "provider": e.provider.value,
+        "kind": e.kind.value,
+        "source": e.source,
+        "checked": e.checked.isoformat() if e.checked else None,
+        "retires": e.retires.isoformat() if e.retires else None,
+        "successor": e.successor,
+        "prices": [_period_json(p) for p in e.prices],
+    }
+
+
+def render_prices(
+    console: Console, catalog: Catalog, *, model: str | None, now: datetime, as_json: bool
+) -> None:
+    from datetime import timedelta
+
+    entries = [e for e in catalog.entries() if model is None or e.model == model]
+    age, soon = timedelta(days=STALE_AFTER_DAYS), timedelta(days=RETIRING_WITHIN_DAYS)
+    warnings = (
+        catalog_warnings(catalog, now, max_age=age, retire_within=soon)
+        if model is None
+        else entry_warnings(entries[0], now, max_age=age, retire_within=soon)
+    )
+    if as_json:
+        data = {
+            "models": [_entry_json(e) for e in entries],
+            "warnings": [
+                {"model": w.model, "kind": w.kind.value, "message": w.message} for w in warnings
+            ],
+        }
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        return
+    table = Table(title="price catalog, USD per 1M tokens (interactive / batch)")
+    for name in ("model", "in", "out", "batch in", "batch out", "cached", "flex in/out", "source"):
+        table.add_column(name)
+    for e in entries:
+        period = e.period_at(now)
+        if period is None:
+            table.add_row(e.model, "not yet in force", "", "", "", "", "", e.source or "")
+            continue
+        s = period.standard
+        flex = f"{_rate(period.flex.input)} / {_rate(period.flex.output)}" if period.flex else "-"
+        checked = e.checked.isoformat() if e.checked else "never"
+        table.add_row(
+            f"{e.model}\n[dim]{e.provider.value} {e.kind.value}[/]",
+            _rate(s.input),
+            _rate(s.output),
+            _rate(s.batch_input),
+            _rate(s.batch_output),
+            _rate(s.cached_input),
+            flex,
+            f"{e.source or '-'}\n[dim]checked {checked}[/]",
+        )
+    console.print(table)
+    for w in warnings:
+        console.print(f"[yellow]warning[/] {w.model}: {w.message}")

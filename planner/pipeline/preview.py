@@ -1,0 +1,214 @@
+"""The dry-run report of ``planner plan``: per model, what batching would cost and save.
+
+Money definitions (each a sum over the priced requests of the row):
+
+- ``interactive_usd``: every request at the interactive price (the interactive-equivalent);
+- ``batch_usd``: every request at the batch price (what sending all of them by batch would cost);
+- ``planned_usd``: every request at the price of the lane the policy chose for it;
+- ``savings_usd`` = ``interactive_usd`` − ``planned_usd``: what the plan saves.
+
+A model with no price is listed in ``unpriced`` and its money fields are ``null``: it is never
+counted as $0.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from planner.core.model import Endpoint, Lane, Request
+from planner.core.pack import Oversized, PackItem, PlannedBatch, pack
+from planner.pipeline.plan import Assessment, Planner
+from planner.sources.base import LineError
+
+REJECTED = "rejected"
+ERROR_SAMPLE = 50  # quarantined lines shown in full in the report
+PROGRESS_EVERY = 1000  # requests between progress callbacks
+
+
+def _add(total: Decimal | None, value: Decimal | None) -> Decimal | None:
+    if total is None or value is None:
+        return None
+    return total + value
+
+
+def _money(value: Decimal | None) -> str | None:
+    return None if value is None else format(value.normalize(), "f")
+
+
+@dataclass(slots=True)
+class ModelRow:
+    """Sums for one (provider, model, endpoint)."""
+
+    provider: str | None
+    model: str
+    endpoint: Endpoint
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    interactive_usd: Decimal | None = Decimal(0)
+    batch_usd: Decimal | None = Decimal(0)
+    planned_usd: Decimal | None = Decimal(0)
+    lanes: Counter[str] = field(default_factory=Counter)
+    reasons: Counter[str] = field(default_factory=Counter)
+    methods: Counter[str] = field(default_factory=Counter)
+    batches: list[PlannedBatch] = field(default_factory=list)
+    oversized: int = 0
+
+    @property
+    def savings_usd(self) -> Decimal | None:
+        if self.interactive_usd is None or self.planned_usd is None:
+            return None
+        return self.interactive_usd - self.planned_usd
+
+    def add(self, a: Assessment) -> None:
+        self.requests += 1
+        self.input_tokens += a.estimate.input_tokens
+        self.output_tokens += a.estimate.output_tokens
+        self.interactive_usd = _add(self.interactive_usd, a.costs.interactive)
+        self.batch_usd = _add(self.batch_usd, a.costs.batch)
+        lane = a.lane
+        planned = None if lane is None else _lane_cost(a, lane)
+        if lane is not None:
+            self.planned_usd = _add(self.planned_usd, planned)
+        self.lanes[REJECTED if lane is None else lane.value] += 1
+        self.reasons[a.decision.reason.value] += 1
+        self.methods[a.estimate.method] += 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider,
+            "model": self.model,
+            "endpoint": self.endpoint.value,
+            "requests": self.requests,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "interactive_usd": _money(self.interactive_usd),
+            "batch_usd": _money(self.batch_usd),
+            "planned_usd": _money(self.planned_usd),
+            "savings_usd": _money(self.savings_usd),
+            "lanes": dict(sorted(self.lanes.items())),
+            "reasons": dict(sorted(self.reasons.items())),
+            "estimate_methods": dict(sorted(self.methods.items())),
+            "batches": [
+                {"requests": len(b.keys), "bytes": b.bytes, "input_tokens": b.input_tokens}
+                for b in self.batches
+            ],
+            "oversized": self.oversized,
+        }
+
+
+def _lane_cost(a: Assessment, lane: Lane) -> Decimal | None:
+    return {Lane.BATCH: a.costs.batch, Lane.FLEX: a.costs.flex}.get(lane, a.costs.interactive)
+
+
+@dataclass(slots=True)
+class PlanReport:
+    """The whole dry run: rows per model, totals, quarantined lines, unpriced models."""
+
+    rows: dict[tuple[str | None, str, Endpoint], ModelRow] = field(default_factory=dict)
+    errors: list[LineError] = field(default_factory=list)
+    quarantined: int = 0
+
+    def add(self, a: Assessment) -> None:
+        key = (a.provider, a.request.model, a.request.endpoint)
+        row = self.rows.get(key)
+        if row is None:
+            row = self.rows[key] = ModelRow(a.provider, a.request.model, a.request.endpoint)
+        row.add(a)
+
+    def add_error(self, error: LineError) -> None:
+        self.quarantined += 1
+        if len(self.errors) < ERROR_SAMPLE:
+            self.errors.append(error)
+
+    def add_batches(self, batches: Iterable[PlannedBatch], oversized: Iterable[Oversized]) -> None:
+        for batch in batches:
+            g = batch.group
+            self.rows[(g.provider, g.model, g.endpoint)].batches.append(batch)
+        for item in oversized:
+            g = item.item.group
+            self.rows[(g.provider, g.model, g.endpoint)].oversized += 1
+
+    @property
+    def unpriced(self) -> list[str]:
+        return sorted({r.model for r in self.rows.values() if r.interactive_usd is None})
+
+    def ordered_rows(self) -> list[ModelRow]:
+        return sorted(self.rows.values(), key=lambda r: (r.provider or "", r.model, r.endpoint))
+
+    def totals(self) -> dict[str, Any]:
+        """Sums over the priced rows (unpriced models are listed apart, never counted as $0)."""
+        priced = [r for r in self.rows.values() if r.interactive_usd is not None]
+        lanes: Counter[str] = Counter()
+        reasons: Counter[str] = Counter()
+        for r in self.rows.values():
+            lanes.update(r.lanes)
+            reasons.update(r.reasons)
+
+        def money(attr: str) -> str | None:
+            values = [getattr(r, attr) for r in priced]
+            total: Decimal | None = Decimal(0)
+            for v in values:
+                total = _add(total, v)
+            return _money(total)
+
+        return {
+            "requests": sum(r.requests for r in self.rows.values()),
+            "input_tokens": sum(r.input_tokens for r in self.rows.values()),
+            "output_tokens": sum(r.output_tokens for r in self.rows.values()),
+            "interactive_usd": money("interactive_usd"),
+            "batch_usd": money("batch_usd"),
+            "planned_usd": money("planned_usd"),
+            "savings_usd": money("savings_usd"),
+            "lanes": dict(sorted(lanes.items())),
+            "reasons": dict(sorted(reasons.items())),
+            "batches": sum(len(r.batches) for r in self.rows.values()),
+            "oversized": sum(r.oversized for r in self.rows.values()),
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "models": [r.to_json() for r in self.ordered_rows()],
+            "totals": self.totals(),
+            "quarantined": self.quarantined,
+            "errors": [
+                {"origin": e.origin, "reason": e.reason, "message": e.message} for e in self.errors
+            ],
+            "unpriced": self.unpriced,
+        }
+
+
+def build_report(
+    lines: Iterable[Request | LineError],
+    planner: Planner,
+    now: datetime,
+    on_request: Callable[[int], None] | None = None,
+) -> PlanReport:
+    """Assess every line once, in one streaming pass, and pack the batch-bound ones."""
+    report = PlanReport()
+    seen = 0
+
+    def batch_items() -> Iterator[PackItem]:
+        nonlocal seen
+        for line in lines:
+            if isinstance(line, LineError):
+                report.add_error(line)
+                continue
+            assessment = planner.assess(line, now)
+            report.add(assessment)
+            seen += 1
+            if on_request is not None and seen % PROGRESS_EVERY == 0:
+                on_request(seen)
+            if assessment.lane is Lane.BATCH:
+                yield planner.pack_item(assessment)
+
+    result = pack(batch_items(), planner.limits_for)
+    report.add_batches(result.batches, result.oversized)
+    if on_request is not None:
+        on_request(seen)
+    return report

@@ -1,0 +1,263 @@
+"""`planner plan --json`, `planner validate` and `planner prices` as a user runs them: subprocesses.
+
+Expected figures are computed here independently of planner's code: tokens with tiktoken and
+the OpenAI cookbook rule, prices read straight from the shipped YAML file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tiktoken
+import yaml
+
+from tests.conftest import REPO
+
+PRICES = yaml.safe_load((REPO / "planner" / "data" / "prices.yaml").read_text())["models"]
+MILLION = Decimal(1_000_000)
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "planner", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd or REPO,
+        env=os.environ.copy(),
+        timeout=120,
+    )
+
+
+def chat_tokens(messages: list[dict[str, str]], encoding: str) -> int:
+    """OpenAI cookbook: 3 per message + encoded values + 1 per name, + 3 priming the reply."""
+    enc = tiktoken.get_encoding(encoding)
+    total = 3
+    for message in messages:
+        total += 3
+        for field, value in message.items():
+            total += len(enc.encode(value))
+            total += 1 if field == "name" else 0
+    return total
+
+
+def price(model: str, field: str) -> Decimal:
+    return Decimal(str(PRICES[model]["prices"][0][field]))
+
+
+def write_spool(folder: Path) -> None:
+    folder.mkdir()
+    openai_lines = [
+        {
+            "custom_id": f"oa-{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {
+                "model": "gpt-4o-mini",
+                "messages": [
+                    {"role": "system", "content": "You summarise invoices."},
+                    {"role": "user", "content": f"Invoice number {i}: 3 chairs, 2 tables."},
+                ],
+                "max_tokens": 100,
+            },
+        }
+        for i in range(3)
+    ]
+    gemini_lines = [
+        {
+            "key": f"gm-{i}",
+            "model": "gemini-2.5-flash",
+            "request": {"contents": [{"parts": [{"text": "Hello Gemini " * i}]}]},
+        }
+        for i in range(1, 3)
+    ]
+    simple_lines: list[Any] = [
+        {"id": "s-1", "text": "embed this sentence", "model": "text-embedding-3-small"},
+        {"id": "s-2", "prompt": "Write a haiku about batching.", "max_output_tokens": 50},
+    ]
+    with (folder / "a.jsonl").open("w") as f:
+        for row in openai_lines + gemini_lines:
+            f.write(json.dumps(row) + "\n")
+        f.write("{not json\n")
+    with (folder / "b.jsonl").open("w") as f:
+        for row in simple_lines:
+            f.write(json.dumps(row) + "\n")
+        f.write(json.dumps({"id": "s-3", "prompt": ""}) + "\n")
+    old = 1_000_000_000  # files older than the settle time are ready
+    for name in ("a.jsonl", "b.jsonl"):
+        os.utime(folder / name, (old, old))
+
+
+CONFIG = """
+state_dir: state
+providers:
+  openai: {kind: openai}
+  gemini: {kind: gemini, models: ["gemini-*"]}
+sources:
+  spool: {kind: jsonl_dir, path: spool, default_model: gpt-4o-mini}
+policies:
+  default: {batch_window: 24h, default_deadline: 48h, default_output_tokens: 200}
+limits:
+  openai: {max_requests: 2}
+"""
+
+
+@pytest.fixture()
+def workspace(tmp_path: Path) -> Path:
+    write_spool(tmp_path / "spool")
+    (tmp_path / "planner.yaml").write_text(CONFIG)
+    return tmp_path
+
+
+def test_plan_json_tokens_costs_and_batches(workspace: Path) -> None:
+    done = run("plan", "-c", str(workspace / "planner.yaml"), "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    rows = {(m["model"], m["endpoint"]): m for m in report["models"]}
+
+    chat = rows[("gpt-4o-mini", "/v1/chat/completions")]
+    # oa-0..2 and s-2 (simple prompt on the default model)
+    expected_in = sum(
+        chat_tokens(
+            [
+                {"role": "system", "content": "You summarise invoices."},
+                {"role": "user", "content": f"Invoice number {i}: 3 chairs, 2 tables."},
+            ],
+            "o200k_base",
+        )
+        for i in range(3)
+    ) + chat_tokens([{"role": "user", "content": "Write a haiku about batching."}], "o200k_base")
+    assert chat["requests"] == 4
+    assert chat["input_tokens"] == expected_in
+    assert chat["output_tokens"] == 3 * 100 + 50
+    interactive = (
+        expected_in * price("gpt-4o-mini", "input") + 350 * price("gpt-4o-mini", "output")
+    ) / MILLION
+    batch = (
+        expected_in * price("gpt-4o-mini", "batch_input")
+        + 350 * price("gpt-4o-mini", "batch_output")
+    ) / MILLION
+    assert Decimal(chat["interactive_usd"]) == interactive
+    assert Decimal(chat["batch_usd"]) == batch
+    assert Decimal(chat["savings_usd"]) == interactive - batch
+    assert chat["lanes"] == {"batch": 4}
+    # max_requests: 2 from the config cuts four requests into two batches
+    assert [b["requests"] for b in chat["batches"]] == [2, 2]
+    assert all(b["requests"] <= 2 for m in report["models"] for b in m["batches"])
+
+    embed = rows[("text-embedding-3-small", "/v1/embeddings")]
+    enc = tiktoken.get_encoding("cl100k_base")
+    assert embed["input_tokens"] == len(enc.encode("embed this sentence"))
+    assert embed["output_tokens"] == 0
+
+    gemini = rows[("gemini-2.5-flash", "generateContent")]
+    # documented Gemini rule: ceil(UTF-8 bytes / 4) of the text parts
+    texts = ["Hello Gemini " * i for i in range(1, 3)]
+    assert gemini["input_tokens"] == sum(math.ceil(len(t.encode()) / 4) for t in texts)
+    assert gemini["output_tokens"] == 2 * 200  # the policy's default_output_tokens
+
+    assert report["quarantined"] == 2
+    reasons = sorted(e["origin"] for e in report["errors"])
+    assert reasons == ["a.jsonl:6", "b.jsonl:3"]
+    assert report["unpriced"] == []
+    totals = report["totals"]
+    assert totals["requests"] == sum(m["requests"] for m in report["models"])
+    assert Decimal(totals["savings_usd"]) == sum(
+        Decimal(m["savings_usd"]) for m in report["models"]
+    )
+    # a dry run claims and moves nothing
+    assert sorted(p.name for p in (workspace / "spool").iterdir()) == ["a.jsonl", "b.jsonl"]
+
+
+def test_plan_reports_unpriced_models_never_as_zero(workspace: Path) -> None:
+    config = CONFIG.replace(
+        "sources:",
+        "models:\n  my-model:\n    provider: openai\n    kind: chat\n    prices:\n"
+        "      - {input: '1'}\nsources:",
+    )
+    (workspace / "planner.yaml").write_text(config)
+    with (workspace / "spool" / "c.jsonl").open("w") as f:
+        f.write(json.dumps({"id": "x", "prompt": "hi", "model": "my-model"}) + "\n")
+    os.utime(workspace / "spool" / "c.jsonl", (1_000_000_000, 1_000_000_000))
+    done = run("plan", "-c", str(workspace / "planner.yaml"), "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    row = next(m for m in report["models"] if m["model"] == "my-model")
+    # input price known, output price unknown: unpriced, not $0
+    assert row["interactive_usd"] is None
+    assert row["lanes"] == {"rejected": 1}
+    assert report["unpriced"] == ["my-model"]
+
+
+def test_plan_table_on_the_shipped_example() -> None:
+    done = run("plan", "-c", "config/planner.example.yaml")
+    assert done.returncode == 0, done.stderr
+    assert "savings" in done.stdout
+    assert "gpt-4o-mini" in done.stdout
+    assert "would be quarantined" in done.stdout
+
+
+CORPUS = sorted((REPO / "tests" / "corpus" / "config").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CORPUS, ids=[p.stem for p in CORPUS])
+def test_validate_broken_configs_exit_2_with_positions(path: Path) -> None:
+    expected = [
+        line.split("# expect:", 1)[1].strip()
+        for line in path.read_text().splitlines()
+        if "# expect:" in line
+    ]
+    done = run("validate", "-c", str(path))
+    assert done.returncode == 2
+    for fragment in expected:
+        location, _, message = fragment.partition(" ")
+        assert f"{path}:{location.rstrip(':')}:" in done.stderr or f"{path}:{location}" in (
+            done.stderr
+        ), done.stderr
+        assert message.strip() in done.stderr, done.stderr
+
+
+def test_validate_accepts_the_examples() -> None:
+    for path in [
+        "config/planner.example.yaml",
+        *map(str, (REPO / "config" / "examples").glob("*.yaml")),
+    ]:
+        done = run("validate", "-c", path)
+        assert done.returncode == 0, done.stderr
+
+
+def test_prices_lists_the_catalog_with_sources() -> None:
+    done = run("prices", "--json")
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    models = {m["model"]: m for m in data["models"]}
+    assert models["gpt-4o-mini"]["source"].startswith("https://")
+    assert models["gpt-4o-mini"]["prices"][0]["standard"]["batch_input"] == str(
+        price("gpt-4o-mini", "batch_input")
+    )
+    one = run("prices", "gemini-2.5-flash")
+    assert one.returncode == 0 and "gemini-2.5-flash" in one.stdout
+    unknown = run("prices", "no-such-model")
+    assert unknown.returncode == 2 and "unknown model" in unknown.stderr
+
+
+def test_plan_without_bpe_files_warns_and_falls_back(
+    workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    empty = tmp_path / "empty-cache"
+    empty.mkdir()
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(empty))
+    done = run("plan", "-c", str(workspace / "planner.yaml"), "--json")
+    assert done.returncode == 0, done.stderr
+    assert "tokenizer" in done.stderr and "o200k_base" in done.stderr
+    report = json.loads(done.stdout)
+    chat = next(m for m in report["models"] if m["model"] == "gpt-4o-mini")
+    assert all(method.startswith("chars4-fallback") for method in chat["estimate_methods"])
+    assert chat["input_tokens"] > 0
