@@ -1,0 +1,565 @@
+"""The provider emulator's shared state: clock, files, jobs, limits and the billing ledger.
+
+Both surfaces (Gemini native and OpenAI / OpenAI-compat) keep their resources here so that one
+ledger sees every batch and every billed request. The kernel knows nothing about wire shapes:
+a surface registers a *settle hook* that renders a finished job's results in its own format and
+returns what to bill. Everything is guarded by one re-entrant lock (``SandboxState.lock``); route
+handlers take it for the duration of a state change and never sleep while holding it.
+
+Job life cycle on the sandbox clock (``S`` = the job's ``seconds_per_state``, fixed at creation):
+
+    [t0, t0+S)      pending      (OpenAI surfaces show it as "validating")
+    [t0+S, t0+2S)   running
+    [t0+2S, t0+3S)  finalizing   (Gemini shows RUNNING)
+    >= t0+3S        succeeded    (or the fate a fault decided: failed at t0+S,
+                                  expired / cancelled at t0+3S, or stuck in pending)
+    a job still unfinished at t0 + expires_after (default 48 h) is "expired".
+
+A cancel request at time c turns the job into "cancelling" for ``cancel_grace`` seconds, then
+"cancelled". With S = 0 every job is terminal the moment it is created.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from planner.sandbox.faults import FaultPlan, JobFault
+
+Surface = str  # "gemini" | "openai" | "compat"
+Lane = Literal["batch", "interactive"]
+
+TERMINAL_PHASES = frozenset({"succeeded", "failed", "expired", "cancelled"})
+ACTIVE_PHASES = frozenset({"pending", "running", "finalizing", "cancelling"})
+
+_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+# Batch enqueued-token limits (input tokens summed over a model's unfinished jobs).
+# Gemini: Tier 1 of specs/pricing-and-limits.md §3.2; OpenAI: Tier 2 of §3.3 (Tier 1's 90k for
+# gpt-4o would reject most demo batches). Keys are model ids without "models/"; lookup is exact,
+# then the longest matching prefix, then DEFAULT_ENQUEUED_TOKENS.
+DEFAULT_ENQUEUED_TOKEN_LIMITS: dict[str, int] = {
+    "gemini-3-pro-preview": 50_000_000,
+    "gemini-3-pro-image-preview": 2_000_000,
+    "gemini-3-flash-preview": 3_000_000,
+    "gemini-2.5-pro": 5_000_000,
+    "gemini-2.5-flash": 3_000_000,
+    "gemini-2.5-flash-lite": 10_000_000,
+    "gemini-2.0-flash": 10_000_000,
+    "gemini-embedding-001": 500_000,
+    "gpt-4o": 1_350_000,
+    "gpt-4o-mini": 20_000_000,
+    "gpt-4.1": 1_350_000,
+    "gpt-4.1-mini": 20_000_000,
+    "gpt-5-mini": 20_000_000,
+    "gpt-5-nano": 20_000_000,
+    "text-embedding-3-large": 3_000_000,
+}
+DEFAULT_ENQUEUED_TOKENS = 10_000_000
+DEFAULT_MAX_CONCURRENT_JOBS = 100
+DEFAULT_EXPIRY_SECONDS = 48 * 3600.0
+
+
+class LimitExceeded(Exception):
+    """A job was refused at creation: too many active jobs or too many enqueued tokens."""
+
+    def __init__(self, kind: Literal["concurrency", "enqueued_tokens"], message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+class SandboxClock:
+    """The sandbox's notion of time.
+
+    ``seconds_per_state`` paces jobs (0 = instant). ``manual=True`` freezes the wall clock so
+    only ``advance`` moves time (tests); otherwise ``now`` is wall time plus the advanced offset.
+    """
+
+    def __init__(self, seconds_per_state: float = 2.0, *, manual: bool = False) -> None:
+        if seconds_per_state < 0:
+            raise ValueError(f"seconds_per_state must be >= 0, got {seconds_per_state}")
+        self.seconds_per_state = float(seconds_per_state)
+        self.manual = manual
+        self._start = time.time()
+        self._offset = 0.0
+        self._lock = threading.Lock()
+
+    def now(self) -> float:
+        with self._lock:
+            base = self._start if self.manual else time.time()
+            return base + self._offset
+
+    def advance(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError(f"the clock only moves forward; got {seconds}")
+        with self._lock:
+            self._offset += float(seconds)
+
+
+@dataclass
+class StoredFile:
+    id: str
+    surface: Surface
+    filename: str
+    display_name: str | None
+    purpose: str
+    mime_type: str
+    data: bytes
+    created_at: float
+    expires_at: float | None = None
+    state: str = "ACTIVE"
+    generated: bool = False  # a results/error file written by the sandbox
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
+@dataclass
+class UploadSession:
+    """A resumable upload in progress (Gemini); the id in its URL authorises the chunks."""
+
+    id: str
+    surface: Surface
+    metadata: dict[str, Any]
+    expected_size: int | None
+    mime_type: str
+    filename: str | None
+    received: bytearray = field(default_factory=bytearray)
+
+
+@dataclass
+class JobLine:
+    key: str
+    request: dict[str, Any]
+
+
+@dataclass
+class LineOutcome:
+    """What happened to one input line of a finished job, before a surface renders it."""
+
+    index: int  # position in the input
+    key: str
+    request: dict[str, Any]
+    fault: str | None  # None (answer normally) | "error" | "malformed" | "missing"
+
+
+@dataclass
+class Job:
+    id: str
+    surface: Surface
+    kind: str  # "generate" | "embed" | "chat" | "embeddings" | "responses" | ...
+    model: str
+    lines: list[JobLine]
+    created_at: float
+    seconds_per_state: float
+    our_id: str | None = None
+    display_name: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    input_file_id: str | None = None
+    inline: bool = False
+    enqueued_tokens: int = 0
+    fault: JobFault | None = None
+    cancel_requested_at: float | None = None
+    cancel_grace: float | None = None  # None -> seconds_per_state; Gemini uses 0
+    # Still unfinished this long after creation -> "expired" (Gemini 48 h; OpenAI: the window).
+    expires_after: float | None = DEFAULT_EXPIRY_SECONDS
+    deleted: bool = False
+    settled: bool = False
+    settled_at: float | None = None
+    executed: list[LineOutcome] = field(default_factory=list)
+    output: dict[str, Any] = field(default_factory=dict)  # surface-owned (file ids, inline, ...)
+    extra: dict[str, Any] = field(default_factory=dict)  # surface-owned request echo etc.
+
+    # -- timing -----------------------------------------------------------------------------
+    def _natural_phase(self, now: float) -> tuple[str, float]:
+        """Phase ignoring cancellation, and the time it began (with the expiry deadline)."""
+        deadline = None if self.expires_after is None else self.created_at + self.expires_after
+        if deadline is not None and now >= deadline:
+            phase, began = self._scheduled_phase(deadline)
+            if phase not in TERMINAL_PHASES:
+                return "expired", deadline
+            return phase, began
+        return self._scheduled_phase(now)
+
+    def _scheduled_phase(self, now: float) -> tuple[str, float]:
+        t0, s = self.created_at, self.seconds_per_state
+        kind = self.fault.kind if self.fault else None
+        if kind == "stuck":
+            return "pending", t0
+        if kind in ("fail", "token_limit") and now >= t0 + s:
+            return "failed", t0 + s
+        if now < t0 + s:
+            return "pending", t0
+        if now < t0 + 2 * s:
+            return "running", t0 + s
+        if now < t0 + 3 * s:
+            return "finalizing", t0 + 2 * s
+        if kind == "expire":
+            return "expired", t0 + 3 * s
+        if kind == "cancel":
+            return "cancelled", t0 + 3 * s
+        return "succeeded", t0 + 3 * s
+
+    def phase(self, now: float) -> str:
+        natural, _ = self._natural_phase(now)
+        c = self.cancel_requested_at
+        if c is None or now < c:
+            return natural
+        natural_at_c, _ = self._natural_phase(c)
+        if natural_at_c in TERMINAL_PHASES:
+            return natural  # cancel arrived too late; ignored
+        grace = self.seconds_per_state if self.cancel_grace is None else self.cancel_grace
+        if now < c + grace:
+            return "cancelling"
+        return "cancelled"
+
+    def phase_started_at(self, now: float) -> float:
+        """When the current phase began (for update/end timestamps)."""
+        _, began = self._natural_phase(now)
+        c = self.cancel_requested_at
+        if c is None or now < c or self._natural_phase(c)[0] in TERMINAL_PHASES:
+            return began
+        grace = self.seconds_per_state if self.cancel_grace is None else self.cancel_grace
+        return c if now < c + grace else c + grace
+
+    def is_terminal(self, now: float) -> bool:
+        return self.phase(now) in TERMINAL_PHASES
+
+    def running_started_at(self) -> float:
+        return self.created_at + self.seconds_per_state
+
+    def done_fraction(self, now: float) -> float:
+        """Share of lines processed at ``now``: 0 while pending, linear while running."""
+        phase = self.phase(now)
+        if phase == "succeeded":
+            return 1.0
+        if phase == "failed":
+            return 0.0
+        if phase == "expired":
+            if self.fault is not None and self.fault.kind == "expire":
+                return self.fault.done_fraction
+            assert self.expires_after is not None
+            return self._progress_at(self.created_at + self.expires_after)
+        if phase in ("cancelled", "cancelling"):
+            c = self.cancel_requested_at
+            if c is None:  # cancelled by a fault
+                return self.fault.done_fraction if self.fault else 0.0
+            return self._progress_at(c)
+        return self._progress_at(now)
+
+    def _progress_at(self, t: float) -> float:
+        s = self.seconds_per_state
+        if s <= 0:
+            return 1.0 if t >= self.created_at else 0.0
+        return min(1.0, max(0.0, (t - self.running_started_at()) / s))
+
+
+# A surface's settle hook: renders ``job.executed`` into ``job.output`` (creating files through
+# the state) and returns (key, usage) pairs to bill in the "batch" lane.
+SettleHook = Callable[["SandboxState", Job], list[tuple[str, dict[str, Any]]]]
+
+
+@dataclass
+class BilledRequest:
+    key: str
+    lane: str
+    times_billed: int = 0
+    usage: dict[str, int] = field(default_factory=dict)
+    lanes: dict[str, int] = field(default_factory=dict)
+    models: list[str] = field(default_factory=list)
+    batches: list[str] = field(default_factory=list)
+
+
+class Ledger:
+    """Everything the sandbox has seen: batches created and requests billed (by key).
+
+    Usage dicts use one vocabulary on every surface: ``input_tokens``, ``output_tokens``
+    (billable output, thinking/reasoning included), ``total_tokens``, and optionally
+    ``thoughts_tokens`` / ``reasoning_tokens`` (already inside ``output_tokens``). Integer
+    fields are summed over every time the key was billed.
+    """
+
+    def __init__(self) -> None:
+        self._batches: list[Job] = []
+        self._requests: dict[str, BilledRequest] = {}
+
+    def record_batch(self, job: Job) -> None:
+        self._batches.append(job)
+
+    def bill(
+        self,
+        key: str,
+        lane: str,
+        usage: dict[str, Any],
+        *,
+        model: str | None = None,
+        batch: str | None = None,
+    ) -> None:
+        entry = self._requests.get(key)
+        if entry is None:
+            entry = self._requests[key] = BilledRequest(key=key, lane=lane)
+        entry.lane = lane
+        entry.times_billed += 1
+        entry.lanes[lane] = entry.lanes.get(lane, 0) + 1
+        for name, value in usage.items():
+            if isinstance(value, int) and not isinstance(value, bool):
+                entry.usage[name] = entry.usage.get(name, 0) + value
+        if model is not None and model not in entry.models:
+            entry.models.append(model)
+        if batch is not None:
+            entry.batches.append(batch)
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        return {
+            "batches": [
+                {
+                    "name": job.id,
+                    "our_id": job.our_id,
+                    "model": job.model,
+                    "requests": len(job.lines),
+                    "state": job.phase(now),
+                    "surface": job.surface,
+                    "kind": job.kind,
+                    "display_name": job.display_name,
+                    "deleted": job.deleted,
+                    "billed": len(job.executed) if job.settled else 0,
+                }
+                for job in self._batches
+            ],
+            "requests": [
+                {
+                    "key": r.key,
+                    "lane": r.lane,
+                    "times_billed": r.times_billed,
+                    "usage": dict(r.usage),
+                    "lanes": dict(r.lanes),
+                    "models": list(r.models),
+                    "batches": list(r.batches),
+                }
+                for r in self._requests.values()
+            ],
+        }
+
+
+@dataclass
+class Limits:
+    max_concurrent_jobs: int = DEFAULT_MAX_CONCURRENT_JOBS
+    enqueued_tokens: dict[str, int] = field(
+        default_factory=lambda: dict(DEFAULT_ENQUEUED_TOKEN_LIMITS)
+    )
+    default_enqueued_tokens: int = DEFAULT_ENQUEUED_TOKENS
+
+    def enqueued_limit(self, model: str) -> int:
+        bare = bare_model(model)
+        if bare in self.enqueued_tokens:
+            return self.enqueued_tokens[bare]
+        best = ""
+        for name in self.enqueued_tokens:
+            if bare.startswith(name) and len(name) > len(best):
+                best = name
+        return self.enqueued_tokens[best] if best else self.default_enqueued_tokens
+
+
+def bare_model(model: str) -> str:
+    """``models/gemini-2.5-flash`` -> ``gemini-2.5-flash``."""
+    return model.split("/", 1)[1] if model.startswith(("models/", "tunedModels/")) else model
+
+
+def our_id_from_display_name(name: str | None) -> str | None:
+    """Our planner puts ``planner:<batch id>`` in display names; anything else is not ours."""
+    if not name or "planner:" not in name:
+        return None
+    rest = name.split("planner:", 1)[1].strip()
+    return rest or None
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+class SandboxState:
+    """All sandbox state; hold ``lock`` while reading or changing anything."""
+
+    def __init__(
+        self,
+        *,
+        clock: SandboxClock | None = None,
+        faults: FaultPlan | None = None,
+        limits: Limits | None = None,
+        public_url: str | None = None,
+    ) -> None:
+        self.lock = threading.RLock()
+        self.clock = clock or SandboxClock()
+        self.faults = faults or FaultPlan()
+        self.limits = limits or Limits()
+        self.public_url = public_url  # set by serve(); routes otherwise use the request's Host
+        self.ledger = Ledger()
+        self.files: dict[str, StoredFile] = {}
+        self.jobs: dict[str, Job] = {}
+        self.uploads: dict[str, UploadSession] = {}
+        self.settle_hooks: dict[Surface, SettleHook] = {}
+        self._counter = 0
+        self._seq = 0
+
+    # -- identity -----------------------------------------------------------------------------
+    def new_id(self, prefix: str = "", length: int = 24) -> str:
+        """A fresh id, deterministic per state: ``prefix`` + ``length`` chars of [a-z0-9]."""
+        with self.lock:
+            self._counter += 1
+            n = self._counter
+        digest = hashlib.sha256(f"{self.faults.seed}:{prefix}:{n}".encode()).digest()
+        rng = random.Random(digest)
+        return prefix + "".join(rng.choice(_ALPHABET) for _ in range(length))
+
+    def next_seq(self) -> int:
+        """A strictly increasing number (creation order for listings and page tokens)."""
+        with self.lock:
+            self._seq += 1
+            return self._seq
+
+    def reset(self) -> None:
+        """Forget everything (files, jobs, ledger, uploads); keep clock, faults, limits, hooks."""
+        with self.lock:
+            self.ledger = Ledger()
+            self.files.clear()
+            self.jobs.clear()
+            self.uploads.clear()
+            self._counter = 0
+            self._seq = 0
+            self.faults.reset_counters()
+
+    # -- files --------------------------------------------------------------------------------
+    def add_file(
+        self,
+        *,
+        surface: Surface,
+        data: bytes,
+        filename: str = "",
+        purpose: str = "",
+        mime_type: str = "application/octet-stream",
+        display_name: str | None = None,
+        file_id: str | None = None,
+        expires_at: float | None = None,
+        generated: bool = False,
+        state: str = "ACTIVE",
+        metadata: dict[str, Any] | None = None,
+    ) -> StoredFile:
+        with self.lock:
+            fid = file_id or self.new_id("file-" if surface != "gemini" else "", 24)
+            meta = dict(metadata or {})
+            meta.setdefault("seq", self.next_seq())
+            stored = StoredFile(
+                id=fid,
+                surface=surface,
+                filename=filename,
+                display_name=display_name,
+                purpose=purpose,
+                mime_type=mime_type,
+                data=data,
+                created_at=self.clock.now(),
+                expires_at=expires_at,
+                state=state,
+                generated=generated,
+                metadata=meta,
+            )
+            self.files[fid] = stored
+            return stored
+
+    # -- jobs ---------------------------------------------------------------------------------
+    def active_jobs(self, now: float, surface: Surface | None = None) -> list[Job]:
+        with self.lock:
+            return [
+                j
+                for j in self.jobs.values()
+                if not j.deleted
+                and (surface is None or j.surface == surface)
+                and j.phase(now) in ACTIVE_PHASES
+            ]
+
+    def check_limits(self, job: Job, now: float) -> LimitExceeded | None:
+        """Would ``job`` exceed the concurrency or the model's enqueued-token limit?"""
+        with self.lock:
+            active = self.active_jobs(now, job.surface)
+            if len(active) >= self.limits.max_concurrent_jobs:
+                return LimitExceeded(
+                    "concurrency",
+                    f"Too many concurrent batch jobs: limit {self.limits.max_concurrent_jobs}.",
+                )
+            model = bare_model(job.model)
+            enqueued = sum(j.enqueued_tokens for j in active if bare_model(j.model) == model)
+            limit = self.limits.enqueued_limit(model)
+            if enqueued + job.enqueued_tokens > limit:
+                return LimitExceeded(
+                    "enqueued_tokens",
+                    f"Enqueued token limit reached for {model}. Limit: {limit:,} enqueued "
+                    f"tokens; in use {enqueued:,}, this batch {job.enqueued_tokens:,}.",
+                )
+            return None
+
+    def add_job(self, job: Job, *, enforce_limits: bool = True) -> Job:
+        """Register a job (and record it in the ledger); raises LimitExceeded when refused."""
+        with self.lock:
+            if enforce_limits:
+                refusal = self.check_limits(job, job.created_at)
+                if refusal is not None:
+                    raise refusal
+            job.extra.setdefault("seq", self.next_seq())
+            self.jobs[job.id] = job
+            self.ledger.record_batch(job)
+            return job
+
+    def request_cancel(self, job: Job, now: float) -> None:
+        with self.lock:
+            if job.cancel_requested_at is None and not job.is_terminal(now):
+                job.cancel_requested_at = now
+
+    def settle(self, job: Job, now: float) -> None:
+        """Once a job is terminal: decide each line's outcome, render results, bill once."""
+        with self.lock:
+            if job.settled or not job.is_terminal(now):
+                return
+            fraction = job.done_fraction(now)
+            count = len(job.lines) if fraction >= 1.0 else int(len(job.lines) * fraction)
+            ident = job.id
+            outcomes = [
+                LineOutcome(
+                    index=i,
+                    key=line.key,
+                    request=line.request,
+                    fault=self.faults.line_fault(ident, line.key),
+                )
+                for i, line in enumerate(job.lines[:count])
+            ]
+            if self.faults.shuffle_results:
+                random.Random(f"{self.faults.seed}:shuffle:{ident}").shuffle(outcomes)
+            job.executed = outcomes
+            job.settled = True
+            job.settled_at = now
+            hook = self.settle_hooks.get(job.surface)
+            billed = hook(self, job) if hook is not None else []
+            for key, usage in billed:
+                self.ledger.bill(key, "batch", usage, model=job.model, batch=job.id)
+
+    def settle_all(self, now: float, jobs: Iterable[Job] | None = None) -> None:
+        with self.lock:
+            for job in list(jobs if jobs is not None else self.jobs.values()):
+                self.settle(job, now)
+
+    def visible_in_list(self, job: Job, now: float) -> bool:
+        """List lag fault: a new job shows up in listings only ``list_lag`` seconds later."""
+        return not job.deleted and now >= job.created_at + self.faults.list_lag
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            now = self.clock.now()
+            self.settle_all(now)
+            return self.ledger.snapshot(now)

@@ -1,0 +1,332 @@
+"""The sandbox kernel: clock, job phases, limits, ledger, fault spec, token rule, entry points."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from planner.sandbox import (
+    FaultPlan,
+    FaultSpecError,
+    Job,
+    JobFault,
+    JobLine,
+    LimitExceeded,
+    Limits,
+    RunningSandbox,
+    SandboxClock,
+    SandboxState,
+    serve,
+)
+from planner.sandbox.faults import parse_spec
+from planner.sandbox.kernel import our_id_from_display_name
+from planner.sandbox.usage import (
+    count_tokens,
+    fake_completion,
+    fake_embedding,
+    prompt_tokens,
+    thoughts_tokens,
+)
+
+
+def _job(state: SandboxState, *, s: float = 10, fault: JobFault | None = None, n: int = 4) -> Job:
+    return Job(
+        id=state.new_id("batch_"),
+        surface="test",
+        kind="generate",
+        model="models/gemini-2.5-flash",
+        lines=[JobLine(key=f"k{i}", request={"contents": "x"}) for i in range(n)],
+        created_at=state.clock.now(),
+        seconds_per_state=s,
+        fault=fault,
+    )
+
+
+# -- clock and phases -------------------------------------------------------------------------
+def test_manual_clock_only_moves_when_advanced() -> None:
+    clock = SandboxClock(5, manual=True)
+    start = clock.now()
+    assert clock.now() == start
+    clock.advance(7.5)
+    assert clock.now() == start + 7.5
+    with pytest.raises(ValueError, match="forward"):
+        clock.advance(-1)
+
+
+@pytest.mark.parametrize(
+    ("fault", "at", "phase"),
+    [
+        # S = 10: pending [0,10), running [10,20), finalizing [20,30), terminal from 30
+        (None, 0, "pending"),
+        (None, 10, "running"),
+        (None, 25, "finalizing"),
+        (None, 30, "succeeded"),
+        (JobFault("fail"), 9, "pending"),
+        (JobFault("fail"), 10, "failed"),
+        (JobFault("expire", 0.5), 30, "expired"),
+        (JobFault("cancel", 0.5), 30, "cancelled"),
+        (JobFault("stuck"), 48 * 3600 - 1, "pending"),
+        (JobFault("stuck"), 48 * 3600, "expired"),
+    ],
+)
+def test_job_phases_follow_the_clock(fault: JobFault | None, at: float, phase: str) -> None:
+    state = SandboxState(clock=SandboxClock(10, manual=True))
+    job = _job(state, fault=fault)
+    assert job.phase(job.created_at + at) == phase
+
+
+def test_cancel_goes_through_cancelling_unless_grace_is_zero() -> None:
+    state = SandboxState(clock=SandboxClock(10, manual=True))
+    job = _job(state)
+    t0 = job.created_at
+    state.request_cancel(job, t0 + 15)  # half-way through running
+    assert job.phase(t0 + 15) == "cancelling"
+    assert job.phase(t0 + 25) == "cancelled"
+    assert job.done_fraction(t0 + 25) == 0.5
+    instant = _job(state)
+    instant.cancel_grace = 0
+    state.request_cancel(instant, t0 + 1)
+    assert instant.phase(t0 + 1) == "cancelled"
+
+
+def test_cancel_after_the_end_is_ignored() -> None:
+    state = SandboxState(clock=SandboxClock(0, manual=True))
+    job = _job(state, s=0)
+    state.request_cancel(job, job.created_at)
+    assert job.cancel_requested_at is None
+    assert job.phase(job.created_at) == "succeeded"
+
+
+def test_settle_bills_each_line_once_through_the_surface_hook() -> None:
+    state = SandboxState(clock=SandboxClock(0, manual=True))
+    calls: list[str] = []
+
+    def hook(st: SandboxState, job: Job) -> list[tuple[str, dict[str, Any]]]:
+        calls.append(job.id)
+        return [(o.key, {"input_tokens": 2}) for o in job.executed]
+
+    state.settle_hooks["test"] = hook
+    job = state.add_job(_job(state, s=0, n=3))
+    for _ in range(3):
+        state.settle(job, state.clock.now())
+    assert calls == [job.id]
+    snapshot = state.snapshot()
+    assert [(r["key"], r["times_billed"], r["usage"]) for r in snapshot["requests"]] == [
+        ("k0", 1, {"input_tokens": 2}),
+        ("k1", 1, {"input_tokens": 2}),
+        ("k2", 1, {"input_tokens": 2}),
+    ]
+    assert snapshot["batches"][0]["state"] == "succeeded"
+
+
+def test_limits_refuse_concurrency_and_enqueued_tokens() -> None:
+    state = SandboxState(
+        clock=SandboxClock(10, manual=True),
+        limits=Limits(max_concurrent_jobs=2, enqueued_tokens={"gemini-2.5-flash": 100}),
+    )
+    big = _job(state)
+    big.enqueued_tokens = 101
+    with pytest.raises(LimitExceeded) as caught:
+        state.add_job(big)
+    assert caught.value.kind == "enqueued_tokens"
+    state.add_job(_job(state))
+    state.add_job(_job(state))
+    with pytest.raises(LimitExceeded) as caught:
+        state.add_job(_job(state))
+    assert caught.value.kind == "concurrency"
+    assert state.limits.enqueued_limit("models/gemini-2.5-flash-001") == 100  # longest prefix
+    assert Limits().enqueued_limit("models/gemini-2.5-flash-lite") == 10_000_000
+
+
+@pytest.mark.parametrize(
+    ("name", "our_id"),
+    [("planner:plb_1", "plb_1"), ("nightly planner:abc", "abc"), ("other", None), (None, None)],
+)
+def test_our_id_comes_from_the_display_name(name: str | None, our_id: str | None) -> None:
+    assert our_id_from_display_name(name) == our_id
+
+
+def test_ids_are_deterministic_per_seed() -> None:
+    a = SandboxState(faults=FaultPlan.from_spec("seed=3"))
+    b = SandboxState(faults=FaultPlan.from_spec("seed=3"))
+    assert [a.new_id("", 12) for _ in range(3)] == [b.new_id("", 12) for _ in range(3)]
+
+
+# -- fault spec -------------------------------------------------------------------------------
+def test_full_spec_parses() -> None:
+    spec = (
+        "rate_limit=0.2,retry_after=3,server_error=0.1,slow=2.5,timeout_rate=0.05,batch_fail=0.1,"
+        "batch_expire=0.1,expire_done_fraction=0.5,cancel=0.05,line_error_rate=0.02,"
+        "malformed_line_rate=0.01,token_limit=0.1,shuffle_results=1,missing_line_rate=0.01,"
+        "seed=42,rate_limit_on=create|gemini.list,rate_limit_first=2,list_lag=30,drop=0.1"
+    )
+    settings = parse_spec(spec)
+    assert settings["rate_limit_on"] == frozenset({"create", "gemini.list"})
+    assert settings["drop_rate"] == 0.1 and settings["shuffle_results"] is True
+    plan = FaultPlan(settings)
+    assert FaultPlan.from_mapping(plan.to_dict()).settings == settings
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("rate_limit=2", "between 0 and 1"),
+        ("rate_limit", "expected name=value"),
+        ("bogus=1", "unknown fault 'bogus'"),
+        ("rate_limit_on=nowhere", "unknown target 'nowhere'"),
+        ("seed=x", "integer seed"),
+        ("slow=-1", "seconds >= 0"),
+        ("rate_limit_first=-1", "whole number"),
+        ("line_error_rate_on=create", "unknown fault 'line_error_rate_on'"),
+    ],
+)
+def test_bad_specs_name_the_item(spec: str, message: str) -> None:
+    with pytest.raises(FaultSpecError, match=message):
+        parse_spec(spec)
+
+
+def test_decisions_are_deterministic_and_targeted() -> None:
+    def run() -> list[Any]:
+        plan = FaultPlan.from_spec("rate_limit=0.5,seed=9,rate_limit_on=create")
+        return [plan.http_fault("gemini", "create") for _ in range(20)] + [
+            plan.http_fault("gemini", "get")
+        ]
+
+    first = run()
+    assert first == run()
+    assert {f.kind for f in first[:20] if f} == {"rate_limit"} and None in first[:20]
+    assert first[20] is None
+
+
+def test_first_n_then_probability() -> None:
+    plan = FaultPlan.from_spec("batch_fail_first=2")
+    fates = [plan.job_fault(f"job{i}") for i in range(4)]
+    assert [f.kind if f else None for f in fates] == ["fail", "fail", None, None]
+
+
+@given(st.floats(min_value=0, max_value=1))
+def test_line_fault_rate_is_a_probability(rate: float) -> None:
+    plan = FaultPlan({"line_error_rate": rate})
+    hits = sum(plan.line_fault("job", f"k{i}") == "error" for i in range(200))
+    if rate == 0:
+        assert hits == 0
+    if rate == 1:
+        assert hits == 200
+
+
+# -- token rule -------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "tokens"),
+    [
+        ("", 0),
+        ("Hello, world!", 6),  # 4 pieces x 1.3 = 5.2 -> 6
+        ("one", 2),  # 1.3 -> 2
+        ("a-b c", 6),  # a - b c = 4 pieces -> 5.2 -> 6
+        ("...!!!", 2),  # one punctuation run
+        ("ten words here and there and more words to count", 13),
+    ],
+)
+def test_count_tokens_examples(text: str, tokens: int) -> None:
+    assert count_tokens(text) == tokens
+
+
+def test_prompt_tokens_count_messages_with_overhead() -> None:
+    gemini = {
+        "systemInstruction": {"parts": [{"text": "be brief"}]},
+        "contents": [{"role": "user", "parts": [{"text": "Hello,"}, {"text": "world!"}]}],
+    }
+    assert prompt_tokens(gemini) == (3 + 3) + (6 + 3)
+    chat = {"messages": [{"role": "user", "content": "Hello, world!"}]}
+    assert prompt_tokens(chat) == 9
+
+
+@given(
+    st.text(max_size=40),
+    st.integers(min_value=0, max_value=60),
+)
+def test_fake_completion_is_deterministic_and_respects_the_cap(prompt: str, cap: int) -> None:
+    request = {"contents": prompt, "generationConfig": {"maxOutputTokens": cap}}
+    first = fake_completion("models/gemini-2.5-flash", request)
+    assert first == fake_completion("models/gemini-2.5-flash", request)
+    text, _, output = first
+    assert output == count_tokens(text) <= cap
+
+
+def test_thoughts_and_embeddings() -> None:
+    request = {"contents": "x"}
+    assert 16 <= thoughts_tokens("models/gemini-2.5-pro", request) < 64
+    assert thoughts_tokens("models/gemini-2.5-flash-lite", request) == 0
+    budgeted = {"contents": "x", "generationConfig": {"thinkingConfig": {"thinkingBudget": 0}}}
+    assert thoughts_tokens("models/gemini-2.5-flash", budgeted) == 0
+    vector = fake_embedding("m", "text", 5)
+    assert len(vector) == 5 and abs(sum(v * v for v in vector) - 1) < 1e-4
+    assert vector == fake_embedding("m", "text", 5) != fake_embedding("m", "other", 5)
+
+
+# -- entry points and control endpoints ---------------------------------------------------------
+def test_serve_refuses_non_loopback_hosts() -> None:
+    with pytest.raises(ValueError, match="loopback"):
+        serve("0.0.0.0")
+
+
+def test_control_endpoints(sandbox: RunningSandbox) -> None:
+    url = sandbox.url
+    before = httpx.get(f"{url}/_sandbox/clock").json()["now"]
+    assert httpx.post(f"{url}/_sandbox/clock/advance", json={"seconds": 30}).json()["now"] == (
+        before + 30
+    )
+    assert httpx.post(f"{url}/_sandbox/clock/advance", json={"seconds": -1}).status_code == 400
+    assert httpx.post(f"{url}/_sandbox/clock/speed", json={"seconds_per_state": 2}).json() == {
+        "seconds_per_state": 2.0
+    }
+    assert httpx.post(f"{url}/_sandbox/faults", json={"spec": "seed=4"}).json() == {"seed": 4}
+    assert httpx.get(f"{url}/_sandbox/faults").json() == {"seed": 4}
+    limits = httpx.post(
+        f"{url}/_sandbox/limits",
+        json={"max_concurrent_jobs": 3, "enqueued_tokens": {"gemini-2.5-flash": 50}},
+    ).json()
+    assert limits["max_concurrent_jobs"] == 3
+    assert sandbox.state.limits.enqueued_limit("models/gemini-2.5-flash") == 50
+    assert httpx.post(f"{url}/_sandbox/limits", json={"bogus": 1}).status_code == 400
+    sandbox.state.add_file(surface="gemini", data=b"x")
+    assert httpx.post(f"{url}/_sandbox/reset").json() == {"ok": True}
+    assert sandbox.state.files == {}
+    assert httpx.get(f"{url}/_sandbox/ledger").json() == {"batches": [], "requests": []}
+
+
+def test_cli_rejects_a_bad_fault_spec_with_exit_2() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "planner.sandbox", "--port", "0", "--faults", "rate_limit=7"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "rate_limit" in result.stderr and "between 0 and 1" in result.stderr
+
+
+def test_module_entry_point_serves_until_sigterm() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "planner.sandbox", "--port", "0", "--speed", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("planner sandbox listening on http://127.0.0.1:")
+        url = line.rsplit(" ", 1)[1].strip()
+        assert httpx.get(f"{url}/_sandbox/health").json()["ok"] is True
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
