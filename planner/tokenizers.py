@@ -2,11 +2,12 @@
 
 tiktoken downloads a BPE file on first use and caches it under ``TIKTOKEN_CACHE_DIR`` with the
 SHA-1 of the download URL as the file name; its download has no timeout. planner runs on
-machines without internet, so this adapter never lets tiktoken reach for the network: it loads
-an encoding only when the cached file is present and has the expected SHA-256, and otherwise
-logs one ``tokenizer_unavailable`` warning per encoding and answers ``None``, so the estimate
-falls back to the chars/4 rule. Operators put the files in a cache directory (``cache_dir``) —
-see ``expected_cache_file``.
+machines without internet, so this adapter never lets tiktoken reach for the network itself.
+When the cached file is missing it fetches it once, with a timeout (``download_timeout``; off
+with ``download=False``), checks its SHA-256 and writes it into the cache atomically. If that
+fails too, it logs one ``tokenizer_unavailable`` warning per encoding and answers ``None``, so
+the estimate falls back to the chars/4 rule. Operators can also put the files in a cache
+directory of their own (``cache_dir``) — see ``expected_cache_file``.
 """
 
 from __future__ import annotations
@@ -79,13 +80,50 @@ def _problem(encoding: str, cache_dir: Path | None) -> str | None:
     return None
 
 
+def _fetch(encoding: str, cache_dir: Path, base: str, timeout: float) -> str | None:
+    """Download one BPE file into the cache; ``None`` on success, else why it failed."""
+    import httpx
+
+    known = _FILES.get(encoding)
+    target = expected_cache_file(encoding, cache_dir)
+    if known is None or target is None:
+        return "no known BPE file for this encoding"
+    url = base + known[0].removeprefix(_BASE)
+    try:
+        response = httpx.get(url, timeout=timeout, follow_redirects=True)
+        response.raise_for_status()
+    except httpx.HTTPError as exc:
+        return f"download from {url} failed ({type(exc).__name__})"
+    if hashlib.sha256(response.content).hexdigest() != known[1]:
+        return f"download from {url} has the wrong SHA-256"
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix(f".{os.getpid()}.part")
+        partial.write_bytes(response.content)
+        partial.replace(target)
+    except OSError as exc:
+        return f"cannot write {target} ({exc.strerror})"
+    return None
+
+
 class TiktokenCounter:
     """Counts tokens with tiktoken; encodings are loaded once and cached (also the failures)."""
 
-    def __init__(self, catalog: Catalog | None = None, *, cache_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        catalog: Catalog | None = None,
+        *,
+        cache_dir: Path | None = None,
+        download: bool = True,
+        download_timeout: float = 10.0,
+        download_base: str = _BASE,
+    ) -> None:
         """``cache_dir`` (the operator's) replaces ``TIKTOKEN_CACHE_DIR`` when loading."""
         self._catalog = catalog
         self._cache_dir = cache_dir
+        self._download = download
+        self._timeout = download_timeout
+        self._base = download_base
         self._encodings: dict[str, Any] = {}
 
     def encoding_for(self, model: str) -> str | None:
@@ -111,6 +149,9 @@ class TiktokenCounter:
     def _try_load(self, encoding: str) -> Any:
         cache_dir = self._cache_dir if self._cache_dir is not None else _cache_dir()
         problem = _problem(encoding, cache_dir)
+        if problem is not None and self._download and cache_dir is not None:
+            fetched = _fetch(encoding, cache_dir, self._base, self._timeout)
+            problem = _problem(encoding, cache_dir) if fetched is None else f"{problem}; {fetched}"
         if problem is None:
             if self._cache_dir is not None:  # tiktoken reads the directory from the environment
                 os.environ["TIKTOKEN_CACHE_DIR"] = str(self._cache_dir)

@@ -465,6 +465,22 @@ class IntakeConfig(Section):
     max_body_bytes: ByteSize = Field(1_000_000, description="Largest accepted request body.")
 
 
+class TokenizerConfig(Section):
+    """Where tiktoken's BPE files come from (OpenAI token estimates)."""
+
+    cache_dir: ConfigPath | None = Field(
+        None,
+        description="Folder holding the BPE files; null = $TIKTOKEN_CACHE_DIR, else tiktoken's "
+        "default. Files are named by the SHA-1 of their download URL, as tiktoken names them.",
+    )
+    download: bool = Field(
+        True, description="Fetch a missing BPE file once (checked by SHA-256) into cache_dir."
+    )
+    download_timeout: Duration = Field(
+        timedelta(seconds=10), description="Give up a BPE download after this long."
+    )
+
+
 class PlannerConfig(Section):
     """The whole configuration file."""
 
@@ -497,6 +513,10 @@ class PlannerConfig(Section):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig, description="Timing.")
     metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Metrics.")
     intake: IntakeConfig = Field(default_factory=IntakeConfig, description="HTTP intake.")
+    tokenizer: TokenizerConfig = Field(
+        default_factory=TokenizerConfig,
+        description="Token counting; without BPE files estimates fall back to bytes/4.",
+    )
 
     def provider_for(self, model: str) -> str | None:
         """The name of the first provider (in file order) that serves ``model``."""

@@ -101,7 +101,12 @@ def build_planner(cfg: PlannerConfig, catalog: Catalog | None = None) -> Planner
 
     return Planner(
         catalog=catalog,
-        counter=TiktokenCounter(catalog),
+        counter=TiktokenCounter(
+            catalog,
+            cache_dir=cfg.tokenizer.cache_dir,
+            download=cfg.tokenizer.download,
+            download_timeout=cfg.tokenizer.download_timeout.total_seconds(),
+        ),
         route=router(cfg),
         rules_for=rules_of,
         default_output_tokens_for=output_tokens_of,
