@@ -12,7 +12,6 @@ background thread on 127.0.0.1; ``run_forever`` is what ``planner sandbox`` and
 
 from __future__ import annotations
 
-import importlib
 import ipaddress
 import logging
 import signal
@@ -23,7 +22,7 @@ from types import TracebackType
 import uvicorn
 from fastapi import FastAPI
 
-from planner.sandbox import control_routes, gemini_routes
+from planner.sandbox import control_routes, gemini_routes, openai_routes
 from planner.sandbox.faults import FaultPlan, FaultSpecError, HttpFault, JobFault
 from planner.sandbox.kernel import (
     Job,
@@ -64,22 +63,13 @@ DEFAULT_SECONDS_PER_STATE = 1.0
 _STARTUP_TIMEOUT_SECONDS = 10.0
 
 
-def _install_openai(app: FastAPI, state: SandboxState) -> None:
-    try:  # guard only while the OpenAI surface is being written; the lead removes it
-        openai_routes = importlib.import_module("planner.sandbox.openai_routes")
-    except ImportError:
-        logger.warning("sandbox.openai_routes_missing")
-        return
-    openai_routes.install(app, state)
-
-
 def create_app(state: SandboxState | None = None) -> FastAPI:
     """The ASGI app serving every surface on one port, around ``state`` (fresh if None)."""
     state = state or SandboxState()
     app = FastAPI(title="planner sandbox", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.sandbox = state
     control_routes.install(app, state)
-    _install_openai(app, state)
+    openai_routes.install(app, state)
     gemini_routes.install(app, state)
     return app
 
