@@ -1,0 +1,249 @@
+"""The provider port: what the runtime asks of any batch provider, and the values it gets back.
+
+The runtime drives every provider through :class:`BatchProvider` without knowing which one it
+is. Implementations live next to this module (``gemini.py``, ``openai.py``); their pure halves
+(payload builders, result parsers, state maps) live in ``*_wire.py`` so they can be tested from
+the specs' examples without a network.
+
+Contract highlights (each one is tested in ``tests/contract/test_providers.py``):
+
+- our batch id travels with the remote batch (Gemini ``displayName = "planner:<id>"``, OpenAI
+  ``metadata = {"planner_batch_id": <id>}``) so a restart can adopt instead of re-create;
+- ``submit`` never lets an SDK retry the create call (a retried create can duplicate a batch);
+- ``fetch_results`` yields exactly one :class:`LineResult` per expected key, joined by key,
+  never by position; a key found nowhere is ``not_executed`` and retryable;
+- every failure is raised as a :mod:`planner.errors` ``ProviderError`` subclass whose message
+  never contains the API key.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from planner.core.model import Endpoint, Request, Usage
+from planner.core.states import BatchState
+
+NOT_EXECUTED = "not_executed"
+"""``LineResult.error_code`` of a key that appears in no result (never ran, or lost)."""
+
+MALFORMED = "malformed_result"
+"""``LineResult.error_code`` of a key whose result line could not be understood."""
+
+SDK_LOGGERS = ("httpx", "httpcore", "httpx2", "httpcore2", "openai", "google_genai")
+"""Loggers that can print URLs, headers or bodies; Gemini's upload URLs act as credentials."""
+
+
+def quiet_sdk_loggers(level: int = logging.WARNING) -> None:
+    """Raise the SDK/transport loggers to ``level`` (WARNING by default).
+
+    Called by every provider constructor; ``runtime/logging.py`` may call it again with a
+    lower level when the operator asks for ``--debug-http`` (its redaction filter applies then).
+    """
+    for name in SDK_LOGGERS:
+        logging.getLogger(name).setLevel(level)
+
+
+class ErrorKind(StrEnum):
+    """What kind of failure a batch or a line reports; mirrors the ProviderError subclasses."""
+
+    TRANSIENT = "transient"
+    RATE_LIMITED = "rate_limited"
+    QUOTA_EXCEEDED = "quota_exceeded"
+    PERMANENT = "permanent"
+    NOT_FOUND = "not_found"
+    AUTH_FAILED = "auth_failed"
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLine:
+    """One request as it goes into a batch: the join key, its model, endpoint and wire body."""
+
+    key: str
+    model: str
+    endpoint: Endpoint
+    body: Mapping[str, Any]
+
+    @classmethod
+    def from_request(cls, request: Request) -> BatchLine:
+        return cls(
+            key=request.key, model=request.model, endpoint=request.endpoint, body=request.body
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPayload:
+    """What ``submit`` sends: either a JSONL file (``jsonl``) or inline requests (``inline``).
+
+    ``keys`` lists every line's key in input order; ``size_bytes`` is the encoded size of the
+    file or of the inline create body.
+    """
+
+    batch_id: str
+    model: str
+    endpoint: Endpoint
+    keys: tuple[str, ...]
+    size_bytes: int
+    jsonl: bytes | None = None
+    inline: tuple[Mapping[str, Any], ...] | None = None
+
+    @property
+    def mode(self) -> Literal["file", "inline"]:
+        return "inline" if self.inline is not None else "file"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestCounts:
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteBatch:
+    """A batch as the provider reports it, already translated to our vocabulary.
+
+    ``provider_state`` keeps the raw status string for logs; ``error_code``/``error_kind``
+    describe a batch-level failure (e.g. ``token_limit_exceeded`` -> ``QUOTA_EXCEEDED``).
+    ``inline`` is True for Gemini batches whose results come back inside the batch resource.
+    """
+
+    remote_id: str
+    our_id: str | None
+    state: BatchState
+    provider_state: str
+    model: str | None = None
+    endpoint: Endpoint | None = None
+    counts: RequestCounts = field(default_factory=RequestCounts)
+    input_file_id: str | None = None
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    error_code: str | None = None
+    error_kind: ErrorKind | None = None
+    error_message: str | None = None
+    created_at: datetime | None = None
+    inline: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LineResult:
+    """The outcome of one request. ``response`` is the provider's response body (success only)."""
+
+    key: str
+    ok: bool
+    response: Mapping[str, Any] | None = None
+    usage: Usage | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    retryable: bool = False
+
+
+@runtime_checkable
+class BatchProvider(Protocol):
+    """The port the pipeline uses; one implementation per provider kind."""
+
+    kind: str
+
+    def build_payload(self, batch_id: str, lines: Sequence[BatchLine]) -> BatchPayload:
+        """Encode the lines (pure; raises ValueError on mixed models/endpoints or bad bodies)."""
+        ...
+
+    def submit(
+        self,
+        batch_id: str,
+        model: str,
+        endpoint: Endpoint,
+        payload: BatchPayload,
+        *,
+        input_file_id: str | None = None,
+    ) -> RemoteBatch:
+        """Upload (file mode; skipped when ``input_file_id`` adopts an earlier upload) and
+        create the batch with our id attached; the create is never retried by an SDK."""
+        ...
+
+    def get(self, remote_id: str) -> RemoteBatch: ...
+
+    def cancel(self, remote_id: str) -> None:
+        """Ask the provider to cancel; a batch that is already finished is not an error."""
+        ...
+
+    def fetch_results(self, remote: RemoteBatch, keys: Collection[str]) -> Iterator[LineResult]:
+        """Exactly one LineResult per key in ``keys``, joined by key."""
+        ...
+
+    def delete_files(self, remote: RemoteBatch) -> None:
+        """Delete remote input/output files; files already gone are fine."""
+        ...
+
+    def list_ours(self, since: datetime | None = None) -> Iterator[RemoteBatch]:
+        """Batches carrying our id (created at or after ``since`` when given)."""
+        ...
+
+    def call_interactive(self, line: BatchLine, *, flex: bool) -> LineResult:
+        """One synchronous call; a request-level 4xx comes back as ``ok=False``, the rest raises."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class BadLine:
+    """A result line that could not be understood. ``key`` when it could still be recovered."""
+
+    line_no: int
+    reason: str
+    key: str | None = None
+
+
+def join_by_key(
+    keys: Collection[str],
+    found: Iterable[LineResult | BadLine],
+    *,
+    batch: str,
+    log: logging.Logger,
+) -> Iterator[LineResult]:
+    """Yield exactly one result per expected key: the first one found, else ``not_executed``.
+
+    A bad line whose key is known becomes that key's ``malformed_result`` (retryable); a bad
+    line without a key, a result for a key we did not send and a second result for a key are
+    logged (batch id and line number, never content) and cannot be attributed, so the key they
+    might belong to ends up ``not_executed`` and is retried rather than lost.
+    """
+    expected = set(keys)
+    seen: set[str] = set()
+    for item in found:
+        if isinstance(item, BadLine):
+            log.warning(
+                "malformed result line %d in batch %s: %s",
+                item.line_no,
+                batch,
+                item.reason,
+                extra={"event": "provider_result_malformed", "batch": batch},
+            )
+            if item.key is None:
+                continue
+            item = LineResult(
+                key=item.key,
+                ok=False,
+                error_code=MALFORMED,
+                error_message=f"result line {item.line_no} unreadable: {item.reason}",
+                retryable=True,
+            )
+        if item.key not in expected or item.key in seen:
+            event = "provider_result_duplicate" if item.key in seen else "provider_result_unknown"
+            log.warning("%s in batch %s", event, batch, extra={"event": event, "batch": batch})
+            continue
+        seen.add(item.key)
+        yield item
+    for key in keys:
+        if key not in seen:
+            seen.add(key)
+            yield LineResult(
+                key=key,
+                ok=False,
+                error_code=NOT_EXECUTED,
+                error_message="no result for this request in the provider's output",
+                retryable=True,
+            )

@@ -1,0 +1,300 @@
+"""openai_wire against the examples of specs/openai-batch-api.md (section numbers in comments)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from planner.core.model import Endpoint, Usage
+from planner.core.states import BatchState
+from planner.providers import openai_wire as wire
+from planner.providers.base import BadLine, BatchLine, ErrorKind, LineResult
+
+CHAT = Endpoint.CHAT_COMPLETIONS
+EMB = Endpoint.EMBEDDINGS
+RESP = Endpoint.RESPONSES
+
+
+def chat(key: str, model: str = "gpt-4o-mini", **extra: object) -> BatchLine:
+    body: dict[str, object] = {"messages": [{"role": "user", "content": "What is 2+2?"}], **extra}
+    return BatchLine(key=key, model=model, endpoint=CHAT, body=body)
+
+
+def test_metadata_round_trip() -> None:  # §3.7
+    assert wire.batch_metadata("pb-123") == {"planner_batch_id": "pb-123"}
+    assert wire.our_id_from_metadata({"planner_batch_id": "pb-123", "kind": "chat"}) == "pb-123"
+    assert wire.our_id_from_metadata({"kind": "chat"}) is None
+    assert wire.our_id_from_metadata(None) is None
+    assert wire.input_filename("pb-1") == "planner-pb-1.jsonl"  # must end in .jsonl, pitfall 3
+
+
+def test_build_payload_chat_lines() -> None:  # §5.1
+    payload = wire.build_payload("pb-1", [chat("req-0001", max_tokens=20), chat("req-0002")])
+    assert payload.mode == "file" and payload.keys == ("req-0001", "req-0002")
+    assert payload.jsonl is not None
+    rows = [json.loads(r) for r in payload.jsonl.splitlines()]
+    assert rows[0] == {
+        "custom_id": "req-0001",
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {
+            "messages": [{"role": "user", "content": "What is 2+2?"}],
+            "max_tokens": 20,
+            "model": "gpt-4o-mini",
+        },
+    }
+    assert payload.size_bytes == len(payload.jsonl)
+    assert payload.jsonl.endswith(b"\n")
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (chat("k", stream=True), "stream: true"),
+        (BatchLine("k", "m", CHAT, {"model": "other", "messages": []}), "differs"),
+        (BatchLine("k", "m", EMB, {"inputs": "x"}), "needs 'input'"),
+        (BatchLine("k", "m", RESP, {"instructions": "x"}), "needs 'input'"),
+        (BatchLine("k", "m", CHAT, {"prompt": "x"}), "'messages' list"),
+        (BatchLine("k", "m", Endpoint.GENERATE_CONTENT, {"contents": []}), "not an OpenAI"),
+    ],
+)
+def test_build_payload_refuses_bad_lines(line: BatchLine, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        wire.build_payload("pb", [line])
+
+
+def test_build_payload_one_model_and_unique_ids() -> None:  # pitfall 21, 7
+    with pytest.raises(ValueError, match=r"line 2 .* one model"):
+        wire.build_payload("pb", [chat("a"), chat("b", model="gpt-4o")])
+    with pytest.raises(ValueError, match=r"line 2 .* duplicate custom_id"):
+        wire.build_payload("pb", [chat("a"), chat("a")])
+
+
+BATCH = {  # §6.1 verbatim, with our metadata
+    "id": "batch_abc123",
+    "object": "batch",
+    "endpoint": "/v1/chat/completions",
+    "model": "gpt-4o-mini-2024-07-18",
+    "errors": None,
+    "input_file_id": "file-abc123",
+    "completion_window": "24h",
+    "status": "completed",
+    "output_file_id": "file-out123",
+    "error_file_id": "file-err123",
+    "created_at": 1711471533,
+    "expires_at": 1711557933,
+    "request_counts": {"total": 100, "completed": 95, "failed": 5},
+    "metadata": {"planner_batch_id": "pb-123"},
+}
+
+
+def test_parse_batch() -> None:
+    remote = wire.parse_batch(BATCH)
+    assert remote.remote_id == "batch_abc123"
+    assert remote.our_id == "pb-123"
+    assert remote.state is BatchState.SUCCEEDED
+    assert remote.endpoint is CHAT
+    assert (remote.counts.total, remote.counts.completed, remote.counts.failed) == (100, 95, 5)
+    assert (remote.input_file_id, remote.output_file_id, remote.error_file_id) == (
+        "file-abc123",
+        "file-out123",
+        "file-err123",
+    )
+    assert remote.created_at == datetime.fromtimestamp(1711471533, tz=UTC)
+
+
+def test_empty_string_file_id_means_no_file() -> None:  # §6.1
+    remote = wire.parse_batch({**BATCH, "output_file_id": "", "error_file_id": None})
+    assert remote.output_file_id is None and remote.error_file_id is None
+
+
+@pytest.mark.parametrize(
+    ("status", "state"),
+    [
+        ("validating", BatchState.SUBMITTED),
+        ("in_progress", BatchState.RUNNING),
+        ("finalizing", BatchState.RUNNING),
+        ("cancelling", BatchState.RUNNING),
+        ("completed", BatchState.SUCCEEDED),
+        ("failed", BatchState.FAILED),
+        ("expired", BatchState.EXPIRED),
+        ("cancelled", BatchState.CANCELLED),
+    ],
+)
+def test_state_map(status: str, state: BatchState) -> None:  # §6.2
+    assert wire.map_state(status) is state
+
+
+def test_unknown_status_is_not_finished() -> None:  # pitfall 15
+    assert wire.map_state("queued") is None
+    assert wire.parse_batch({**BATCH, "status": "queued"}).state is BatchState.SUBMITTED
+
+
+def test_token_limit_failure_is_a_quota_error() -> None:  # §6.4, §7.1
+    failed = {
+        **BATCH,
+        "status": "failed",
+        "output_file_id": None,
+        "error_file_id": None,
+        "errors": {
+            "object": "list",
+            "data": [
+                {
+                    "code": "token_limit_exceeded",
+                    "message": "Enqueued token limit reached for gpt-4.1 in organization org-123.",
+                    "param": None,
+                    "line": None,
+                }
+            ],
+        },
+    }
+    remote = wire.parse_batch(failed)
+    assert remote.state is BatchState.FAILED
+    assert remote.error_code == "token_limit_exceeded"
+    assert remote.error_kind is ErrorKind.QUOTA_EXCEEDED
+    invalid = {
+        **failed,
+        "errors": {"data": [{"code": "invalid_json_line", "message": "bad", "line": 2}]},
+    }
+    remote = wire.parse_batch(invalid)
+    assert remote.error_kind is ErrorKind.PERMANENT
+    assert remote.error_message == "bad (input line 2)"
+    assert wire.parse_batch({**failed, "errors": None}).error_code == "batch_failed"
+
+
+OUTPUT = (  # §5.2 / §5.4 lines
+    b'{"id": "batch_req_6b6f", "custom_id": "req-0002", "response": {"status_code": 200, '
+    b'"request_id": "req_6f1e", "body": {"id": "chatcmpl-abc", "object": "chat.completion", '
+    b'"choices": [{"index": 0, "message": {"role": "assistant", "content": "4."}, '
+    b'"finish_reason": "stop"}], "usage": {"prompt_tokens": 11, "completion_tokens": 2, '
+    b'"total_tokens": 13, "prompt_tokens_details": {"cached_tokens": 0}, '
+    b'"completion_tokens_details": {"reasoning_tokens": 0}}}}, "error": null}\n'
+    b'{"id": "batch_req_88e5", "custom_id": "req-0003", "response": {"status_code": 400, '
+    b'"request_id": "req_4205", "body": {"error": {"message": "The model `bad-model` does not '
+    b'exist", "type": "invalid_request_error", "param": null, "code": "model_not_found"}}}, '
+    b'"error": null}\n'
+    b'{"id": "batch_req_123", "custom_id": "req-0007", "response": null, "error": {"code": '
+    b'"batch_expired", "message": "This request could not be executed before the completion '
+    b'window expired."}}\n'
+    b'{"custom_id": "req-0008", "response": {"status_code": 500, "body": {"error": '
+    b'{"message": "oops", "type": "server_error"}}}, "error": null}\n'
+)
+
+
+def test_parse_output_and_error_lines() -> None:
+    items = {i.key: i for i in wire.parse_results_file(OUTPUT) if isinstance(i, LineResult)}
+    ok = items["req-0002"]
+    assert ok.ok and ok.usage == Usage(11, 2, 0)
+    assert ok.response is not None and ok.response["id"] == "chatcmpl-abc"
+    assert items["req-0003"] == LineResult(
+        "req-0003",
+        ok=False,
+        error_code="model_not_found",
+        error_message="The model `bad-model` does not exist",
+        retryable=False,
+    )
+    assert items["req-0007"].error_code == "batch_expired" and items["req-0007"].retryable
+    assert items["req-0008"].error_code == "server_error" and items["req-0008"].retryable
+
+
+def test_malformed_output_lines() -> None:
+    data = (
+        b'{"custom_id": "a", "response": {"status_code": 200, "body": \n'
+        b"{}\n"
+        b'{"custom_id": "b", "response": {"status_code": "200", "body": {}}, "error": null}\n'
+        b'{"custom_id": "c", "response": {"status_code": 200, "body": "text"}, "error": null}\n'
+        b'{"custom_id": "d", "response": null, "error": null}\n'
+        b'{"custom_id": "e", "error": "boom"}\n'
+        b"42\n"
+    )
+    assert list(wire.parse_results_file(data)) == [
+        BadLine(1, "not valid JSON", "a"),
+        BadLine(2, "no string 'custom_id'"),
+        BadLine(3, "response without an integer status_code", "b"),
+        BadLine(4, "2xx response without a JSON object body", "c"),
+        BadLine(5, "neither 'response' nor 'error' is an object", "d"),
+        BadLine(6, "'error' is neither null nor an object", "e"),
+        BadLine(7, "not a JSON object"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("usage", "expected"),
+    [
+        # chat: reasoning tokens are already inside completion_tokens
+        (
+            {
+                "prompt_tokens": 11,
+                "completion_tokens": 30,
+                "prompt_tokens_details": {"cached_tokens": 4},
+                "completion_tokens_details": {"reasoning_tokens": 20},
+            },
+            Usage(11, 30, 4),
+        ),
+        # embeddings: prompt only
+        ({"prompt_tokens": 4, "total_tokens": 4}, Usage(4, 0, 0)),
+        # responses: input/output names
+        (
+            {
+                "input_tokens": 50,
+                "output_tokens": 9,
+                "input_tokens_details": {"cached_tokens": 10},
+                "output_tokens_details": {"reasoning_tokens": 3},
+            },
+            Usage(50, 9, 10),
+        ),
+    ],
+)
+def test_usage_shapes(usage: dict[str, object], expected: Usage) -> None:  # §5.3
+    assert wire.usage_from_body(usage) == expected
+    assert wire.usage_from_body(None) is None
+
+
+NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"retry-after-ms": "1500"}, 1.5),
+        ({"Retry-After-Ms": "250", "retry-after": "9"}, 0.25),  # ms preferred, any case
+        ({"retry-after": "3"}, 3.0),
+        ({"retry-after": "0.5"}, 0.5),
+        ({"retry-after": "Sat, 28 Nov 2026 12:00:30 GMT"}, 30.0),
+        ({"retry-after": "0"}, None),
+        ({"retry-after": "soon"}, None),
+        ({"retry-after-ms": "x", "retry-after": "2"}, 2.0),
+        ({}, None),
+    ],
+)
+def test_retry_after(headers: dict[str, str], expected: float | None) -> None:  # §9
+    assert wire.retry_after_seconds(headers, NOW) == expected
+
+
+def test_error_from_body_shapes() -> None:  # §3.1, §8 (array-wrapped Google envelope)
+    assert wire.error_from_body(400, {"message": "m", "code": "missing_required_parameter"}) == (
+        "missing_required_parameter",
+        "m",
+        False,
+    )
+    google = [{"error": {"code": 400, "message": "bad", "status": "INVALID_ARGUMENT"}}]
+    assert wire.error_from_body(400, google) == ("400", "bad", False)
+    assert wire.error_from_body(503, None) == ("http_503", "http_503", True)
+    assert wire.is_quota_error("token_limit_exceeded", "")
+    assert wire.is_quota_error(None, "Enqueued token limit reached for gpt-4o")
+    assert not wire.is_quota_error("rate_limit_exceeded", "slow down")
+
+
+def test_interactive_body_and_paths() -> None:
+    line = chat("k")
+    assert "service_tier" not in wire.interactive_body(line, flex=False)
+    assert wire.interactive_body(line, flex=True)["service_tier"] == "flex"
+    assert wire.interactive_body(line, flex=False)["model"] == "gpt-4o-mini"
+    assert wire.endpoint_path(CHAT) == "/chat/completions"
+    assert wire.endpoint_path(EMB) == "/embeddings"
+    assert wire.endpoint_path(RESP) == "/responses"
+    result = wire.interactive_result(line, {"usage": {"prompt_tokens": 3, "completion_tokens": 1}})
+    assert result.ok and result.usage == Usage(3, 1, 0)
+    assert not wire.interactive_result(line, ["x"]).ok
