@@ -7,6 +7,7 @@ arguments, files). Heavy imports happen inside the commands so that ``planner --
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -173,3 +174,68 @@ def sandbox(
 
 def main() -> None:
     app()
+
+
+@app.command()
+def run(
+    config: ConfigOption,
+    once: Annotated[bool, typer.Option("--once", help="Run every stage once, then exit.")] = False,
+    use_sandbox: Annotated[
+        bool,
+        typer.Option("--sandbox", help="Start the local emulator and use it for every provider."),
+    ] = False,
+    sandbox_url: Annotated[
+        str | None, typer.Option("--sandbox-url", help="Use an emulator already running at URL.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The daemon; with --once, every stage once (see the README)."""
+    from planner.config import load_config
+    from planner.runtime.logging import setup_logging
+    from planner.runtime.runner import build_context, run_once
+
+    if use_sandbox and sandbox_url:
+        _fail(2, ["error: give --sandbox or --sandbox-url, not both"])
+    if not once:
+        _fail(2, ["error: only --once is available in this version (the scheduled daemon is next)"])
+    # --once is a command a person watches: warnings and errors only, on stderr
+    setup_logging(logging.WARNING if once else logging.INFO, stream=sys.stderr if once else None)
+    with _exit_codes():
+        cfg = load_config(config)
+        with _sandbox(use_sandbox, sandbox_url) as url:
+            ctx = build_context(cfg, sandbox_url=url)
+            summary = run_once(ctx)
+    if as_json:
+        _print_json(summary.stages)
+        return
+    for stage, figures in summary.stages.items():
+        out.print(f"[bold]{stage:12}[/] " + ", ".join(f"{k} {v}" for k, v in figures.items()))
+    sinks = ", ".join(str(s.path) for s in cfg.sinks.values()) or "no sink configured"
+    out.print(f"results: {sinks}; money so far: planner status -c {config}")
+
+
+@contextmanager
+def _sandbox(start: bool, url: str | None) -> Iterator[str | None]:
+    if not start:
+        yield url
+        return
+    from planner.sandbox import serve
+
+    with serve(speed=0.0) as running:
+        yield running.url
+
+
+@app.command()
+def status(config: ConfigOption, as_json: JsonOption = False) -> None:
+    """Requests and batches by state, and what was spent and saved."""
+    from planner.cli_render import render_status
+    from planner.config import load_config
+    from planner.runtime.runner import status as store_status
+
+    with _exit_codes():
+        cfg = load_config(config)
+        data = store_status(cfg)
+    if as_json:
+        _print_json(data)
+    else:
+        render_status(out, data)

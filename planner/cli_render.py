@@ -204,3 +204,30 @@ def render_prices(
     console.print(table)
     for w in warnings:
         console.print(f"[yellow]warning[/] {w.model}: {w.message}")
+
+
+def render_status(console: Console, data: dict[str, Any]) -> None:
+    for title in ("requests", "batches"):
+        table = Table(title=f"{title} by state")
+        table.add_column("state")
+        table.add_column("count", justify="right")
+        for state, n in data[title].items():
+            if n:
+                table.add_row(state, f"{n:,}")
+        console.print(table)
+    spend = Table(title="spend so far (from the ledger)")
+    for name in ("source", "model", "lane", "requests", "spent", "interactive-equivalent", "saved"):
+        spend.add_column(
+            name, justify="right" if name not in ("source", "model", "lane") else "left"
+        )
+    for row in data["spend"]:
+        spend.add_row(
+            row["source"],
+            row["model"],
+            row["lane"],
+            f"{row['requests']:,}",
+            _usd(row["cost_usd"]),
+            _usd(row["interactive_equivalent_usd"]),
+            _usd(row["savings_usd"]),
+        )
+    console.print(spend)

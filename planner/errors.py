@@ -10,7 +10,7 @@ exit codes (``ConfigError``/``InputError`` -> 2, everything else -> 1)::
      +-- ProviderError      a provider call failed
           +-- Transient     worth retrying soon (5xx, timeouts, connection resets)
           +-- RateLimited   429; ``retry_after`` seconds when the provider said so
-          +-- QuotaExceeded a limit that waiting a little will not lift (enqueued tokens, daily quota)
+          +-- QuotaExceeded a limit that a short wait will not lift (enqueued tokens, daily quota)
           +-- Permanent     the request itself is wrong (400/404/422); retrying cannot help
           +-- NotFound      the remote object does not exist (any more)
           +-- AuthFailed    401/403: the key is missing, wrong or lacks permission

@@ -8,8 +8,10 @@ clock or touches the store: ``now`` and every collaborator are parameters.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+
+from sqlalchemy.orm import Session
 
 from planner.core.catalog import Catalog, ModelEntry
 from planner.core.cost import LaneCosts, compare
@@ -18,6 +20,9 @@ from planner.core.limits import BatchLimits
 from planner.core.model import Lane, Request, TokenEstimate
 from planner.core.pack import PackGroup, PackItem, PackResult, pack
 from planner.core.policy import Decision, PolicyRules, Reason, decide
+from planner.core.states import RequestState
+from planner.store import batches as store_batches
+from planner.store import requests as store_requests
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,3 +86,90 @@ class Planner:
         """Batches for the assessments whose lane is batch (others are ignored)."""
         items = (self.pack_item(a) for a in batch_bound if a.lane is Lane.BATCH)
         return pack(items, self.limits_for)
+
+
+@dataclass(slots=True)
+class PlanStageResult:
+    """What one planning pass decided."""
+
+    batches: int = 0
+    lanes: dict[str, int] = field(default_factory=dict)
+
+    def count(self, lane: str, n: int = 1) -> None:
+        self.lanes[lane] = self.lanes.get(lane, 0) + n
+
+
+def _record_decisions(
+    session: Session, assessed: list[tuple[int, Assessment]], now: datetime
+) -> PlanStageResult:
+    """Estimates for all; rejected, interactive and flex requests move now (batch ones below)."""
+    result = PlanStageResult()
+    store_requests.record_estimates(session, ((i, a.estimate) for i, a in assessed), now)
+    for request_id, a in assessed:
+        lane = a.lane
+        if lane is Lane.BATCH:
+            continue
+        state = {None: RequestState.REJECTED, Lane.INTERACTIVE: RequestState.INTERACTIVE}.get(
+            lane, RequestState.FLEX
+        )
+        store_requests.transition_request(
+            session,
+            request_id,
+            state,
+            now,
+            expected=(RequestState.QUEUED,),
+            reason=f"{a.decision.reason.value}: {a.decision.detail}",
+            lane=None if lane is None else lane.value,
+            provider=a.provider,
+        )
+        result.count("rejected" if lane is None else lane.value)
+    return result
+
+
+def run_plan_stage(
+    planner: Planner, session_factory: Callable[[], Session], now: datetime, chunk: int
+) -> PlanStageResult:
+    """Decide every queued request and record batch intents, ``chunk`` requests per round.
+
+    Each round is one transaction: estimates, lane decisions and the batch intents (batch row
+    ``planned``, its requests ``planned``) commit together or not at all.
+    """
+    total = PlanStageResult()
+    while True:
+        with session_factory() as session, session.begin():
+            queued = list(store_requests.queued_for_planning(session, chunk))
+            if not queued:
+                return total
+            assessed = [(s.id, planner.assess(s.request, now)) for s in queued]
+            round_result = _record_decisions(session, assessed, now)
+            ids = {a.request.key: i for i, a in assessed}
+            batch_bound = [a for _, a in assessed if a.lane is Lane.BATCH]
+            packed = planner.pack(batch_bound)
+            for planned in packed.batches:
+                keys = {a.request.key: ids[a.request.key] for a in batch_bound}
+                store_batches.create_batch_intent(
+                    session,
+                    store_batches.new_batch_id(),
+                    planned.group.provider,
+                    planned.group.model,
+                    planned.group.endpoint,
+                    [keys[k] for k in planned.keys],
+                    now,
+                    bytes=planned.bytes,
+                    est_input_tokens=planned.input_tokens,
+                )
+                round_result.batches += 1
+                round_result.count(Lane.BATCH.value, len(planned.keys))
+            for oversized in packed.oversized:
+                store_requests.transition_request(
+                    session,
+                    ids[oversized.item.key],
+                    RequestState.REJECTED,
+                    now,
+                    expected=(RequestState.QUEUED,),
+                    reason=f"too_large: alone it breaks the batch limit {oversized.limit}",
+                )
+                round_result.count("rejected")
+        total.batches += round_result.batches
+        for lane, n in round_result.lanes.items():
+            total.count(lane, n)

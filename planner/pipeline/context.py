@@ -1,0 +1,31 @@
+"""What every stage needs, as plain values: the store, the providers, the sinks, the prices.
+
+Built once by ``runtime/wiring.py`` (the only place that reads the configuration); stages take
+it as their first argument, and ``now`` as their last.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from planner.core.catalog import Catalog
+from planner.pipeline.plan import Planner
+from planner.providers.base import BatchProvider
+from planner.sinks.base import Sink
+from planner.sources.base import Source
+
+
+@dataclass(frozen=True, slots=True)
+class StageContext:
+    session_factory: Callable[[], Session]
+    catalog: Catalog
+    planner: Planner
+    providers: Mapping[str, BatchProvider]
+    sources: Sequence[Source]
+    sinks_for: Callable[[str], Sequence[Sink]]  # source name -> the sinks its results go to
+    max_attempts: int = 3  # attempts per request before it is dead-lettered
+    interactive_concurrency: int = 8
+    plan_chunk: int = 50_000  # queued requests assessed and packed per planning round

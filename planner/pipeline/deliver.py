@@ -1,0 +1,167 @@
+"""Settling outcomes: price what was billed, write it to the sinks, then commit it.
+
+Used by both collect (batch lines) and the interactive executor. Order: the sink files of one
+delivery are written first, atomically and under a ``delivery_id`` that the same outcomes
+always get again; then one transaction records the ledger (unique per request attempt) and the
+state changes. A crash in between repeats the delivery, which rewrites the same files: every
+request ends with exactly one result line or one dead-letter line.
+
+Failed lines are retried (back to ``queued``, re-planned) while the failure is retryable and
+the request has attempts left; otherwise they are dead-lettered with the provider's message.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from planner.core.cost import actual_cost
+from planner.core.model import Lane, Usage
+from planner.core.states import RequestState
+from planner.pipeline.context import StageContext
+from planner.providers.base import LineResult
+from planner.sinks.base import Record
+from planner.store import ledger as store_ledger
+from planner.store import requests as store_requests
+from planner.store.requests import StoredRequest
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    stored: StoredRequest
+    result: LineResult
+    lane: Lane
+
+
+@dataclass(slots=True)
+class SettleResult:
+    succeeded: int = 0
+    retried: int = 0
+    dead: int = 0
+    billed: list[tuple[StoredRequest, Lane, Usage, Decimal | None, Decimal | None]] = field(
+        default_factory=list
+    )
+
+
+def _money(value: Decimal | None) -> str | None:
+    return None if value is None else format(value, "f")
+
+
+def _usage(outcome: Outcome) -> Usage:
+    if outcome.result.usage is not None:
+        return outcome.result.usage
+    est = outcome.stored.estimate  # the provider reported no usage (Gemini embedContent)
+    return Usage(input_tokens=est.input_tokens if est else 0, output_tokens=0)
+
+
+def _base_record(o: Outcome, now: datetime) -> dict[str, Any]:
+    r = o.stored.request
+    return {
+        "source": r.source,
+        "id": r.key,
+        "model": r.model,
+        "endpoint": r.endpoint.value,
+        "provider": o.stored.provider,
+        "lane": o.lane.value,
+        "batch_id": o.stored.batch_id if o.lane is Lane.BATCH else None,
+        "metadata": dict(r.metadata),
+        "completed_at": now.isoformat(),
+    }
+
+
+def _retry(o: Outcome, max_attempts: int) -> bool:
+    return o.result.retryable and o.stored.attempts < max_attempts
+
+
+def settle(
+    ctx: StageContext,
+    delivery_id: str,
+    outcomes: Sequence[Outcome],
+    now: datetime,
+    *,
+    extra_writes: Callable[[Session], None] | None = None,
+) -> SettleResult:
+    """Deliver and commit ``outcomes`` (see the module docstring)."""
+    result = SettleResult()
+    results: dict[str, list[Record]] = defaultdict(list)
+    dead: dict[str, list[Record]] = defaultdict(list)
+    billed: list[store_ledger.Billed] = []
+    for o in outcomes:
+        source = o.stored.request.source
+        if o.result.ok:
+            usage = _usage(o)
+            entry = ctx.catalog.get(o.stored.request.model)
+            cost = actual_cost(entry, o.lane, usage, now) if entry else None
+            equiv = actual_cost(entry, Lane.INTERACTIVE, usage, now) if entry else None
+            record = _base_record(o, now) | {
+                "response": o.result.response,
+                "usage": {
+                    "input_tokens": usage.input_tokens,
+                    "cached_input_tokens": usage.cached_input_tokens,
+                    "output_tokens": usage.output_tokens,
+                },
+                "cost_usd": _money(cost),
+                "interactive_equivalent_usd": _money(equiv),
+                "savings_usd": _money(None if cost is None or equiv is None else equiv - cost),
+            }
+            results[source].append(record)
+            billed.append(store_ledger.Billed(o.stored.id, usage, cost, equiv, o.lane))
+            result.billed.append((o.stored, o.lane, usage, cost, equiv))
+        elif not _retry(o, ctx.max_attempts):
+            dead[source].append(
+                _base_record(o, now)
+                | {
+                    "error": {"code": o.result.error_code, "message": o.result.error_message},
+                    "attempts": o.stored.attempts,
+                }
+            )
+    for source in set(results) | set(dead):
+        for sink in ctx.sinks_for(source):
+            sink.deliver(delivery_id, results.get(source, []), dead.get(source, []))
+    with ctx.session_factory() as session, session.begin():
+        store_ledger.record_results(session, billed, now)
+        for o in outcomes:
+            _transition(session, o, now, ctx.max_attempts, result)
+        if extra_writes is not None:
+            extra_writes(session)
+    return result
+
+
+def _transition(
+    session: Session, o: Outcome, now: datetime, max_attempts: int, result: SettleResult
+) -> None:
+    request_id = o.stored.id
+    if o.result.ok:
+        store_requests.transition_request(
+            session, request_id, RequestState.SUCCEEDED, now, reason=f"{o.lane.value} result"
+        )
+        result.succeeded += 1
+        return
+    message = f"{o.result.error_code}: {o.result.error_message or ''}".strip()
+    store_requests.transition_request(
+        session, request_id, RequestState.FAILED, now, reason=message, error_message=message
+    )
+    if _retry(o, max_attempts):
+        store_requests.transition_request(
+            session,
+            request_id,
+            RequestState.QUEUED,
+            now,
+            reason=f"retry after attempt {o.stored.attempts}: {o.result.error_code}",
+            batch_id=None,
+        )
+        result.retried += 1
+    else:
+        store_requests.transition_request(
+            session, request_id, RequestState.DEAD, now, reason=message
+        )
+        result.dead += 1

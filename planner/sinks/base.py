@@ -1,0 +1,26 @@
+"""The sinks port: where finished requests are written for the user.
+
+A delivery is a set of records with a stable ``delivery_id`` chosen (and committed to the store)
+before the sink is called. Writing the same delivery again must leave the same result, so a
+crash between the write and the store's "delivered" mark never produces a second copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+Record = Mapping[str, Any]
+"""One JSON-ready result or dead-letter record (see ``planner.pipeline.deliver``)."""
+
+
+@runtime_checkable
+class Sink(Protocol):
+    kind: str
+
+    @property
+    def name(self) -> str: ...
+
+    def deliver(self, delivery_id: str, results: Sequence[Record], dead: Sequence[Record]) -> None:
+        """Write one delivery, idempotently per ``delivery_id``."""
+        ...

@@ -1,0 +1,258 @@
+"""Batches in the store: the write-ahead intent, compare-and-set state changes, and reads.
+
+The intent (:func:`create_batch_intent`) commits the batch row as ``planned`` together with its
+requests ``queued -> planned`` before any provider call, carrying our own id (``plb_…``) that
+the provider call then puts in the display name / metadata, so a restart can reconcile instead
+of creating twice. Every later move is :func:`transition_batch`: ``UPDATE … WHERE state IN
+expected [AND claimed_by = me AND lease_until > now]`` with ``version + 1`` — zero rows means
+another worker moved it or the lease was lost, and the caller must not call the provider.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from planner.core.model import Endpoint, Lane
+from planner.core.states import (
+    FINISHED_BATCH_STATES,
+    BatchState,
+    RequestState,
+    batch_transition_allowed,
+)
+from planner.errors import StoreError
+from planner.store import events
+from planner.store._sql import checked_fields, rowcount
+from planner.store.requests import transition_requests
+from planner.store.tables import BATCH, REQUEST
+
+BATCH_ID_PREFIX = "plb_"
+_RESERVED = frozenset({"id", "state", "updated_at", "version", "created_at"})
+
+
+def new_batch_id() -> str:
+    """A fresh id of ours for a batch: ``plb_`` and 32 hex digits (fits every provider field)."""
+    return BATCH_ID_PREFIX + uuid.uuid4().hex
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A snapshot of one batch row."""
+
+    id: str
+    provider: str
+    model: str
+    endpoint: Endpoint
+    state: BatchState
+    reason: str | None
+    remote_id: str | None
+    input_file_id: str | None
+    output_file_id: str | None
+    error_file_id: str | None
+    request_count: int
+    bytes: int
+    est_input_tokens: int
+    created_at: datetime
+    submitted_at: datetime | None
+    finished_at: datetime | None
+    collected_at: datetime | None
+    last_polled_at: datetime | None
+    next_poll_at: datetime | None
+    updated_at: datetime
+    error_message: str | None
+    attempt: int
+    claimed_by: str | None
+    lease_until: datetime | None
+    version: int
+
+
+def _batch(row: Any) -> Batch:
+    values = dict(row._mapping)
+    values["endpoint"] = Endpoint(values["endpoint"])
+    values["state"] = BatchState(values["state"])
+    return Batch(**values)
+
+
+def create_batch_intent(
+    session: Session,
+    batch_id: str,
+    provider: str,
+    model: str,
+    endpoint: Endpoint,
+    request_ids: Sequence[int],
+    now: datetime,
+    *,
+    bytes: int = 0,
+    est_input_tokens: int = 0,
+    owner: str | None = None,
+    expected: Collection[RequestState] = (RequestState.QUEUED, RequestState.HELD),
+) -> None:
+    """Record the intent: batch ``planned`` and its requests ``-> planned`` (lane ``batch``).
+
+    All or nothing: if any request is not in an ``expected`` state (or, with ``owner``, not
+    held by that worker), raises ``StoreError`` and the caller's transaction must roll back.
+    """
+    ids = sorted(set(request_ids))
+    if not ids:
+        raise StoreError(f"batch {batch_id} has no requests")
+    session.execute(
+        insert(BATCH).values(
+            id=batch_id,
+            provider=provider,
+            model=model,
+            endpoint=Endpoint(endpoint).value,
+            state=BatchState.PLANNED.value,
+            request_count=len(ids),
+            bytes=bytes,
+            est_input_tokens=est_input_tokens,
+            created_at=now,
+            updated_at=now,
+            attempt=0,
+            version=0,
+        )
+    )
+    events.record(session, events.Entity.BATCH, [(batch_id, None)], BatchState.PLANNED, now, None)
+    moved = transition_requests(
+        session,
+        ids,
+        RequestState.PLANNED,
+        now,
+        expected=expected,
+        reason=f"packed into {batch_id}",
+        owner=owner,
+        batch_id=batch_id,
+        provider=provider,
+        lane=Lane.BATCH.value,
+    )
+    if moved != len(ids):
+        raise StoreError(
+            f"batch {batch_id}: only {moved} of {len(ids)} requests were still available"
+        )
+
+
+def _expected_batch_states(
+    new: BatchState, expected: Collection[BatchState | str]
+) -> frozenset[BatchState]:
+    olds = frozenset(BatchState(old) for old in expected)
+    if not olds:
+        raise StoreError("transition_batch needs at least one expected state")
+    illegal = sorted(old.value for old in olds if not batch_transition_allowed(old, new))
+    if illegal:
+        raise StoreError(f"illegal batch transition {', '.join(illegal)} -> {new.value}")
+    return olds
+
+
+def _timestamps(new: BatchState, now: datetime) -> dict[str, datetime]:
+    if new is BatchState.SUBMITTED:
+        return {"submitted_at": now}
+    if new in FINISHED_BATCH_STATES:
+        return {"finished_at": now}
+    if new is BatchState.COLLECTED:
+        return {"collected_at": now}
+    return {}
+
+
+def transition_batch(
+    session: Session,
+    batch_id: str,
+    expected: Collection[BatchState | str],
+    new_state: BatchState | str,
+    now: datetime,
+    *,
+    reason: str | None = None,
+    owner: str | None = None,
+    **fields: Any,
+) -> bool:
+    """Compare-and-set a batch from one of ``expected`` to ``new_state``; ``True`` if it moved.
+
+    An ``expected -> new`` pair that ``core.states`` forbids raises ``StoreError``. With
+    ``owner``, the batch must be claimed by that worker under an unexpired lease. ``fields`` are
+    set in the same write (``remote_id``, file ids, ``error_message`` ...); ``submitted_at``,
+    ``finished_at`` and ``collected_at`` default to ``now`` when the state implies them.
+    """
+    new = BatchState(new_state)
+    olds = _expected_batch_states(new, expected)
+    values: dict[str, Any] = _timestamps(new, now)
+    values.update(checked_fields(BATCH, fields, _RESERVED))
+    values.update(state=new.value, updated_at=now, version=BATCH.c.version + 1)
+    if reason is not None:
+        values["reason"] = reason
+    guard: list[ColumnElement[bool]] = [
+        BATCH.c.id == batch_id,
+        BATCH.c.state.in_([s.value for s in olds]),
+    ]
+    if owner is not None:
+        guard += [BATCH.c.claimed_by == owner, BATCH.c.lease_until > now]
+    old = session.execute(select(BATCH.c.state).where(*guard).with_for_update()).scalar()
+    if old is None:
+        return False
+    moved = rowcount(session.execute(update(BATCH).where(*guard).values(values))) == 1
+    if moved:
+        events.record(session, events.Entity.BATCH, [(batch_id, old)], new.value, now, reason)
+    return moved
+
+
+def update_batch(
+    session: Session,
+    batch_id: str,
+    now: datetime,
+    *,
+    expected: Collection[BatchState | str] | None = None,
+    owner: str | None = None,
+    **fields: Any,
+) -> bool:
+    """Set fields without a state change (``last_polled_at``, ``next_poll_at``, ``remote_id``
+    found by reconciliation ...), guarded like :func:`transition_batch`. No event is written."""
+    values = checked_fields(BATCH, fields, _RESERVED)
+    values.update(updated_at=now, version=BATCH.c.version + 1)
+    guard: list[ColumnElement[bool]] = [BATCH.c.id == batch_id]
+    if expected is not None:
+        guard.append(BATCH.c.state.in_([BatchState(s).value for s in expected]))
+    if owner is not None:
+        guard += [BATCH.c.claimed_by == owner, BATCH.c.lease_until > now]
+    return rowcount(session.execute(update(BATCH).where(*guard).values(values))) == 1
+
+
+def get_batch(session: Session, batch_id: str) -> Batch | None:
+    """One batch, or ``None``."""
+    row = session.execute(select(BATCH).where(BATCH.c.id == batch_id)).first()
+    return _batch(row) if row is not None else None
+
+
+def batches_in(
+    session: Session,
+    states: Iterable[BatchState | str],
+    *,
+    provider: str | None = None,
+    due_by: datetime | None = None,
+) -> list[Batch]:
+    """Batches in any of ``states``, oldest first; with ``due_by``, only those whose
+    ``next_poll_at`` is unset or not later than it."""
+    query = select(BATCH).where(BATCH.c.state.in_([BatchState(s).value for s in states]))
+    if provider is not None:
+        query = query.where(BATCH.c.provider == provider)
+    if due_by is not None:
+        query = query.where((BATCH.c.next_poll_at.is_(None)) | (BATCH.c.next_poll_at <= due_by))
+    query = query.order_by(BATCH.c.created_at, BATCH.c.id)
+    return [_batch(row) for row in session.execute(query)]
+
+
+def request_ids(session: Session, batch_id: str) -> list[int]:
+    """The ids of the requests packed into ``batch_id``, in id order."""
+    query = select(REQUEST.c.id).where(REQUEST.c.batch_id == batch_id).order_by(REQUEST.c.id)
+    return list(session.execute(query).scalars())
+
+
+def counts_by_state(session: Session) -> dict[str, int]:
+    """Batches per state, every state present (zero when none)."""
+    counts = dict.fromkeys((state.value for state in BatchState), 0)
+    rows = session.execute(select(BATCH.c.state, func.count()).group_by(BATCH.c.state)).all()
+    for state, number in rows:
+        counts[state] = int(number)
+    return counts

@@ -1,0 +1,203 @@
+"""Leases: which worker may act on which rows, for how long.
+
+A claim is ``claimed_by = worker, lease_until = now + lease`` written in one short transaction;
+rows are eligible when unclaimed, claimed by the same worker, or their lease ran out. On
+PostgreSQL the candidates are picked with ``SELECT … FOR UPDATE SKIP LOCKED`` in a CTE and
+claimed by the ``UPDATE … RETURNING`` of the same statement (procrastinate's ``fetch_job``
+shape), so concurrent replicas get disjoint rows without waiting on each other. SQLite drops
+``FOR UPDATE``; there the transaction's ``BEGIN IMMEDIATE`` serialises claimers, which is
+enough on one host.
+
+Each claim counts (``request.claims``): a request whose claims keep growing without progress
+crashed its worker (a poison pill); :func:`overclaimed` lists them so the caller can dead-letter
+them. Any state change through the store releases the claim and resets the count.
+
+``now`` is a parameter like everywhere else. Replicas on several hosts should pass
+:func:`database_now` so every lease is measured on one clock, the database's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Collection
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import ColumnElement, func, literal_column, select, text, update
+from sqlalchemy.orm import Session
+
+from planner.core.states import BatchState, RequestState
+from planner.errors import StoreError
+from planner.store._sql import rowcount
+from planner.store.tables import BATCH, REQUEST
+
+
+def _is_postgres(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def claim_requests(
+    session: Session,
+    worker_id: str,
+    states: Collection[RequestState],
+    limit: int,
+    lease: timedelta,
+    now: datetime,
+    *,
+    model: str | None = None,
+) -> list[int]:
+    """Claim up to ``limit`` requests in ``states`` (oldest first) for ``lease``; their ids."""
+    eligible: list[ColumnElement[bool]] = [
+        REQUEST.c.state.in_([RequestState(s).value for s in states]),
+        REQUEST.c.claimed_by.is_(None)
+        | (REQUEST.c.claimed_by == worker_id)
+        | (REQUEST.c.lease_until < now),
+    ]
+    if model is not None:
+        eligible.append(REQUEST.c.model == model)
+    candidates = (
+        select(REQUEST.c.id)
+        .where(*eligible)
+        .order_by(REQUEST.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .cte("candidates")
+    )
+    statement = (
+        update(REQUEST)
+        .where(REQUEST.c.id.in_(select(candidates.c.id)))
+        .values(claimed_by=worker_id, lease_until=now + lease, claims=REQUEST.c.claims + 1)
+        .returning(REQUEST.c.id)
+    )
+    return sorted(session.execute(statement).scalars().all())
+
+
+def release_requests(session: Session, ids: Collection[int], worker_id: str) -> int:
+    """Give back requests this worker claimed but did not move (no progress made)."""
+    result = session.execute(
+        update(REQUEST)
+        .where(REQUEST.c.id.in_(list(ids)), REQUEST.c.claimed_by == worker_id)
+        .values(claimed_by=None, lease_until=None)
+    )
+    return rowcount(result)
+
+
+def release_expired_claims(session: Session, now: datetime) -> int:
+    """Requests and batches whose lease ran out are unclaimed (returned to their queue).
+
+    Claiming already treats an expired lease as free; this keeps ``status`` honest and is the
+    housekeeping pass. Returns how many rows (requests + batches) were released.
+    """
+    released = 0
+    for table in (REQUEST, BATCH):
+        result = session.execute(
+            update(table)
+            .where(table.c.claimed_by.is_not(None), table.c.lease_until < now)
+            .values(claimed_by=None, lease_until=None)
+        )
+        released += rowcount(result)
+    return released
+
+
+def overclaimed(
+    session: Session, max_claims: int, states: Collection[RequestState] | None = None
+) -> list[int]:
+    """Requests claimed ``max_claims`` times or more without progress: likely poison pills."""
+    query = select(REQUEST.c.id).where(REQUEST.c.claims >= max_claims)
+    if states is not None:
+        query = query.where(REQUEST.c.state.in_([RequestState(s).value for s in states]))
+    return list(session.execute(query.order_by(REQUEST.c.id)).scalars())
+
+
+def claim_batches(
+    session: Session,
+    worker_id: str,
+    states: Collection[BatchState],
+    limit: int,
+    lease: timedelta,
+    now: datetime,
+    *,
+    due_only: bool = True,
+) -> list[str]:
+    """Claim up to ``limit`` batches in ``states`` (oldest first); with ``due_only``, only
+    those whose ``next_poll_at`` is unset or past. Returns their ids."""
+    eligible: list[ColumnElement[bool]] = [
+        BATCH.c.state.in_([BatchState(s).value for s in states]),
+        BATCH.c.claimed_by.is_(None)
+        | (BATCH.c.claimed_by == worker_id)
+        | (BATCH.c.lease_until < now),
+    ]
+    if due_only:
+        eligible.append(BATCH.c.next_poll_at.is_(None) | (BATCH.c.next_poll_at <= now))
+    candidates = (
+        select(BATCH.c.id)
+        .where(*eligible)
+        .order_by(BATCH.c.created_at, BATCH.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .cte("candidates")
+    )
+    statement = (
+        update(BATCH)
+        .where(BATCH.c.id.in_(select(candidates.c.id)))
+        .values(claimed_by=worker_id, lease_until=now + lease)
+        .returning(BATCH.c.id)
+    )
+    return sorted(session.execute(statement).scalars().all())
+
+
+def renew_batch_lease(
+    session: Session, batch_id: str, worker_id: str, lease: timedelta, now: datetime
+) -> bool:
+    """Extend this worker's unexpired lease; ``False`` means it was lost: do not call the
+    provider. Call it right before every provider call."""
+    result = session.execute(
+        update(BATCH)
+        .where(
+            BATCH.c.id == batch_id,
+            BATCH.c.claimed_by == worker_id,
+            BATCH.c.lease_until > now,
+        )
+        .values(lease_until=now + lease)
+    )
+    return rowcount(result) == 1
+
+
+def release_batch(session: Session, batch_id: str, worker_id: str) -> bool:
+    """Give back a batch this worker holds (e.g. after submitting, so any replica may poll)."""
+    result = session.execute(
+        update(BATCH)
+        .where(BATCH.c.id == batch_id, BATCH.c.claimed_by == worker_id)
+        .values(claimed_by=None, lease_until=None)
+    )
+    return rowcount(result) == 1
+
+
+def advisory_key(name: str) -> int:
+    """A stable signed 64-bit key for ``name`` (e.g. ``"plan:openai:gpt-4o-mini"``)."""
+    digest = hashlib.blake2b(name.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def try_advisory_lock(session: Session, key: str | int) -> bool:
+    """Take a transaction-scoped advisory lock on PostgreSQL (released at commit/rollback);
+    ``False`` if another transaction holds it. Always ``True`` on SQLite, whose writers are
+    serialised anyway. An efficiency lock (one planner per model group), not a safety one."""
+    if not _is_postgres(session):
+        return True
+    number = key if isinstance(key, int) else advisory_key(key)
+    result = session.execute(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": number})
+    return bool(result.scalar_one())
+
+
+def database_now(session: Session) -> datetime:
+    """The database server's current time (UTC, aware): one clock for every replica's leases."""
+    if _is_postgres(session):
+        value = session.execute(select(func.clock_timestamp())).scalar_one()
+    else:
+        raw: object = session.execute(
+            select(literal_column("strftime('%Y-%m-%d %H:%M:%f', 'now')"))
+        ).scalar_one()
+        value = datetime.fromisoformat(str(raw))
+    if not isinstance(value, datetime):
+        raise StoreError(f"database time is {type(value).__name__}, not datetime")
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

@@ -1,0 +1,145 @@
+"""Engines, sessions and migrations for the store: SQLite (default, one host) or PostgreSQL.
+
+SQLite is set up for durability and for writers that never deadlock on an upgrade:
+
+- ``journal_mode=WAL`` and ``synchronous=FULL``: a committed intent survives power loss, not
+  only a killed process (under NORMAL a WAL commit may roll back after a power cut, after the
+  provider was already called — the double-billing case).
+- every transaction starts with ``BEGIN IMMEDIATE``: a deferred transaction that reads and then
+  writes fails with SQLITE_BUSY at once, ignoring ``busy_timeout``; an immediate one waits.
+  Read-only work that must not queue behind writers can use :func:`deferred` on the engine.
+- ``foreign_keys=ON`` and a ``busy_timeout``.
+
+PostgreSQL goes through psycopg 3 (``postgresql://`` URLs are read as ``postgresql+psycopg://``).
+Migrations run programmatically (no alembic.ini), from the scripts shipped inside the package.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from planner.errors import StoreError
+
+_log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+_BEGIN_OPTION = "planner_sqlite_begin"
+
+
+def redact_url(url: str | URL) -> str:
+    """``url`` with any password shown as ``***``: the only form a URL takes in a message."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return "<invalid database URL>"
+    return parsed.render_as_string(hide_password=True)
+
+
+def default_sqlite_url(state_dir: Path) -> str:
+    """The default store: ``planner.db`` in the state directory."""
+    return f"sqlite:///{(state_dir / 'planner.db').resolve()}"
+
+
+def _parse(url: str | URL) -> URL:
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise StoreError(f"invalid database URL {redact_url(url)}") from exc
+    backend = parsed.drivername.partition("+")[0]
+    if parsed.drivername in ("postgres", "postgresql", "postgresql+psycopg2"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    elif backend not in ("sqlite", "postgresql"):
+        raise StoreError(
+            f"unsupported database {redact_url(url)}: use sqlite:/// or postgresql+psycopg://"
+        )
+    return parsed
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Stop pysqlite from issuing its own BEGIN (and COMMIT before DDL); we emit BEGIN below.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    finally:
+        cursor.close()
+
+
+def _sqlite_begin(connection: Connection) -> None:
+    mode = connection.get_execution_options().get(_BEGIN_OPTION, "IMMEDIATE")
+    connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+def make_engine(url: str | URL, **engine_kwargs: Any) -> Engine:
+    """An engine for ``url``; for SQLite, also the parent directory of the database file."""
+    parsed = _parse(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database in ("", ":memory:") or database.startswith("file:"):
+            raise StoreError("the store needs an SQLite file, not an in-memory database")
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(parsed, **engine_kwargs)
+        event.listen(engine, "connect", _sqlite_connect)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    engine_kwargs.setdefault("pool_pre_ping", True)
+    return create_engine(parsed, **engine_kwargs)
+
+
+def deferred(engine: Engine) -> Engine:
+    """The same engine (same pool) but SQLite transactions start DEFERRED: for read-only use,
+    such as metrics and status, so that readers do not queue behind a writer. No-op on PG."""
+    return engine.execution_options(**{_BEGIN_OPTION: "DEFERRED"})
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions that keep loaded values after commit; use ``with factory() as s, s.begin():``."""
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """An Alembic config built in code, pointing at the migrations inside the package."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def upgrade(target: Engine | str | URL, revision: str = "head") -> None:
+    """Apply migrations up to ``revision`` (``alembic upgrade head``, programmatically)."""
+    engine = target if isinstance(target, Engine) else make_engine(target)
+    try:
+        with engine.begin() as connection:
+            command.upgrade(alembic_config(connection), revision)
+    except SQLAlchemyError as exc:
+        raise StoreError(
+            f"cannot migrate the store at {redact_url(engine.url)}: {type(exc).__name__}: "
+            f"{_first_line(exc)}"
+        ) from exc
+    finally:
+        if engine is not target:
+            engine.dispose()
+    _log.info(
+        "store at %s migrated to %s",
+        redact_url(engine.url),
+        revision,
+        extra={"event": "store_migrated"},
+    )
+
+
+def _first_line(exc: SQLAlchemyError) -> str:
+    text = str(getattr(exc, "orig", None) or exc)
+    return text.strip().splitlines()[0] if text.strip() else ""

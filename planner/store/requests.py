@@ -1,0 +1,365 @@
+"""Requests in the store: ingestion (idempotent per ``(source, key)``), state changes by
+compare-and-set, estimates, and the reads the pipeline stages need.
+
+Every function works inside the caller's transaction (``with factory() as s, s.begin():``) and
+never commits itself, so a stage can make several changes atomically. Every state change goes
+through :func:`transition_requests`, which checks it against ``core.states``, moves only rows
+still in an expected state (the compare-and-set that makes two workers safe), clears the claim,
+and appends one ``event`` row per request moved.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Table, bindparam, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from planner.core.model import Endpoint, Lane, Request, TokenEstimate
+from planner.core.states import (
+    TERMINAL_REQUEST_STATES,
+    RequestState,
+    request_transition_allowed,
+)
+from planner.errors import StoreError
+from planner.store import events
+from planner.store._sql import CHUNK, checked_fields, chunks, rowcount
+from planner.store.tables import REQUEST
+
+# A request is (re)sent when it enters one of these; each entry is a new billing attempt.
+_ATTEMPT_STATES = frozenset({RequestState.PLANNED, RequestState.INTERACTIVE, RequestState.FLEX})
+_RESERVED = frozenset({"id", "source", "key", "state", "updated_at", "attempts", "claims"})
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """What one :func:`ingest` call did: rows inserted, and lines whose key was already stored."""
+
+    inserted: int
+    duplicates: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRequest:
+    """A request as the store holds it: the ingested value plus what was decided about it."""
+
+    id: int
+    request: Request
+    state: RequestState
+    attempts: int
+    provider: str | None
+    lane: Lane | None
+    batch_id: str | None
+    estimate: TokenEstimate | None
+    reason: str | None
+
+
+def dialect_insert(session: Session, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT that supports ``on_conflict_do_nothing`` on the session's backend."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+def _row_for(request: Request, now: datetime) -> dict[str, Any]:
+    return {
+        "source": request.source,
+        "key": request.key,
+        "model": request.model,
+        "endpoint": request.endpoint.value,
+        "body_json": json.dumps(request.body, separators=(",", ":"), ensure_ascii=False),
+        "received_at": request.received_at,
+        "deadline": request.deadline,
+        "max_output_tokens": request.max_output_tokens,
+        "metadata_json": json.dumps(dict(request.metadata), separators=(",", ":")),
+        "origin": request.origin,
+        "state": RequestState.QUEUED.value,
+        "attempts": 0,
+        "claims": 0,
+        "updated_at": now,
+    }
+
+
+def ingest(session: Session, requests: Iterable[Request], now: datetime) -> IngestResult:
+    """Store new requests as ``queued``; a ``(source, key)`` already stored (or repeated in
+    ``requests``) is counted as a duplicate and left as it is. Safe to repeat after a crash."""
+    seen = 0
+    inserted = 0
+    pending: dict[tuple[str, str], dict[str, Any]] = {}
+    for request in requests:
+        seen += 1
+        identity = (request.source, request.key)
+        if identity in pending:
+            continue
+        pending[identity] = _row_for(request, now)
+        if len(pending) >= CHUNK:
+            inserted += _insert_new(session, list(pending.values()))
+            pending = {}
+    if pending:
+        inserted += _insert_new(session, list(pending.values()))
+    return IngestResult(inserted=inserted, duplicates=seen - inserted)
+
+
+def _insert_new(session: Session, rows: list[dict[str, Any]]) -> int:
+    statement = (
+        dialect_insert(session, REQUEST)
+        .on_conflict_do_nothing(index_elements=["source", "key"])
+        .returning(REQUEST.c.id)
+    )
+    return len(session.execute(statement, rows).all())
+
+
+def _expected_states(
+    new: RequestState, expected: Collection[RequestState | str] | None
+) -> frozenset[RequestState]:
+    if expected is None:
+        return frozenset(old for old in RequestState if request_transition_allowed(old, new))
+    olds = frozenset(RequestState(old) for old in expected)
+    illegal = sorted(old.value for old in olds if not request_transition_allowed(old, new))
+    if illegal:
+        raise StoreError(f"illegal request transition {', '.join(illegal)} -> {new.value}")
+    return olds
+
+
+def transition_requests(
+    session: Session,
+    ids: Iterable[int],
+    new_state: RequestState | str,
+    now: datetime,
+    *,
+    expected: Collection[RequestState | str] | None = None,
+    reason: str | None = None,
+    owner: str | None = None,
+    **fields: Any,
+) -> int:
+    """Move the requests ``ids`` that are still in an ``expected`` state to ``new_state``.
+
+    ``expected`` defaults to every state from which the move is legal; naming a state from
+    which it is not raises ``StoreError`` (a bug, not a race). With ``owner``, only requests
+    claimed by that worker under an unexpired lease move (the fence after a lost lease).
+    ``fields`` sets other columns in the same write (``lane``, ``provider``, ``batch_id``,
+    ``error_message`` ...). The claim is released; entering ``planned``/``interactive``/``flex``
+    starts a new attempt; entering a terminal state sets ``completed_at``. Returns how many
+    moved; the rest were not in an expected state (another worker got there first).
+    """
+    new = RequestState(new_state)
+    olds = _expected_states(new, expected)
+    values = checked_fields(REQUEST, fields, _RESERVED)
+    values.update(state=new.value, updated_at=now, claimed_by=None, lease_until=None, claims=0)
+    if reason is not None:
+        values["reason"] = reason
+    if new in _ATTEMPT_STATES:
+        values["attempts"] = REQUEST.c.attempts + 1
+    if new in TERMINAL_REQUEST_STATES:
+        values.setdefault("completed_at", now)
+    moved = 0
+    for chunk in chunks(sorted(set(ids))):
+        guard: list[ColumnElement[bool]] = [
+            REQUEST.c.id.in_(chunk),
+            REQUEST.c.state.in_([s.value for s in olds]),
+        ]
+        if owner is not None:
+            guard += [REQUEST.c.claimed_by == owner, REQUEST.c.lease_until > now]
+        locked = session.execute(
+            select(REQUEST.c.id, REQUEST.c.state).where(*guard).with_for_update()
+        ).all()
+        if not locked:
+            continue
+        result = session.execute(
+            update(REQUEST)
+            .where(REQUEST.c.id.in_([row.id for row in locked]), *guard[1:])
+            .values(values)
+            .returning(REQUEST.c.id)
+        )
+        moved_ids = set(result.scalars().all())
+        moved += len(moved_ids)
+        events.record(
+            session,
+            events.Entity.REQUEST,
+            ((row.id, row.state) for row in locked if row.id in moved_ids),
+            new.value,
+            now,
+            reason,
+        )
+    return moved
+
+
+def transition_request(
+    session: Session,
+    request_id: int,
+    new_state: RequestState | str,
+    now: datetime,
+    *,
+    expected: Collection[RequestState | str] | None = None,
+    reason: str | None = None,
+    owner: str | None = None,
+    **fields: Any,
+) -> bool:
+    """:func:`transition_requests` for one request; ``True`` if it moved."""
+    moved = transition_requests(
+        session,
+        [request_id],
+        new_state,
+        now,
+        expected=expected,
+        reason=reason,
+        owner=owner,
+        **fields,
+    )
+    return moved == 1
+
+
+def record_estimates(
+    session: Session, estimates: Iterable[tuple[int, TokenEstimate]], now: datetime
+) -> int:
+    """Store token estimates (not a state change, so no event). Returns rows updated."""
+    statement = (
+        update(REQUEST)
+        .where(REQUEST.c.id == bindparam("b_id"))
+        .values(
+            est_input_tokens=bindparam("b_in"),
+            est_output_tokens=bindparam("b_out"),
+            est_method=bindparam("b_method"),
+            updated_at=bindparam("b_now", type_=REQUEST.c.updated_at.type),
+        )
+    )
+    params = [
+        {
+            "b_id": request_id,
+            "b_in": est.input_tokens,
+            "b_out": est.output_tokens,
+            "b_method": est.method,
+            "b_now": now,
+        }
+        for request_id, est in estimates
+    ]
+    updated = 0
+    for chunk in chunks(params):
+        result = session.connection().execute(statement, list(chunk))
+        updated += rowcount(result)
+    return updated
+
+
+def record_estimate(
+    session: Session, request_id: int, estimate: TokenEstimate, now: datetime
+) -> bool:
+    """:func:`record_estimates` for one request."""
+    return record_estimates(session, [(request_id, estimate)], now) == 1
+
+
+def counts_by_state(session: Session) -> dict[str, int]:
+    """Requests per state, every state present (zero when none)."""
+    counts = dict.fromkeys((state.value for state in RequestState), 0)
+    rows = session.execute(select(REQUEST.c.state, func.count()).group_by(REQUEST.c.state)).all()
+    for state, number in rows:
+        counts[state] = int(number)
+    return counts
+
+
+_COLUMNS = (
+    REQUEST.c.id,
+    REQUEST.c.source,
+    REQUEST.c.key,
+    REQUEST.c.model,
+    REQUEST.c.endpoint,
+    REQUEST.c.body_json,
+    REQUEST.c.received_at,
+    REQUEST.c.deadline,
+    REQUEST.c.max_output_tokens,
+    REQUEST.c.metadata_json,
+    REQUEST.c.origin,
+    REQUEST.c.state,
+    REQUEST.c.attempts,
+    REQUEST.c.provider,
+    REQUEST.c.lane,
+    REQUEST.c.batch_id,
+    REQUEST.c.est_input_tokens,
+    REQUEST.c.est_output_tokens,
+    REQUEST.c.est_method,
+    REQUEST.c.reason,
+)
+
+
+def _stored(row: Any) -> StoredRequest:
+    request = Request(
+        source=row.source,
+        key=row.key,
+        model=row.model,
+        endpoint=Endpoint(row.endpoint),
+        body=json.loads(row.body_json),
+        received_at=row.received_at,
+        deadline=row.deadline,
+        max_output_tokens=row.max_output_tokens,
+        metadata=json.loads(row.metadata_json),
+        origin=row.origin,
+    )
+    estimate = None
+    if row.est_input_tokens is not None and row.est_output_tokens is not None:
+        estimate = TokenEstimate(row.est_input_tokens, row.est_output_tokens, row.est_method or "")
+    return StoredRequest(
+        id=row.id,
+        request=request,
+        state=RequestState(row.state),
+        attempts=row.attempts,
+        provider=row.provider,
+        lane=Lane(row.lane) if row.lane else None,
+        batch_id=row.batch_id,
+        estimate=estimate,
+        reason=row.reason,
+    )
+
+
+def queued_for_planning(
+    session: Session,
+    limit: int | None = None,
+    *,
+    model: str | None = None,
+    states: Collection[RequestState] = (RequestState.QUEUED,),
+    claimed_by: str | None = None,
+) -> Iterator[StoredRequest]:
+    """Stream requests waiting for a decision, oldest first, ``yield_per`` a chunk.
+
+    With ``claimed_by``, only the requests that worker holds (after ``claims.claim_requests``).
+    Consume it inside the session's transaction.
+    """
+    query = select(*_COLUMNS).where(REQUEST.c.state.in_([s.value for s in states]))
+    if model is not None:
+        query = query.where(REQUEST.c.model == model)
+    if claimed_by is not None:
+        query = query.where(REQUEST.c.claimed_by == claimed_by)
+    query = query.order_by(REQUEST.c.id)
+    if limit is not None:
+        query = query.limit(limit)
+    for row in session.execute(query.execution_options(yield_per=CHUNK)):
+        yield _stored(row)
+
+
+def load(session: Session, ids: Sequence[int]) -> list[StoredRequest]:
+    """The requests ``ids`` (in id order); ids not in the store are left out."""
+    found: list[StoredRequest] = []
+    for chunk in chunks(sorted(set(ids))):
+        rows = session.execute(
+            select(*_COLUMNS).where(REQUEST.c.id.in_(chunk)).order_by(REQUEST.c.id)
+        )
+        found.extend(_stored(row) for row in rows)
+    return found
+
+
+def get(session: Session, source: str, key: str) -> StoredRequest | None:
+    """The request ``(source, key)``, if stored."""
+    row = session.execute(
+        select(*_COLUMNS).where(REQUEST.c.source == source, REQUEST.c.key == key)
+    ).first()
+    return _stored(row) if row is not None else None
+
+
+def in_batch(session: Session, batch_id: str) -> Iterator[StoredRequest]:
+    """Stream the requests of one batch, in id order (the order they were packed in)."""
+    query = select(*_COLUMNS).where(REQUEST.c.batch_id == batch_id).order_by(REQUEST.c.id)
+    for row in session.execute(query.execution_options(yield_per=CHUNK)):
+        yield _stored(row)

@@ -1,0 +1,249 @@
+"""The store's tables, and the two column types that keep money and time exact on every backend.
+
+The SQLModel classes define the schema (and what Alembic's autogenerate compares the migrations
+with); the store functions query through their Core ``Table`` objects (``REQUEST``, ``BATCH``
+...), which type-check cleanly and map one-to-one onto SQL.
+
+- ``Money``: ``NUMERIC(28, 15)`` on PostgreSQL, a fixed-point decimal string on SQLite (whose
+  NUMERIC goes through a float and would turn ``0.000000075`` into ``7.4999...e-08``). Both give
+  back a ``Decimal`` equal to the one stored; a value that needs more than 15 decimal places is
+  refused rather than rounded.
+- ``UTCDateTime``: timezone-aware UTC in Python, always. PostgreSQL stores ``timestamptz``;
+  SQLite stores naive UTC text (it drops tzinfo), which sorts and compares correctly because
+  every value is written in the same zone and format. A naive datetime is refused.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.types import TypeDecorator, TypeEngine
+from sqlmodel import Field, SQLModel
+
+from planner.errors import StoreError
+
+MONEY_SCALE = 15
+MONEY_PRECISION = 28
+_MONEY_QUANTUM = Decimal(1).scaleb(-MONEY_SCALE)
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Money(TypeDecorator[Decimal]):
+    """Exact USD amounts: ``NUMERIC(28, 15)`` on PostgreSQL, decimal text on SQLite."""
+
+    impl = Numeric(MONEY_PRECISION, MONEY_SCALE, asdecimal=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String(40))
+        return dialect.type_descriptor(Numeric(MONEY_PRECISION, MONEY_SCALE, asdecimal=True))
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, Decimal):
+            raise StoreError(f"money must be a Decimal, got {type(value).__name__}")
+        try:
+            exact = value.quantize(_MONEY_QUANTUM)
+        except InvalidOperation as exc:
+            raise StoreError(f"money {value} does not fit NUMERIC(28, 15)") from exc
+        if exact != value:
+            raise StoreError(f"money {value} has more than {MONEY_SCALE} decimal places")
+        if dialect.name == "sqlite":
+            return format(exact, "f")
+        return exact
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        if value is None:
+            return None
+        return Decimal(str(value)).quantize(_MONEY_QUANTUM)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, on both backends."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise StoreError(f"naive datetime {value.isoformat()} given to the store; use UTC")
+        utc = value.astimezone(UTC)
+        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+# A 64-bit id on PostgreSQL; SQLite needs exactly INTEGER PRIMARY KEY to get a rowid alias.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class StoreModel(SQLModel):
+    """Base of the store's tables, on their own metadata (not SQLModel's global one)."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class RequestRow(StoreModel, table=True):
+    """One ingested request, its decision, claim and outcome; ``(source, key)`` is unique."""
+
+    __tablename__ = "request"
+    __table_args__ = (
+        UniqueConstraint("source", "key"),
+        Index(None, "state", "model"),
+        Index(None, "batch_id"),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True))
+    source: str = Field(sa_column=Column(String(200), nullable=False))
+    key: str = Field(sa_column=Column(String(512), nullable=False))
+    model: str = Field(sa_column=Column(String(200), nullable=False))
+    endpoint: str = Field(sa_column=Column(String(64), nullable=False))
+    provider: str | None = Field(default=None, sa_column=Column(String(200)))
+    body_json: str = Field(sa_column=Column(Text, nullable=False))
+    received_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    deadline: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    max_output_tokens: int | None = Field(default=None, sa_column=Column(Integer))
+    metadata_json: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+    origin: str = Field(default="", sa_column=Column(Text, nullable=False))
+    state: str = Field(sa_column=Column(String(32), nullable=False))
+    reason: str | None = Field(default=None, sa_column=Column(Text))
+    attempts: int = Field(default=0, sa_column=Column(Integer, nullable=False))
+    claims: int = Field(default=0, sa_column=Column(Integer, nullable=False))
+    est_input_tokens: int | None = Field(default=None, sa_column=Column(BigInteger))
+    est_output_tokens: int | None = Field(default=None, sa_column=Column(BigInteger))
+    est_method: str | None = Field(default=None, sa_column=Column(String(100)))
+    lane: str | None = Field(default=None, sa_column=Column(String(32)))
+    batch_id: str | None = Field(default=None, sa_column=Column(String(64), ForeignKey("batch.id")))
+    claimed_by: str | None = Field(default=None, sa_column=Column(String(200)))
+    lease_until: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    updated_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    usage_input_tokens: int | None = Field(default=None, sa_column=Column(BigInteger))
+    usage_cached_input_tokens: int | None = Field(default=None, sa_column=Column(BigInteger))
+    usage_output_tokens: int | None = Field(default=None, sa_column=Column(BigInteger))
+    actual_cost_usd: Decimal | None = Field(default=None, sa_column=Column(Money))
+    interactive_equiv_usd: Decimal | None = Field(default=None, sa_column=Column(Money))
+    error_message: str | None = Field(default=None, sa_column=Column(Text))
+    completed_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+
+
+class BatchRow(StoreModel, table=True):
+    """One provider batch job; ``id`` is ours (``plb_…``), ``remote_id`` the provider's."""
+
+    __tablename__ = "batch"
+    __table_args__ = (Index(None, "state"),)
+
+    id: str = Field(sa_column=Column(String(64), primary_key=True))
+    provider: str = Field(sa_column=Column(String(200), nullable=False))
+    model: str = Field(sa_column=Column(String(200), nullable=False))
+    endpoint: str = Field(sa_column=Column(String(64), nullable=False))
+    state: str = Field(sa_column=Column(String(32), nullable=False))
+    reason: str | None = Field(default=None, sa_column=Column(Text))
+    remote_id: str | None = Field(default=None, sa_column=Column(String(512)))
+    input_file_id: str | None = Field(default=None, sa_column=Column(String(512)))
+    output_file_id: str | None = Field(default=None, sa_column=Column(String(512)))
+    error_file_id: str | None = Field(default=None, sa_column=Column(String(512)))
+    request_count: int = Field(default=0, sa_column=Column(Integer, nullable=False))
+    bytes: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    est_input_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    created_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    submitted_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    finished_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    collected_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    last_polled_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    next_poll_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    updated_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    error_message: str | None = Field(default=None, sa_column=Column(Text))
+    attempt: int = Field(default=0, sa_column=Column(Integer, nullable=False))
+    claimed_by: str | None = Field(default=None, sa_column=Column(String(200)))
+    lease_until: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    version: int = Field(default=0, sa_column=Column(Integer, nullable=False))
+
+
+class EventRow(StoreModel, table=True):
+    """Append-only audit: one row per state change, written in the transaction that made it."""
+
+    __tablename__ = "event"
+    __table_args__ = (Index(None, "entity", "entity_id"),)
+
+    id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True))
+    ts: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    entity: str = Field(sa_column=Column(String(16), nullable=False))  # "request" | "batch"
+    entity_id: str = Field(sa_column=Column(String(64), nullable=False))
+    old_state: str | None = Field(default=None, sa_column=Column(String(32)))
+    new_state: str = Field(sa_column=Column(String(32), nullable=False))
+    reason: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class LedgerRow(StoreModel, table=True):
+    """What one attempt of one request was billed; unique per (request, attempt), so a
+    re-collect cannot bill twice in our books."""
+
+    __tablename__ = "ledger"
+    __table_args__ = (UniqueConstraint("request_id", "attempt"), Index(None, "recorded_at"))
+
+    id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True))
+    request_id: int = Field(sa_column=Column(BigId, ForeignKey("request.id"), nullable=False))
+    attempt: int = Field(sa_column=Column(Integer, nullable=False))
+    source: str = Field(sa_column=Column(String(200), nullable=False))
+    provider: str | None = Field(default=None, sa_column=Column(String(200)))
+    model: str = Field(sa_column=Column(String(200), nullable=False))
+    lane: str = Field(sa_column=Column(String(32), nullable=False))
+    batch_id: str | None = Field(default=None, sa_column=Column(String(64)))
+    input_tokens: int = Field(sa_column=Column(BigInteger, nullable=False))
+    cached_input_tokens: int = Field(sa_column=Column(BigInteger, nullable=False))
+    output_tokens: int = Field(sa_column=Column(BigInteger, nullable=False))
+    cost_usd: Decimal | None = Field(default=None, sa_column=Column(Money))
+    interactive_equiv_usd: Decimal | None = Field(default=None, sa_column=Column(Money))
+    recorded_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+
+
+class StageRunRow(StoreModel, table=True):
+    """When each pipeline stage last finished a pass without error (for metrics and status)."""
+
+    __tablename__ = "stage_run"
+
+    stage: str = Field(sa_column=Column(String(64), primary_key=True))
+    last_success_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    last_failure_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+
+
+METADATA: MetaData = StoreModel.metadata
+REQUEST: Table = METADATA.tables["request"]
+BATCH: Table = METADATA.tables["batch"]
+EVENT: Table = METADATA.tables["event"]
+LEDGER: Table = METADATA.tables["ledger"]
+STAGE_RUN: Table = METADATA.tables["stage_run"]
