@@ -18,9 +18,13 @@ $(BIN)/planner: pyproject.toml
 
 venv: $(BIN)/planner
 
-## The main job on the embedded default (SQLite under ./state).
+## The main job on the embedded default: SQLite under ./state, the sandbox instead of the
+## providers (no API key needed), the sample spool copied into ./state/spool the first time.
 demo: venv
+	@test -d state/spool || { mkdir -p state/spool && cp config/spool/*.jsonl state/spool/; }
 	$(BIN)/planner plan -c $(CONFIG)
+	$(BIN)/planner run --once --sandbox -c $(CONFIG)
+	$(BIN)/planner status -c $(CONFIG)
 
 ## The whole test suite, then the linters and the type checker.
 test: venv

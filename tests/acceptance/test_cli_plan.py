@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from decimal import Decimal
@@ -196,12 +197,38 @@ def test_plan_reports_unpriced_models_never_as_zero(workspace: Path) -> None:
     assert report["unpriced"] == ["my-model"]
 
 
-def test_plan_table_on_the_shipped_example() -> None:
-    done = run("plan", "-c", "config/planner.example.yaml")
-    assert done.returncode == 0, done.stderr
-    assert "savings" in done.stdout
-    assert "gpt-4o-mini" in done.stdout
-    assert "would be quarantined" in done.stdout
+def test_the_readme_demo_on_the_shipped_example(tmp_path: Path) -> None:
+    """`make demo`'s steps on a copy of config/: plan, run --once --sandbox, status."""
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    spool = tmp_path / "state" / "spool"
+    spool.mkdir(parents=True)
+    for sample in (REPO / "config" / "spool").glob("*.jsonl"):
+        shutil.copy(sample, spool)
+        os.utime(spool / sample.name, (1_000_000_000, 1_000_000_000))
+    config = str(tmp_path / "config" / "planner.example.yaml")
+    planned = run("plan", "-c", config)
+    assert planned.returncode == 0, planned.stderr
+    assert "savings" in planned.stdout and "gpt-4o-mini" in planned.stdout
+    assert "would be quarantined" in planned.stdout
+    ran = run("run", "--once", "--sandbox", "-c", config)
+    assert ran.returncode == 0, ran.stderr
+    assert "results:" in ran.stdout
+    status = run("status", "-c", config, "--json")
+    assert status.returncode == 0, status.stderr
+    data = json.loads(status.stdout)
+    assert data["requests"]["succeeded"] == 12
+    assert data["batches"]["collected"] >= 5
+    assert sum(Decimal(s["savings_usd"]) for s in data["spend"]) > 0
+    results = list((tmp_path / "state" / "results").glob("*.jsonl"))
+    assert sum(len(p.read_text().splitlines()) for p in results) == 12
+    assert len(list((spool / "quarantine").glob("*.errors.jsonl"))) == 1
+
+
+def test_run_without_keys_or_sandbox_says_what_to_do(tmp_path: Path) -> None:
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    done = run("run", "--once", "-c", str(tmp_path / "config" / "planner.example.yaml"))
+    assert done.returncode == 2
+    assert "OPENAI_API_KEY is not set" in done.stderr and "--sandbox" in done.stderr
 
 
 CORPUS = sorted((REPO / "tests" / "corpus" / "config").glob("*.yaml"))

@@ -444,7 +444,7 @@ def test_example_layout() -> None:
     cfg = load_config(REPO / "config" / "planner.example.yaml")
     assert cfg.state_dir.resolve() == REPO / "state"
     spool = cfg.sources["spool"]
-    assert spool.path.resolve() == REPO / "config" / "spool"
+    assert spool.path.resolve() == REPO / "state" / "spool"  # `make demo` seeds it
     assert cfg.sinks["results"].path.resolve() == REPO / "state" / "results"
     assert {p.kind for p in cfg.providers.values()} == {"openai", "gemini"}
     assert cfg.provider_for("gemini-2.5-flash") == "gemini"
@@ -459,7 +459,7 @@ def test_sample_spool_has_one_bad_line() -> None:
     spool = cfg.sources["spool"]
     source = JsonlDirSource(
         "spool",
-        spool.path,
+        REPO / "config" / "spool",  # the sample that `make demo` copies into state/spool
         family_of=shipped_catalog().family_of,
         default_model=spool.default_model,
         default_embedding_model=spool.default_embedding_model,
