@@ -34,7 +34,9 @@ class BatchState(StrEnum):
     COLLECTED = "collected"  # every line accounted for in the store
 
 
-TERMINAL_REQUEST_STATES = frozenset({RequestState.SUCCEEDED, RequestState.DEAD, RequestState.REJECTED})
+TERMINAL_REQUEST_STATES = frozenset(
+    {RequestState.SUCCEEDED, RequestState.DEAD, RequestState.REJECTED}
+)
 TERMINAL_BATCH_STATES = frozenset({BatchState.COLLECTED})
 FINISHED_BATCH_STATES = frozenset(
     {BatchState.SUCCEEDED, BatchState.FAILED, BatchState.EXPIRED, BatchState.CANCELLED}
