@@ -14,6 +14,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from planner import crashpoints
 from planner.core.model import Lane
 from planner.core.states import FINISHED_BATCH_STATES, BatchState
 from planner.errors import ProviderError
@@ -64,6 +65,7 @@ def collect_batch(ctx: StageContext, batch: Batch, now: datetime) -> SettleResul
         )
 
     settled = settle(ctx, batch.id, outcomes, now, extra_writes=mark_collected)
+    crashpoints.reached("before_cleanup")
     if remote is not None:
         try:
             provider.delete_files(remote)

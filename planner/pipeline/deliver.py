@@ -22,6 +22,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from planner import crashpoints
 from planner.core.cost import actual_cost
 from planner.core.model import Lane, Usage
 from planner.core.states import RequestState
@@ -127,6 +128,7 @@ def settle(
     for source in set(results) | set(dead):
         for sink in ctx.sinks_for(source):
             sink.deliver(delivery_id, results.get(source, []), dead.get(source, []))
+    crashpoints.reached("after_sink_write")
     with ctx.session_factory() as session, session.begin():
         store_ledger.record_results(session, billed, now)
         for o in outcomes:

@@ -15,9 +15,10 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+import planner.store.requests as store_requests
+from planner import crashpoints
 from planner.core.model import Request
 from planner.sources.base import LineError, Source
-import planner.store.requests as store_requests
 
 _log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ def ingest_source(
     result = result or IntakeResult()
     name = source.name
     for claim in source.claim(now):
+        crashpoints.reached("after_claim")
         chunk: list[Request] = []
         for line in claim.lines():
             if isinstance(line, LineError):
@@ -73,6 +75,7 @@ def ingest_source(
                 chunk = []
         if chunk:
             _add(result, name, _store_chunk(session_factory, chunk, now))
+        crashpoints.reached("after_ingest")
         claim.finish(now)
         result.units += 1
         _log.info(

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from planner import crashpoints
 from planner.core.states import FINISHED_BATCH_STATES, BatchState
 from planner.errors import NotFound, ProviderError
 from planner.pipeline.context import StageContext
@@ -55,6 +56,7 @@ def poll_batch(
                 error_message=f"{batch.remote_id} is unknown to {batch.provider}",
             )
         return BatchState.FAILED
+    crashpoints.reached("during_poll")
     fields: dict[str, Any] = {
         "last_polled_at": now,
         "next_poll_at": next_poll(batch, now, base, cap),

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
+from planner import crashpoints
 from planner.core.states import BatchState, RequestState
 from planner.errors import Permanent, ProviderError
 from planner.pipeline.context import StageContext
@@ -114,6 +115,7 @@ def submit_batch(ctx: StageContext, batch: Batch, now: datetime, result: SubmitR
                 attempt=batch.attempt + 1,
             ):
                 return  # another worker took it
+    crashpoints.reached("after_intent")
     try:
         remote = _send(ctx, provider, batch)
     except (Permanent, ValueError) as exc:
@@ -136,6 +138,7 @@ def submit_batch(ctx: StageContext, batch: Batch, now: datetime, result: SubmitR
             extra={"event": "batch_submit_unconfirmed", "batch": batch.id},
         )
         return
+    crashpoints.reached("after_create")
     _mark_submitted(ctx.session_factory, batch, remote, now)
     result.submitted.append(batch.id)
     _log.info(
