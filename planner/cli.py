@@ -196,10 +196,14 @@ def run(
 
     if use_sandbox and sandbox_url:
         _fail(2, ["error: give --sandbox or --sandbox-url, not both"])
-    if not once:
-        _fail(2, ["error: only --once is available in this version (the scheduled daemon is next)"])
     # --once is a command a person watches: warnings and errors only, on stderr
     setup_logging(logging.WARNING if once else logging.INFO, stream=sys.stderr if once else None)
+    if not once:
+        from planner.runtime.daemon import run_daemon
+
+        with _exit_codes(), _sandbox(use_sandbox, sandbox_url, speed=1.0) as url:
+            code = run_daemon(config, sandbox_url=url)
+        raise typer.Exit(code)
     with _exit_codes():
         cfg = load_config(config)
         with _sandbox(use_sandbox, sandbox_url) as url:
@@ -215,13 +219,15 @@ def run(
 
 
 @contextmanager
-def _sandbox(start: bool, url: str | None) -> Iterator[str | None]:
+def _sandbox(start: bool, url: str | None, speed: float = 0.0) -> Iterator[str | None]:
+    """The in-process emulator for --sandbox: instant for --once, a second per state for the
+    daemon (so a newcomer can watch batches move)."""
     if not start:
         yield url
         return
     from planner.sandbox import serve
 
-    with serve(speed=0.0) as running:
+    with serve(speed=speed) as running:
         yield running.url
 
 

@@ -1,0 +1,132 @@
+"""`planner run` as systemd runs it: a real process, a real notify socket, real signals, a
+separately running sandbox; the queue drains on schedule, a bad reload is refused, SIGTERM
+stops it cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from planner.sandbox import RunningSandbox, serve
+from tests.conftest import REPO
+
+CONFIG = """
+state_dir: state
+providers:
+  openai: {kind: openai}
+  gemini: {kind: gemini}
+sources:
+  spool: {kind: jsonl_dir, path: spool, default_model: gpt-4o-mini, settle: 0s, interval: 1s}
+sinks:
+  out: {kind: jsonl_dir, path: results}
+schedule:
+  submit: interval 1s
+  poll: 1s
+metrics:
+  listen: 127.0.0.1:{port}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture()
+def sandbox() -> Iterator[RunningSandbox]:
+    with serve(speed=0.2) as running:
+        yield running
+
+
+def _datagrams(sock: socket.socket, until: float) -> list[str]:
+    seen: list[str] = []
+    sock.settimeout(0.2)
+    while time.monotonic() < until:
+        try:
+            seen.append(sock.recv(4096).decode())
+        except TimeoutError:
+            break
+    return seen
+
+
+def _status(config: Path) -> dict[str, dict[str, int]]:
+    done = subprocess.run(
+        [sys.executable, "-m", "planner", "status", "-c", str(config), "--json"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    data: dict[str, dict[str, int]] = json.loads(done.stdout)
+    return data
+
+
+def test_daemon_drains_the_queue_reloads_safely_and_stops_on_sigterm(
+    tmp_path: Path, sandbox: RunningSandbox
+) -> None:
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (spool / "a.jsonl").write_text(
+        "".join(json.dumps({"id": f"r{i}", "prompt": f"question {i}"}) + "\n" for i in range(20))
+    )
+    config = tmp_path / "planner.yaml"
+    port = free_port()
+    config.write_text(CONFIG.replace("{port}", str(port)))
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify_path = tmp_path / "notify.sock"
+    notify.bind(str(notify_path))
+    env = os.environ | {"NOTIFY_SOCKET": str(notify_path)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "planner", "run", "-c", str(config), "--sandbox-url", sandbox.url],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        messages: list[str] = []
+        deadline = time.monotonic() + 30
+        while not any("READY=1" in m for m in messages) and time.monotonic() < deadline:
+            messages += _datagrams(notify, time.monotonic() + 1)
+        assert any("READY=1" in m for m in messages), messages
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if _status(config)["requests"]["succeeded"] == 20:
+                break
+            time.sleep(1)
+        assert _status(config)["requests"]["succeeded"] == 20
+        scrape = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        assert 'planner_requests{state="succeeded"} 20.0' in scrape
+        assert "planner_savings_usd_total" in scrape
+
+        config.write_text("providers: [this is not a mapping\n")
+        process.send_signal(signal.SIGHUP)
+        time.sleep(2)
+        assert process.poll() is None, "a bad reload must not stop the daemon"
+
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=60)
+        assert process.returncode == 0, output
+        assert "reload_failed" in output
+        messages += _datagrams(notify, time.monotonic() + 1)
+        assert any("STOPPING=1" in m for m in messages), messages
+        assert any("RELOADING=1" in m for m in messages), messages
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        notify.close()
