@@ -374,7 +374,8 @@ class PolicyConfig(Section):
         timedelta(minutes=15), description="How long a flex request is expected to take."
     )
     budget_usd_per_day: USD | None = Field(
-        None, description="Spend cap per UTC day; requests over it are held. null = no cap."
+        None,
+        description="Spend cap per UTC day. Not enforced yet: planner run refuses a value other than null.",
     )
 
     def rules(self) -> PolicyRules:
@@ -454,7 +455,9 @@ class MetricsConfig(Section):
 class IntakeConfig(Section):
     """The HTTP intake (POST requests to the queue); off by default."""
 
-    enabled: bool = Field(False, description="Serve the HTTP intake.")
+    enabled: bool = Field(
+        False, description="Serve the HTTP intake. Not available yet: planner run refuses true."
+    )
     listen: ListenAddress = Field(Listen("127.0.0.1", 8080), description="host:port to bind.")
     policy: Name = Field("default", description="Policy applied to requests received over HTTP.")
     default_model: ModelId | None = Field(None, description="Model for requests that name none.")

@@ -108,6 +108,22 @@ def open_store(cfg: PlannerConfig) -> Callable[[], Session]:
 
 
 def build_context(cfg: PlannerConfig, *, sandbox_url: str | None) -> StageContext:
+    if cfg.intake.enabled:  # configured but not built yet: say so instead of ignoring it
+        raise ConfigError(
+            [
+                "intake.enabled: the HTTP intake is not available in this version; "
+                "use a jsonl_dir source"
+            ]
+        )
+    budgets = [name for name, p in cfg.policies.items() if p.budget_usd_per_day is not None]
+    if budgets:  # a cap that silently did nothing would be worse than none
+        raise ConfigError(
+            [
+                f"policies.{name}.budget_usd_per_day: budgets are not enforced in this version; "
+                "remove it"
+                for name in budgets
+            ]
+        )
     catalog = catalog_for(cfg)
     return StageContext(
         session_factory=open_store(cfg),
