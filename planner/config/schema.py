@@ -375,7 +375,7 @@ class PolicyConfig(Section):
     )
     budget_usd_per_day: USD | None = Field(
         None,
-        description="Spend cap per UTC day. Not enforced yet: planner run refuses a value other than null.",
+        description="Spend cap per UTC day. Not enforced yet: planner run refuses a value.",
     )
 
     def rules(self) -> PolicyRules:
