@@ -18,7 +18,9 @@ Contract highlights (each one is tested in ``tests/contract/test_providers.py``)
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -195,6 +197,27 @@ class BadLine:
     line_no: int
     reason: str
     key: str | None = None
+
+
+def json_lines(data: bytes, key_field: str) -> Iterator[tuple[int, Mapping[str, Any]] | BadLine]:
+    """The JSON objects of a results file with their 1-based line numbers; a line that is not
+    one becomes a ``BadLine``, carrying its ``key_field`` value when it can still be read."""
+    key_re = re.compile(rf'"{re.escape(key_field)}"\s*:\s*"((?:[^"\\]|\\.)*)"')
+    for line_no, raw in enumerate(data.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        text = raw.decode("utf-8", errors="replace")
+        try:
+            item = json.loads(text)
+        except ValueError:
+            match = key_re.search(text)
+            key = json.loads(f'"{match.group(1)}"') if match else None
+            yield BadLine(line_no, "not valid JSON", key)
+            continue
+        if not isinstance(item, Mapping):
+            yield BadLine(line_no, "not a JSON object")
+            continue
+        yield line_no, item
 
 
 def join_by_key(

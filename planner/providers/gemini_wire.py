@@ -30,6 +30,7 @@ from planner.providers.base import (
     LineResult,
     RemoteBatch,
     RequestCounts,
+    json_lines,
 )
 
 DISPLAY_PREFIX = "planner:"
@@ -110,7 +111,6 @@ _STATUS_KIND: dict[str, ErrorKind] = {
     "UNIMPLEMENTED": ErrorKind.PERMANENT,
     "ALREADY_EXISTS": ErrorKind.PERMANENT,
 }
-_KEY_RE = re.compile(r'"key"\s*:\s*"((?:[^"\\]|\\.)*)"')
 _FRACTION_RE = re.compile(r"(\.\d{6})\d+")
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d*)?)s\s*$")
 
@@ -436,20 +436,11 @@ def _result(
 
 def parse_results_file(data: bytes, endpoint: Endpoint | None) -> Iterator[LineResult | BadLine]:
     """A results file (§7.3): one ``{"key", "response"|"error"}`` per line, in any order."""
-    for line_no, raw in enumerate(data.splitlines(), start=1):
-        if not raw.strip():
+    for found in json_lines(data, "key"):
+        if isinstance(found, BadLine):
+            yield found
             continue
-        text = raw.decode("utf-8", errors="replace")
-        try:
-            item = json.loads(text)
-        except ValueError:
-            match = _KEY_RE.search(text)
-            key = json.loads(f'"{match.group(1)}"') if match else None
-            yield BadLine(line_no, "not valid JSON", key)
-            continue
-        if not isinstance(item, Mapping):
-            yield BadLine(line_no, "not a JSON object")
-            continue
+        line_no, item = found
         key = item.get("key")
         if not isinstance(key, str):
             yield BadLine(line_no, "no string 'key'")

@@ -8,7 +8,6 @@ servers speaking the same surface.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -24,6 +23,7 @@ from planner.providers.base import (
     LineResult,
     RemoteBatch,
     RequestCounts,
+    json_lines,
 )
 
 METADATA_KEY = "planner_batch_id"
@@ -56,7 +56,6 @@ RETRYABLE_LINE_CODES = frozenset(
     }
 )
 RETRYABLE_HTTP = frozenset({408, 409, 429, 500, 502, 503, 504})
-_KEY_RE = re.compile(r'"custom_id"\s*:\s*"((?:[^"\\]|\\.)*)"')
 
 
 # --- our id at the provider (reliability spec §1.2-1.3) ---------------------------------------
@@ -298,21 +297,8 @@ def classify_line(item: Mapping[str, Any], line_no: int) -> LineResult | BadLine
 
 def parse_results_file(data: bytes) -> Iterator[LineResult | BadLine]:
     """An output or error file: one JSON object per line, in any order (pitfall 7)."""
-    for line_no, raw in enumerate(data.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        text = raw.decode("utf-8", errors="replace")
-        try:
-            item = json.loads(text)
-        except ValueError:
-            match = _KEY_RE.search(text)
-            key = json.loads(f'"{match.group(1)}"') if match else None
-            yield BadLine(line_no, "not valid JSON", key)
-            continue
-        if not isinstance(item, Mapping):
-            yield BadLine(line_no, "not a JSON object")
-            continue
-        yield classify_line(item, line_no)
+    for found in json_lines(data, "custom_id"):
+        yield found if isinstance(found, BadLine) else classify_line(found[1], found[0])
 
 
 # --- errors -----------------------------------------------------------------------------------
