@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, TypeVar
+import functools
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy import CursorResult, Result, Table
+from sqlalchemy.exc import SQLAlchemyError, StatementError
 
 from planner.errors import StoreError
 
@@ -39,3 +41,50 @@ def rowcount(result: Result[Any]) -> int:
     if not isinstance(result, CursorResult):
         raise StoreError("expected a cursor result from a DML statement")
     return max(int(result.rowcount), 0)
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def translated(function: Callable[P, R]) -> Callable[P, R]:
+    """Raise ``StoreError`` for database failures, and unwrap the ``StoreError`` a column type
+    raised while binding (SQLAlchemy wraps it in ``StatementError``). The message carries the
+    error class and its first line only: never parameters, which may hold request bodies."""
+
+    @functools.wraps(function)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return function(*args, **kwargs)
+        except StatementError as exc:
+            if isinstance(exc.orig, StoreError):
+                raise exc.orig from None
+            raise StoreError(_describe(exc)) from exc
+        except SQLAlchemyError as exc:
+            raise StoreError(_describe(exc)) from exc
+
+    return wrapper
+
+
+def translated_iter(function: Callable[P, Iterator[T]]) -> Callable[P, Iterator[T]]:
+    """:func:`translated` for generator functions (errors surface while iterating)."""
+
+    @functools.wraps(function)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> Iterator[T]:
+        try:
+            yield from function(*args, **kwargs)
+        except StatementError as exc:
+            if isinstance(exc.orig, StoreError):
+                raise exc.orig from None
+            raise StoreError(_describe(exc)) from exc
+        except SQLAlchemyError as exc:
+            raise StoreError(_describe(exc)) from exc
+
+    return wrapper
+
+
+def _describe(exc: SQLAlchemyError) -> str:
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip()
+    first = text.splitlines()[0] if text else ""
+    return f"database error ({type(orig or exc).__name__}): {first}"

@@ -28,7 +28,7 @@ from planner.core.states import (
 )
 from planner.errors import StoreError
 from planner.store import events
-from planner.store._sql import checked_fields, rowcount
+from planner.store._sql import checked_fields, rowcount, translated
 from planner.store.requests import transition_requests
 from planner.store.tables import BATCH, REQUEST
 
@@ -79,6 +79,7 @@ def _batch(row: Any) -> Batch:
     return Batch(**values)
 
 
+@translated
 def create_batch_intent(
     session: Session,
     batch_id: str,
@@ -158,6 +159,7 @@ def _timestamps(new: BatchState, now: datetime) -> dict[str, datetime]:
     return {}
 
 
+@translated
 def transition_batch(
     session: Session,
     batch_id: str,
@@ -198,6 +200,7 @@ def transition_batch(
     return moved
 
 
+@translated
 def update_batch(
     session: Session,
     batch_id: str,
@@ -219,12 +222,14 @@ def update_batch(
     return rowcount(session.execute(update(BATCH).where(*guard).values(values))) == 1
 
 
+@translated
 def get_batch(session: Session, batch_id: str) -> Batch | None:
     """One batch, or ``None``."""
     row = session.execute(select(BATCH).where(BATCH.c.id == batch_id)).first()
     return _batch(row) if row is not None else None
 
 
+@translated
 def batches_in(
     session: Session,
     states: Iterable[BatchState | str],
@@ -243,12 +248,14 @@ def batches_in(
     return [_batch(row) for row in session.execute(query)]
 
 
+@translated
 def request_ids(session: Session, batch_id: str) -> list[int]:
     """The ids of the requests packed into ``batch_id``, in id order."""
     query = select(REQUEST.c.id).where(REQUEST.c.batch_id == batch_id).order_by(REQUEST.c.id)
     return list(session.execute(query).scalars())
 
 
+@translated
 def counts_by_state(session: Session) -> dict[str, int]:
     """Batches per state, every state present (zero when none)."""
     counts = dict.fromkeys((state.value for state in BatchState), 0)

@@ -1,7 +1,8 @@
 """Leases: which worker may act on which rows, for how long.
 
 A claim is ``claimed_by = worker, lease_until = now + lease`` written in one short transaction;
-rows are eligible when unclaimed, claimed by the same worker, or their lease ran out. On
+rows are eligible when unclaimed or their lease ran out (rows a worker already holds are not
+handed to it again, so "claim until nothing is left" loops end; renew or release them instead). On
 PostgreSQL the candidates are picked with ``SELECT … FOR UPDATE SKIP LOCKED`` in a CTE and
 claimed by the ``UPDATE … RETURNING`` of the same statement (procrastinate's ``fetch_job``
 shape), so concurrent replicas get disjoint rows without waiting on each other. SQLite drops
@@ -27,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from planner.core.states import BatchState, RequestState
 from planner.errors import StoreError
-from planner.store._sql import rowcount
+from planner.store._sql import rowcount, translated
 from planner.store.tables import BATCH, REQUEST
 
 
@@ -35,6 +36,7 @@ def _is_postgres(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
+@translated
 def claim_requests(
     session: Session,
     worker_id: str,
@@ -48,9 +50,7 @@ def claim_requests(
     """Claim up to ``limit`` requests in ``states`` (oldest first) for ``lease``; their ids."""
     eligible: list[ColumnElement[bool]] = [
         REQUEST.c.state.in_([RequestState(s).value for s in states]),
-        REQUEST.c.claimed_by.is_(None)
-        | (REQUEST.c.claimed_by == worker_id)
-        | (REQUEST.c.lease_until < now),
+        REQUEST.c.claimed_by.is_(None) | (REQUEST.c.lease_until < now),
     ]
     if model is not None:
         eligible.append(REQUEST.c.model == model)
@@ -71,6 +71,7 @@ def claim_requests(
     return sorted(session.execute(statement).scalars().all())
 
 
+@translated
 def release_requests(session: Session, ids: Collection[int], worker_id: str) -> int:
     """Give back requests this worker claimed but did not move (no progress made)."""
     result = session.execute(
@@ -81,6 +82,7 @@ def release_requests(session: Session, ids: Collection[int], worker_id: str) -> 
     return rowcount(result)
 
 
+@translated
 def release_expired_claims(session: Session, now: datetime) -> int:
     """Requests and batches whose lease ran out are unclaimed (returned to their queue).
 
@@ -98,6 +100,7 @@ def release_expired_claims(session: Session, now: datetime) -> int:
     return released
 
 
+@translated
 def overclaimed(
     session: Session, max_claims: int, states: Collection[RequestState] | None = None
 ) -> list[int]:
@@ -108,6 +111,7 @@ def overclaimed(
     return list(session.execute(query.order_by(REQUEST.c.id)).scalars())
 
 
+@translated
 def claim_batches(
     session: Session,
     worker_id: str,
@@ -122,9 +126,7 @@ def claim_batches(
     those whose ``next_poll_at`` is unset or past. Returns their ids."""
     eligible: list[ColumnElement[bool]] = [
         BATCH.c.state.in_([BatchState(s).value for s in states]),
-        BATCH.c.claimed_by.is_(None)
-        | (BATCH.c.claimed_by == worker_id)
-        | (BATCH.c.lease_until < now),
+        BATCH.c.claimed_by.is_(None) | (BATCH.c.lease_until < now),
     ]
     if due_only:
         eligible.append(BATCH.c.next_poll_at.is_(None) | (BATCH.c.next_poll_at <= now))
@@ -145,6 +147,7 @@ def claim_batches(
     return sorted(session.execute(statement).scalars().all())
 
 
+@translated
 def renew_batch_lease(
     session: Session, batch_id: str, worker_id: str, lease: timedelta, now: datetime
 ) -> bool:
@@ -162,6 +165,7 @@ def renew_batch_lease(
     return rowcount(result) == 1
 
 
+@translated
 def release_batch(session: Session, batch_id: str, worker_id: str) -> bool:
     """Give back a batch this worker holds (e.g. after submitting, so any replica may poll)."""
     result = session.execute(
@@ -178,6 +182,7 @@ def advisory_key(name: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
+@translated
 def try_advisory_lock(session: Session, key: str | int) -> bool:
     """Take a transaction-scoped advisory lock on PostgreSQL (released at commit/rollback);
     ``False`` if another transaction holds it. Always ``True`` on SQLite, whose writers are
@@ -189,6 +194,7 @@ def try_advisory_lock(session: Session, key: str | int) -> bool:
     return bool(result.scalar_one())
 
 
+@translated
 def database_now(session: Session) -> datetime:
     """The database server's current time (UTC, aware): one clock for every replica's leases."""
     if _is_postgres(session):

@@ -22,6 +22,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.util import CommandError
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
@@ -124,7 +125,7 @@ def upgrade(target: Engine | str | URL, revision: str = "head") -> None:
     try:
         with engine.begin() as connection:
             command.upgrade(alembic_config(connection), revision)
-    except SQLAlchemyError as exc:
+    except (SQLAlchemyError, CommandError) as exc:
         raise StoreError(
             f"cannot migrate the store at {redact_url(engine.url)}: {type(exc).__name__}: "
             f"{_first_line(exc)}"
@@ -140,6 +141,6 @@ def upgrade(target: Engine | str | URL, revision: str = "head") -> None:
     )
 
 
-def _first_line(exc: SQLAlchemyError) -> str:
+def _first_line(exc: Exception) -> str:
     text = str(getattr(exc, "orig", None) or exc)
     return text.strip().splitlines()[0] if text.strip() else ""

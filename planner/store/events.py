@@ -14,6 +14,7 @@ from enum import StrEnum
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
+from planner.store._sql import translated
 from planner.store.tables import EVENT
 
 
@@ -32,6 +33,7 @@ class Event:
     reason: str | None
 
 
+@translated
 def record(
     session: Session,
     entity: Entity,
@@ -56,6 +58,7 @@ def record(
         session.execute(insert(EVENT), rows)
 
 
+@translated
 def history(session: Session, entity: Entity, entity_id: object) -> list[Event]:
     """Every recorded change of one request or batch, oldest first."""
     result = session.execute(
@@ -66,6 +69,7 @@ def history(session: Session, entity: Entity, entity_id: object) -> list[Event]:
     return [Event(ts, entity, str(entity_id), old, new, reason) for ts, old, new, reason in result]
 
 
+@translated
 def count(session: Session, entity: Entity | None = None) -> int:
     """How many events there are (of one entity kind, if given)."""
     query = select(func.count()).select_from(EVENT)

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from planner.core.model import Lane, Usage
 from planner.errors import StoreError
-from planner.store._sql import CHUNK, chunks
+from planner.store._sql import CHUNK, chunks, translated
 from planner.store.requests import dialect_insert
 from planner.store.tables import LEDGER, REQUEST
 
@@ -56,6 +56,7 @@ class Spend:
     unpriced: int = 0
 
 
+@translated
 def record_results(session: Session, billed: Iterable[Billed], now: datetime) -> int:
     """Record outcomes; returns how many were new (an attempt already recorded is skipped)."""
     recorded = 0
@@ -65,6 +66,7 @@ def record_results(session: Session, billed: Iterable[Billed], now: datetime) ->
     return recorded
 
 
+@translated
 def record_result(
     session: Session,
     request_id: int,
@@ -158,6 +160,7 @@ def _record_chunk(session: Session, chunk: Sequence[Billed], now: datetime) -> i
     return len(new_ids)
 
 
+@translated
 def spend(session: Session, since: datetime | None = None) -> list[Spend]:
     """Billed usage and money per (source, provider, model, lane), recorded at or after
     ``since`` (all time if ``None``), sorted by group."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, bindparam, func, select, update
+from sqlalchemy import ARRAY, ColumnElement, Table, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -28,7 +28,7 @@ from planner.core.states import (
 )
 from planner.errors import StoreError
 from planner.store import events
-from planner.store._sql import CHUNK, checked_fields, chunks, rowcount
+from planner.store._sql import CHUNK, checked_fields, chunks, rowcount, translated, translated_iter
 from planner.store.tables import REQUEST
 
 # A request is (re)sent when it enters one of these; each entry is a new billing attempt.
@@ -85,6 +85,7 @@ def _row_for(request: Request, now: datetime) -> dict[str, Any]:
     }
 
 
+@translated
 def ingest(session: Session, requests: Iterable[Request], now: datetime) -> IngestResult:
     """Store new requests as ``queued``; a ``(source, key)`` already stored (or repeated in
     ``requests``) is counted as a duplicate and left as it is. Safe to repeat after a crash."""
@@ -106,12 +107,34 @@ def ingest(session: Session, requests: Iterable[Request], now: datetime) -> Inge
 
 
 def _insert_new(session: Session, rows: list[dict[str, Any]]) -> int:
+    if session.get_bind().dialect.name == "postgresql":
+        return _insert_new_unnest(session, rows)
     statement = (
-        dialect_insert(session, REQUEST)
+        sqlite.insert(REQUEST)
         .on_conflict_do_nothing(index_elements=["source", "key"])
         .returning(REQUEST.c.id)
     )
     return len(session.execute(statement, rows).all())
+
+
+def _insert_new_unnest(session: Session, rows: list[dict[str, Any]]) -> int:
+    """PostgreSQL: one ``INSERT … SELECT unnest(array), …`` per chunk, a bound array per
+    column. A multi-row VALUES list with thousands of placeholders spends most of its time in
+    the driver's query parsing; arrays keep the statement short and constant."""
+    names = list(rows[0])
+    columns = [
+        func.unnest(
+            bindparam(f"a_{name}", [row[name] for row in rows], type_=ARRAY(REQUEST.c[name].type))
+        ).label(name)
+        for name in names
+    ]
+    statement = (
+        postgresql.insert(REQUEST)
+        .from_select(names, select(*columns))
+        .on_conflict_do_nothing(index_elements=["source", "key"])
+        .returning(REQUEST.c.id)
+    )
+    return len(session.execute(statement).all())
 
 
 def _expected_states(
@@ -126,6 +149,7 @@ def _expected_states(
     return olds
 
 
+@translated
 def transition_requests(
     session: Session,
     ids: Iterable[int],
@@ -189,6 +213,7 @@ def transition_requests(
     return moved
 
 
+@translated
 def transition_request(
     session: Session,
     request_id: int,
@@ -214,6 +239,7 @@ def transition_request(
     return moved == 1
 
 
+@translated
 def record_estimates(
     session: Session, estimates: Iterable[tuple[int, TokenEstimate]], now: datetime
 ) -> int:
@@ -245,6 +271,7 @@ def record_estimates(
     return updated
 
 
+@translated
 def record_estimate(
     session: Session, request_id: int, estimate: TokenEstimate, now: datetime
 ) -> bool:
@@ -252,6 +279,7 @@ def record_estimate(
     return record_estimates(session, [(request_id, estimate)], now) == 1
 
 
+@translated
 def counts_by_state(session: Session) -> dict[str, int]:
     """Requests per state, every state present (zero when none)."""
     counts = dict.fromkeys((state.value for state in RequestState), 0)
@@ -314,6 +342,7 @@ def _stored(row: Any) -> StoredRequest:
     )
 
 
+@translated_iter
 def queued_for_planning(
     session: Session,
     limit: int | None = None,
@@ -339,6 +368,7 @@ def queued_for_planning(
         yield _stored(row)
 
 
+@translated
 def load(session: Session, ids: Sequence[int]) -> list[StoredRequest]:
     """The requests ``ids`` (in id order); ids not in the store are left out."""
     found: list[StoredRequest] = []
@@ -350,6 +380,7 @@ def load(session: Session, ids: Sequence[int]) -> list[StoredRequest]:
     return found
 
 
+@translated
 def get(session: Session, source: str, key: str) -> StoredRequest | None:
     """The request ``(source, key)``, if stored."""
     row = session.execute(
@@ -358,6 +389,7 @@ def get(session: Session, source: str, key: str) -> StoredRequest | None:
     return _stored(row) if row is not None else None
 
 
+@translated_iter
 def in_batch(session: Session, batch_id: str) -> Iterator[StoredRequest]:
     """Stream the requests of one batch, in id order (the order they were packed in)."""
     query = select(*_COLUMNS).where(REQUEST.c.batch_id == batch_id).order_by(REQUEST.c.id)

@@ -12,6 +12,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from planner.store._sql import translated
 from planner.store.requests import dialect_insert
 from planner.store.tables import STAGE_RUN
 
@@ -24,6 +25,7 @@ class StageRun:
     last_error: str | None
 
 
+@translated
 def record_success(session: Session, stage: str, now: datetime) -> None:
     """Note that ``stage`` finished a pass without error at ``now``."""
     statement = dialect_insert(session, STAGE_RUN).values(stage=stage, last_success_at=now)
@@ -32,6 +34,7 @@ def record_success(session: Session, stage: str, now: datetime) -> None:
     )
 
 
+@translated
 def record_failure(session: Session, stage: str, now: datetime, error: str) -> None:
     """Note that a pass of ``stage`` failed; ``error`` must already be free of secrets."""
     statement = dialect_insert(session, STAGE_RUN).values(
@@ -44,6 +47,7 @@ def record_failure(session: Session, stage: str, now: datetime, error: str) -> N
     )
 
 
+@translated
 def last_runs(session: Session) -> dict[str, StageRun]:
     """Every stage that has run, by name."""
     rows = session.execute(select(STAGE_RUN).order_by(STAGE_RUN.c.stage))
