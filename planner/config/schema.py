@@ -262,6 +262,13 @@ class ProviderBase(Section):
         None, description="API base URL; null = the provider's public endpoint."
     )
     timeout: Duration = Field(timedelta(seconds=60), description="Timeout of one API call.")
+    requests_per_minute: PositiveInt | None = Field(
+        None, description="Client-side cap on interactive calls started per minute; null = none."
+    )
+    tokens_per_minute: PositiveInt | None = Field(
+        None,
+        description="Client-side cap on estimated input tokens sent interactively per minute.",
+    )
 
     default_key_env: ClassVar[str] = ""  # the kind's conventional variable
 

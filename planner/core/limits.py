@@ -125,3 +125,11 @@ def merge_limits(base: BatchLimits, override: Mapping[str, int | None]) -> Batch
             )
     changes = {name: _limit_value(name, value) for name, value in override.items()}
     return replace(base, **changes)
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    """Client-side caps on the interactive lane of one provider; ``None`` means no cap."""
+
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None

@@ -7,11 +7,12 @@ it as their first argument, and ``now`` as their last.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session
 
 from planner.core.catalog import Catalog
+from planner.core.limits import RateLimits
 from planner.pipeline.plan import Planner
 from planner.providers.base import BatchProvider
 from planner.sinks.base import Sink
@@ -26,6 +27,7 @@ class StageContext:
     providers: Mapping[str, BatchProvider]
     sources: Sequence[Source]
     sinks_for: Callable[[str], Sequence[Sink]]  # source name -> the sinks its results go to
+    rate_limits: Mapping[str, RateLimits] = field(default_factory=dict)  # by provider name
     max_attempts: int = 3  # attempts per request before it is dead-lettered
     interactive_concurrency: int = 8
     plan_chunk: int = 50_000  # queued requests assessed and packed per planning round

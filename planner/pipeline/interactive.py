@@ -13,11 +13,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from planner.core.limits import RateLimits
 from planner.core.model import Lane
 from planner.core.states import RequestState
 from planner.errors import ProviderError, RateLimited
@@ -44,7 +45,8 @@ class InteractiveResult:
 
 
 class RateGate:
-    """At most ``per_minute`` calls start in any minute (evenly spaced); thread-safe."""
+    """At most ``per_minute`` units (calls or tokens) start in any minute, spread evenly: each
+    start reserves ``units x 60 / per_minute`` seconds of the gate. Thread-safe."""
 
     def __init__(
         self, per_minute: float | None, sleep: Callable[[float], None], clock: Callable[[], float]
@@ -55,15 +57,27 @@ class RateGate:
         self._sleep = sleep
         self._clock = clock
 
-    def wait(self) -> None:
+    def wait(self, units: int = 1) -> None:
         if not self._gap:
             return
         with self._lock:
             now = self._clock()
             start = max(now, self._next)
-            self._next = start + self._gap
+            self._next = start + self._gap * units
         if start > now:
             self._sleep(start - now)
+
+
+@dataclass(slots=True)
+class ProviderGates:
+    """The request gate and the token gate of one provider."""
+
+    requests: RateGate
+    tokens: RateGate
+
+    def wait(self, tokens: int) -> None:
+        self.requests.wait()
+        self.tokens.wait(tokens)
 
 
 def delivery_id(chunk: Sequence[StoredRequest]) -> str:
@@ -74,14 +88,19 @@ def delivery_id(chunk: Sequence[StoredRequest]) -> str:
 
 
 def _call(
-    ctx: StageContext, stored: StoredRequest, gate: RateGate, sleep: Callable[[float], None]
+    ctx: StageContext,
+    stored: StoredRequest,
+    gates: Mapping[str, ProviderGates],
+    sleep: Callable[[float], None],
 ) -> LineResult | None:
     """One request's call; ``None`` when it should simply be tried on a later pass."""
     assert stored.provider is not None
     provider = ctx.providers[stored.provider]
     line = BatchLine.from_request(stored.request)
+    gate = gates[stored.provider]
+    tokens = stored.estimate.input_tokens if stored.estimate else 0
     for _ in range(RATE_LIMIT_RETRIES):
-        gate.wait()
+        gate.wait(tokens)
         try:
             return provider.call_interactive(line, flex=stored.lane is Lane.FLEX)
         except RateLimited as exc:
@@ -108,11 +127,16 @@ def run_interactive_stage(
     *,
     sleep: Callable[[float], None],
     clock: Callable[[], float],
-    per_minute: float | None = None,
 ) -> InteractiveResult:
     """Execute every request waiting in the interactive or flex lane."""
     result = InteractiveResult()
-    gate = RateGate(per_minute, sleep, clock)
+    gates = {
+        name: ProviderGates(
+            RateGate(limits.requests_per_minute, sleep, clock),
+            RateGate(limits.tokens_per_minute, sleep, clock),
+        )
+        for name, limits in ((n, ctx.rate_limits.get(n, RateLimits())) for n in ctx.providers)
+    }
     with ctx.session_factory() as session:
         waiting = list(
             store_requests.queued_for_planning(
@@ -122,7 +146,7 @@ def run_interactive_stage(
     with ThreadPoolExecutor(max_workers=ctx.interactive_concurrency) as pool:
         for start in range(0, len(waiting), CHUNK):
             chunk = waiting[start : start + CHUNK]
-            answers = list(pool.map(lambda s: _call(ctx, s, gate, sleep), chunk))
+            answers = list(pool.map(lambda s: _call(ctx, s, gates, sleep), chunk))
             outcomes = [
                 Outcome(s, a, s.lane or Lane.INTERACTIVE)
                 for s, a in zip(chunk, answers, strict=True)

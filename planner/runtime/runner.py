@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from planner.config import resolve_api_key, resolve_store_url
 from planner.config.schema import GeminiProviderConfig, PlannerConfig
+from planner.core.limits import RateLimits
 from planner.errors import ConfigError
 from planner.pipeline.collect import run_collect_stage
 from planner.pipeline.context import StageContext
@@ -132,6 +133,10 @@ def build_context(cfg: PlannerConfig, *, sandbox_url: str | None) -> StageContex
         providers=build_providers(cfg, sandbox_url, os.environ),
         sources=build_sources(cfg, catalog),
         sinks_for=build_sinks(cfg),
+        rate_limits={
+            name: RateLimits(p.requests_per_minute, p.tokens_per_minute)
+            for name, p in cfg.providers.items()
+        },
     )
 
 
