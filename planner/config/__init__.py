@@ -7,13 +7,12 @@ Public API::
     validate_file(path, *, catalog=None) -> list[str]       # "FILE:LINE:COL: message" each
     parse_config(text, *, filename, base_dir, catalog) -> PlannerConfig
     resolve_api_key(provider_cfg, environ) -> SecretStr | None
-    resolve_store_url(cfg, environ) -> str;  display_url(url) -> str
+    resolve_store_url(cfg, environ) -> str
     default_config_path() -> Path;  reference_rows() -> list[(key, type, default, description)]
 """
 
 from planner.config.load import (
     default_config_path,
-    display_url,
     load_config,
     parse_config,
     resolve_api_key,
@@ -63,7 +62,6 @@ __all__ = [
     "StoreConfig",
     "SubmitSchedule",
     "default_config_path",
-    "display_url",
     "load_config",
     "parse_config",
     "reference_rows",

@@ -642,14 +642,3 @@ def resolve_store_url(cfg: PlannerConfig, environ: Mapping[str, str]) -> str:
     if cfg.store.url is None:
         return f"sqlite:///{cfg.store_path_default()}"
     return cfg.store.url
-
-
-def display_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (for logs and messages)."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "<invalid URL>"

@@ -13,7 +13,7 @@ from datetime import datetime
 from itertools import chain
 from pathlib import Path
 
-from planner.config import display_url, load_config, resolve_store_url
+from planner.config import load_config, resolve_store_url
 from planner.config.prices import shipped_catalog
 from planner.config.schema import GeminiProviderConfig, PlannerConfig
 from planner.core.catalog import Catalog
@@ -146,8 +146,8 @@ def build_plan_report(
 
 def upgrade_store(cfg: PlannerConfig) -> str:
     """Apply migrations; returns the store URL with any password hidden, for messages."""
-    from planner.store.engine import upgrade
+    from planner.store.engine import redact_url, upgrade
 
     url = resolve_store_url(cfg, os.environ)
     upgrade(url)
-    return display_url(url)
+    return redact_url(url)

@@ -17,7 +17,6 @@ from planner.config import (
     OpenAIProviderConfig,
     PlannerConfig,
     default_config_path,
-    display_url,
     load_config,
     parse_config,
     reference_rows,
@@ -37,6 +36,7 @@ from planner.core.policy import PolicyRules
 from planner.errors import ConfigError
 from planner.sources.base import LineError
 from planner.sources.jsonl_dir import JsonlDirSource
+from planner.store.engine import redact_url
 
 REPO = Path(__file__).resolve().parents[2]
 CORPUS = REPO / "tests" / "corpus" / "config"
@@ -427,7 +427,7 @@ def test_store_url(tmp_path: Path) -> None:
     from_env = parse_config("store: {url_env: DB_URL}\n", base_dir=tmp_path)
     url = f"postgresql+psycopg://u:{PLANTED}@db/p"
     assert resolve_store_url(from_env, {"DB_URL": url}) == url
-    assert PLANTED not in display_url(url)
+    assert PLANTED not in redact_url(url)
     with pytest.raises(ConfigError, match="DB_URL is not set"):
         resolve_store_url(from_env, {})
 
