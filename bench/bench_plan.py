@@ -31,7 +31,22 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 WORDS = tuple(
-    "the batch planner sends requests that can wait at half the price of interactive".split()
+    [
+        "the",
+        "batch",
+        "planner",
+        "sends",
+        "requests",
+        "that",
+        "can",
+        "wait",
+        "at",
+        "half",
+        "the",
+        "price",
+        "of",
+        "interactive",
+    ]
 )
 
 
