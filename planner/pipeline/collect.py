@@ -4,14 +4,20 @@ Results are fetched by key (never by position); a request the provider reports n
 ``not_executed`` and goes back to the queue. The batch becomes ``collected`` in the same
 transaction that records its outcomes; only after that are its remote files deleted (deleting
 first would lose results for good if we crashed before committing).
+
+A crash between that commit and the deletion must not leave the files behind for good, so the
+commit also records the cleanup as due: on a ``collected`` batch, ``next_poll_at`` is the time
+its remote files are next to be deleted, and ``NULL`` once they are gone (or cannot be deleted).
+Each collect pass first deletes what is due, so a restart finishes the cleanup.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from planner import crashpoints
@@ -24,8 +30,12 @@ from planner.providers.base import NOT_EXECUTED, LineResult, RemoteBatch
 from planner.store import batches as store_batches
 from planner.store import requests as store_requests
 from planner.store.batches import Batch
+from planner.store.tables import BATCH
 
 _log = logging.getLogger(__name__)
+
+CLEANUP_RETRY = timedelta(minutes=10)  # after a transient failure to delete remote files
+CLEANUP_CHUNK = 100  # batches cleaned up per pass
 
 
 @dataclass(slots=True)
@@ -61,27 +71,86 @@ def collect_batch(ctx: StageContext, batch: Batch, now: datetime) -> SettleResul
 
     def mark_collected(session: Session) -> None:
         store_batches.transition_batch(
-            session, batch.id, (batch.state,), BatchState.COLLECTED, now, reason="collected"
+            session,
+            batch.id,
+            (batch.state,),
+            BatchState.COLLECTED,
+            now,
+            reason="collected",
+            next_poll_at=now if remote is not None else None,  # cleanup due (module docstring)
         )
 
     settled = settle(ctx, batch.id, outcomes, now, extra_writes=mark_collected)
     crashpoints.reached("before_cleanup")
     if remote is not None:
-        try:
-            provider.delete_files(remote)
-        except ProviderError as exc:  # files expire on their own; never worth failing for
-            _log.warning(
-                "could not delete files of %s: %s",
-                batch.id,
-                type(exc).__name__,
-                extra={"event": "batch_cleanup_failed", "batch": batch.id},
-            )
+        clean_up(ctx, batch.provider, batch.id, remote, now)
     return settled
+
+
+def clean_up(
+    ctx: StageContext, provider: str, batch_id: str, remote: RemoteBatch, now: datetime
+) -> None:
+    """Delete a collected batch's remote files, then record that it is done (or given up)."""
+    due: datetime | None = None
+    handler = ctx.providers.get(provider)
+    try:
+        if handler is None:  # no longer configured: the files expire on their own
+            raise ProviderError(f"provider {provider!r} is not configured")
+        handler.delete_files(remote)
+    except ProviderError as exc:  # files expire on their own; never worth failing for
+        if exc.retryable:
+            due = now + CLEANUP_RETRY
+        _log.warning(
+            "could not delete files of %s: %s",
+            batch_id,
+            type(exc).__name__,
+            extra={"event": "batch_cleanup_failed", "batch": batch_id},
+        )
+    with ctx.session_factory() as session, session.begin():
+        store_batches.update_batch(
+            session, batch_id, now, expected=(BatchState.COLLECTED,), next_poll_at=due
+        )
+
+
+def clean_up_due(ctx: StageContext, now: datetime) -> int:
+    """Finish the cleanups a crash (or a transient error) left due; returns how many ran."""
+    query = (
+        select(
+            BATCH.c.id,
+            BATCH.c.provider,
+            BATCH.c.remote_id,
+            BATCH.c.input_file_id,
+            BATCH.c.output_file_id,
+            BATCH.c.error_file_id,
+        )
+        .where(
+            BATCH.c.state == BatchState.COLLECTED.value,
+            BATCH.c.next_poll_at.is_not(None),
+            BATCH.c.next_poll_at <= now,
+        )
+        .order_by(BATCH.c.next_poll_at)
+        .limit(CLEANUP_CHUNK)
+    )
+    with ctx.session_factory() as session:
+        due = session.execute(query).all()
+    for row in due:
+        remote = RemoteBatch(
+            remote_id=row.remote_id or "",
+            our_id=row.id,
+            state=BatchState.COLLECTED,
+            provider_state="collected",
+            input_file_id=row.input_file_id,
+            output_file_id=row.output_file_id,
+            error_file_id=row.error_file_id,
+        )
+        clean_up(ctx, row.provider, row.id, remote, now)
+    return len(due)
 
 
 def run_collect_stage(ctx: StageContext, now: datetime) -> CollectResult:
     """Collect every finished batch; one batch failing does not stop the others."""
     result = CollectResult()
+    clean_up_due(ctx, now)
     with ctx.session_factory() as session:
         finished = store_batches.batches_in(session, FINISHED_BATCH_STATES)
     for batch in finished:

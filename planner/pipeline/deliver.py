@@ -131,23 +131,26 @@ def settle(
     crashpoints.reached("after_sink_write")
     with ctx.session_factory() as session, session.begin():
         store_ledger.record_results(session, billed, now)
+        succeeded: dict[Lane, list[int]] = defaultdict(list)
         for o in outcomes:
-            _transition(session, o, now, ctx.max_attempts, result)
+            if o.result.ok:
+                succeeded[o.lane].append(o.stored.id)
+            else:
+                _fail(session, o, now, ctx.max_attempts, result)
+        for lane, ids in succeeded.items():  # one write per lane, not one per request
+            store_requests.transition_requests(
+                session, ids, RequestState.SUCCEEDED, now, reason=f"{lane.value} result"
+            )
+            result.succeeded += len(ids)
         if extra_writes is not None:
             extra_writes(session)
     return result
 
 
-def _transition(
+def _fail(
     session: Session, o: Outcome, now: datetime, max_attempts: int, result: SettleResult
 ) -> None:
     request_id = o.stored.id
-    if o.result.ok:
-        store_requests.transition_request(
-            session, request_id, RequestState.SUCCEEDED, now, reason=f"{o.lane.value} result"
-        )
-        result.succeeded += 1
-        return
     message = f"{o.result.error_code}: {o.result.error_message or ''}".strip()
     store_requests.transition_request(
         session, request_id, RequestState.FAILED, now, reason=message, error_message=message

@@ -76,7 +76,9 @@ def poll_batch(
         store_batches.transition_batch(
             session,
             batch.id,
-            ACTIVE,
+            # the state we read, not ACTIVE: ``running -> running`` is no transition, and
+            # naming it as expected is refused (a submitted batch first seen running did that)
+            (batch.state,),
             remote.state,
             now,
             reason=f"provider says {remote.provider_state}",
