@@ -243,6 +243,13 @@ class StoreConfig(Section):
         None,
         description="Name of an environment variable holding the URL (when it has a password).",
     )
+    retention: Duration | None = Field(
+        timedelta(days=30),
+        description="How long finished requests and batches keep their details: older "
+        "succeeded/dead/rejected requests lose their body and history (their key and ledger "
+        "rows stay, so re-dropped input is still a duplicate and money totals stay exact) and "
+        "older collected batches are deleted; null = keep everything.",
+    )
 
 
 class ProviderBase(Section):
@@ -448,6 +455,14 @@ class ScheduleConfig(Section):
         timedelta(seconds=60), description="How often running batches are polled."
     )
     flush: FlushConfig = Field(default_factory=FlushConfig, description="Flush triggers.")
+    list_lag: Duration = Field(
+        timedelta(seconds=60),
+        description=(
+            "How long a new batch may take to show up in the provider's batch list. A batch whose"
+            " create was not confirmed is re-sent only after two listings this far apart both"
+            " missed it (never created twice)."
+        ),
+    )
 
 
 class MetricsConfig(Section):

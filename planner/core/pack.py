@@ -5,11 +5,15 @@ that would push it past any limit closes it and opens the next. A batch never mi
 providers allow one model per job). An item that exceeds a limit on its own can never be sent in
 a batch; it is returned in ``oversized`` with the limit it breaks, never dropped. Only keys and
 running sums are held, not request bodies.
+
+With ``budgets`` (input tokens per (provider, model) that new batches may still hold, see
+``core/enqueued.py``), an item that would take its queue past the budget is returned in
+``deferred``, and so is every later item of that queue, so the oldest goes first next time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -59,6 +63,11 @@ class Oversized:
 class PackResult:
     batches: list[PlannedBatch]
     oversized: list[Oversized]
+    deferred: list[PackItem] = field(default_factory=list)  # over the queue's budget: wait
+
+
+QueueKey = tuple[str, str]
+"""(provider, model): the enqueued-token queue, shared by every endpoint of the model."""
 
 
 @dataclass(slots=True)
@@ -121,23 +130,45 @@ def _fits(batch: _Open, item: PackItem, limits: BatchLimits) -> bool:
 class _Packer:
     """The single pass; ``limits_for`` is asked once per group."""
 
-    def __init__(self, limits_for: Callable[[PackGroup], BatchLimits]) -> None:
+    def __init__(
+        self,
+        limits_for: Callable[[PackGroup], BatchLimits],
+        budgets: Mapping[QueueKey, int] | None = None,
+    ) -> None:
         self._limits_for = limits_for
         self._limits: dict[PackGroup, BatchLimits] = {}
         self._open: dict[PackGroup, _Open] = {}
+        self._budgets = dict(budgets or {})
+        self._full: set[QueueKey] = set()
         self.closed: list[_Open] = []
         self.oversized: list[Oversized] = []
+        self.deferred: list[PackItem] = []
 
     def _limits_of(self, group: PackGroup) -> BatchLimits:
         if group not in self._limits:
             self._limits[group] = self._limits_for(group)
         return self._limits[group]
 
+    def _admitted(self, item: PackItem) -> bool:
+        """Charge the item to its queue's budget; ``False`` (and the queue closed) if over."""
+        key = (item.group.provider, item.group.model)
+        budget = self._budgets.get(key)
+        if budget is None:
+            return True
+        if key in self._full or item.input_tokens > budget:
+            self._full.add(key)
+            return False
+        self._budgets[key] = budget - item.input_tokens
+        return True
+
     def add(self, position: int, item: PackItem) -> None:
         limits = self._limits_of(item.group)
         broken = _alone(item, limits)
         if broken is not None:
             self.oversized.append(Oversized(item, broken))
+            return
+        if not self._admitted(item):
+            self.deferred.append(item)
             return
         batch = self._open.get(item.group)
         if batch is None or not _fits(batch, item, limits):
@@ -148,12 +179,16 @@ class _Packer:
 
     def result(self) -> PackResult:
         batches = sorted([*self.closed, *self._open.values()], key=lambda b: b.first)
-        return PackResult([b.close() for b in batches], self.oversized)
+        return PackResult([b.close() for b in batches], self.oversized, self.deferred)
 
 
-def pack(items: Iterable[PackItem], limits_for: Callable[[PackGroup], BatchLimits]) -> PackResult:
+def pack(
+    items: Iterable[PackItem],
+    limits_for: Callable[[PackGroup], BatchLimits],
+    budgets: Mapping[QueueKey, int] | None = None,
+) -> PackResult:
     """Pack ``items`` (in received order) into batches; O(n) plus sorting the batches."""
-    packer = _Packer(limits_for)
+    packer = _Packer(limits_for, budgets)
     for position, item in enumerate(items):
         packer.add(position, item)
     return packer.result()

@@ -14,7 +14,7 @@ Each collect pass first deletes what is due, so a restart finishes the cleanup.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
@@ -26,6 +26,7 @@ from planner.core.states import FINISHED_BATCH_STATES, BatchState
 from planner.errors import ProviderError
 from planner.pipeline.context import StageContext
 from planner.pipeline.deliver import Outcome, SettleResult, settle
+from planner.pipeline.shrink import is_token_limited, requeue_token_limited
 from planner.providers.base import NOT_EXECUTED, LineResult, RemoteBatch
 from planner.store import batches as store_batches
 from planner.store import requests as store_requests
@@ -52,7 +53,44 @@ def _never_sent(key: str, why: str) -> LineResult:
     return LineResult(key=key, ok=False, error_code=NOT_EXECUTED, error_message=why, retryable=True)
 
 
+def _remote_of(batch: Batch) -> RemoteBatch:
+    """The remote side of a stored batch, as far as cleaning up needs it."""
+    return RemoteBatch(
+        remote_id=batch.remote_id or "",
+        our_id=batch.id,
+        state=batch.state,
+        provider_state=batch.state.value,
+        input_file_id=batch.input_file_id,
+        output_file_id=batch.output_file_id,
+        error_file_id=batch.error_file_id,
+    )
+
+
+_UNRUN = frozenset({NOT_EXECUTED, "batch_cancelled"})  # OpenAI's code for lines a cancel stopped
+
+
+def _refund_escaped(batch: Batch, outcomes: list[Outcome]) -> tuple[list[Outcome], list[int]]:
+    """A batch we cancelled to escape a deadline (``pipeline/escape.py``): the lines it never
+    ran are retried without spending an attempt, since our cancel, not the request, stopped
+    them; otherwise a request on its last attempt would be dead-lettered instead of escaping."""
+    if batch.cancel_requested_at is None:
+        return outcomes, []
+    kept: list[Outcome] = []
+    refunded: list[int] = []
+    for o in outcomes:
+        if not o.result.ok and o.result.error_code in _UNRUN and o.stored.attempts > 0:
+            o = replace(o, stored=replace(o.stored, attempts=o.stored.attempts - 1))
+            refunded.append(o.stored.id)
+        kept.append(o)
+    return kept, refunded
+
+
 def collect_batch(ctx: StageContext, batch: Batch, now: datetime) -> SettleResult:
+    if is_token_limited(batch):  # nothing ran: re-plan smaller (pipeline/shrink.py)
+        settled = requeue_token_limited(ctx, batch, now)
+        if batch.remote_id is not None:
+            clean_up(ctx, batch.provider, batch.id, _remote_of(batch), now)
+        return settled
     provider = ctx.providers[batch.provider]
     with ctx.session_factory() as session:
         stored = list(store_requests.in_batch(session, batch.id))
@@ -68,8 +106,10 @@ def collect_batch(ctx: StageContext, batch: Batch, now: datetime) -> SettleResul
         remote = provider.get(batch.remote_id)
         results = list(provider.fetch_results(remote, list(by_key)))
     outcomes = [Outcome(by_key[r.key], r, Lane.BATCH) for r in results if r.key in by_key]
+    outcomes, refunded = _refund_escaped(batch, outcomes)
 
     def mark_collected(session: Session) -> None:
+        store_requests.refund_attempts(session, refunded, now)
         store_batches.transition_batch(
             session,
             batch.id,
@@ -154,9 +194,12 @@ def run_collect_stage(ctx: StageContext, now: datetime) -> CollectResult:
     with ctx.session_factory() as session:
         finished = store_batches.batches_in(session, FINISHED_BATCH_STATES)
     for batch in finished:
+        if batch.remote_id is not None and not ctx.guard.allows(batch.provider):
+            continue  # its circuit is open: the results wait at the provider, untouched
         try:
             settled = collect_batch(ctx, batch, now)
         except ProviderError as exc:
+            ctx.guard.record(batch.provider, now, exc)
             result.errors.append(batch.id)
             _log.warning(
                 "collect of %s failed: %s",
@@ -165,6 +208,8 @@ def run_collect_stage(ctx: StageContext, now: datetime) -> CollectResult:
                 extra={"event": "batch_collect_failed", "batch": batch.id},
             )
             continue
+        if batch.remote_id is not None:
+            ctx.guard.record(batch.provider, now)
         result.batches.append(batch.id)
         result.succeeded += settled.succeeded
         result.retried += settled.retried

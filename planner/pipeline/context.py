@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from sqlalchemy.orm import Session
 
 from planner.core.catalog import Catalog
 from planner.core.limits import RateLimits
+from planner.pipeline.guard import ProviderGuard
 from planner.pipeline.plan import Planner
 from planner.providers.base import BatchProvider
 from planner.sinks.base import Sink
@@ -31,3 +33,8 @@ class StageContext:
     max_attempts: int = 3  # attempts per request before it is dead-lettered
     interactive_concurrency: int = 8
     plan_chunk: int = 50_000  # queued requests assessed and packed per planning round
+    retention: timedelta | None = None  # store.retention; None keeps everything
+    list_lag: timedelta = timedelta(seconds=60)  # schedule.list_lag: two listings this far apart
+    # circuit breakers and retry jitter; outlives one stage run (the daemon carries it over a
+    # reload, so an open circuit stays open)
+    guard: ProviderGuard = field(default_factory=ProviderGuard)

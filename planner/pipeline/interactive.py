@@ -2,10 +2,16 @@
 
 Calls run with bounded concurrency (a thread pool of ``interactive_concurrency``) and a
 client-side rate limit per provider (requests per minute), honouring ``Retry-After``: a
-rate-limited call waits what the provider asked and is tried again, up to a few times; other
-transient errors leave the request in its lane for the next pass. Each chunk is settled as one
-delivery whose id depends only on the requests and their attempts, so a crash after the sink
-write and before the commit rewrites the same file instead of adding a second line.
+rate-limited call waits what the provider asked plus a little jitter (or, without a hint, a
+full-jitter exponential backoff from ``core.retry``) and is tried again, up to a few times. A
+hint longer than ``MAX_RETRY_AFTER`` is not slept through: the request stays in its lane and
+the provider is held until then (``ctx.guard.hold``), so later calls and passes do not hammer
+it either. Other transient errors leave the request in its lane for the next pass; so do auth
+and quota errors, which open the provider's circuit breaker — while it is open, that
+provider's requests are not sent at all, and nothing is dead-lettered for the outage.
+Each chunk is settled as one delivery whose id depends only on the requests and their
+attempts, so a crash after the sink write and before the commit rewrites the same file instead
+of adding a second line.
 """
 
 from __future__ import annotations
@@ -20,8 +26,9 @@ from datetime import datetime
 
 from planner.core.limits import RateLimits
 from planner.core.model import Lane
+from planner.core.retry import Retry, RetryPolicy
 from planner.core.states import RequestState
-from planner.errors import ProviderError, RateLimited
+from planner.errors import AuthFailed, ProviderError, QuotaExceeded, RateLimited
 from planner.pipeline.context import StageContext
 from planner.pipeline.deliver import Outcome, SettleResult, settle
 from planner.providers.base import BatchLine, LineResult
@@ -33,6 +40,9 @@ _log = logging.getLogger(__name__)
 CHUNK = 200  # requests settled per delivery
 RATE_LIMIT_RETRIES = 3
 MAX_RETRY_AFTER = 120.0  # seconds; a longer wait ends this pass for the request
+RETRY_POLICY = RetryPolicy(
+    base_seconds=1.0, cap_seconds=MAX_RETRY_AFTER, max_attempts=RATE_LIMIT_RETRIES
+)
 
 
 @dataclass(slots=True)
@@ -41,6 +51,7 @@ class InteractiveResult:
     retried: int = 0
     dead: int = 0
     deferred: int = 0
+    skipped: int = 0  # not sent: the provider's circuit is open or a rate limit holds it
     settled: list[SettleResult] = field(default_factory=list)
 
 
@@ -92,25 +103,36 @@ def _call(
     stored: StoredRequest,
     gates: Mapping[str, ProviderGates],
     sleep: Callable[[float], None],
+    now: datetime,
 ) -> LineResult | None:
     """One request's call; ``None`` when it should simply be tried on a later pass."""
     assert stored.provider is not None
-    provider = ctx.providers[stored.provider]
+    name = stored.provider
+    provider = ctx.providers[name]
     line = BatchLine.from_request(stored.request)
-    gate = gates[stored.provider]
+    gate = gates[name]
     tokens = stored.estimate.input_tokens if stored.estimate else 0
-    for _ in range(RATE_LIMIT_RETRIES):
+    guard = ctx.guard
+    for attempt in range(1, RATE_LIMIT_RETRIES + 1):
+        if not guard.allows(name) or guard.held(name, now):
+            return None  # the circuit opened or a long rate limit began during this pass
         gate.wait(tokens)
         try:
-            return provider.call_interactive(line, flex=stored.lane is Lane.FLEX)
+            answer = provider.call_interactive(line, flex=stored.lane is Lane.FLEX)
         except RateLimited as exc:
-            wait = exc.retry_after if exc.retry_after is not None else 1.0
-            if wait > MAX_RETRY_AFTER:
+            guard.record(name, now, exc)
+            decision = guard.retry(exc, attempt, now, RETRY_POLICY)
+            if not isinstance(decision, Retry):
                 return None
-            sleep(wait)
+            if decision.delay(now) > MAX_RETRY_AFTER:
+                guard.hold(name, decision.at)
+                return None
+            sleep(decision.delay(now))
+            continue
         except ProviderError as exc:
-            if exc.retryable:
-                return None
+            guard.record(name, now, exc)
+            if exc.retryable or isinstance(exc, AuthFailed | QuotaExceeded):
+                return None  # not the request's fault: it stays in its lane
             return LineResult(
                 key=line.key,
                 ok=False,
@@ -118,6 +140,8 @@ def _call(
                 error_message=str(exc),
                 retryable=False,
             )
+        guard.record(name, now)
+        return answer
     return None
 
 
@@ -143,10 +167,17 @@ def run_interactive_stage(
                 session, states=(RequestState.INTERACTIVE, RequestState.FLEX)
             )
         )
+    admitted = {
+        name: ctx.guard.admit(name, ctx.providers[name], now) and not ctx.guard.held(name, now)
+        for name in {s.provider for s in waiting if s.provider is not None}
+    }
+    result.skipped = sum(1 for s in waiting if not admitted.get(s.provider or "", False))
+    result.deferred += result.skipped
+    waiting = [s for s in waiting if admitted.get(s.provider or "", False)]
     with ThreadPoolExecutor(max_workers=ctx.interactive_concurrency) as pool:
         for start in range(0, len(waiting), CHUNK):
             chunk = waiting[start : start + CHUNK]
-            answers = list(pool.map(lambda s: _call(ctx, s, gates, sleep), chunk))
+            answers = list(pool.map(lambda s: _call(ctx, s, gates, sleep, now), chunk))
             outcomes = [
                 Outcome(s, a, s.lane or Lane.INTERACTIVE)
                 for s, a in zip(chunk, answers, strict=True)

@@ -7,22 +7,27 @@ clock or touches the store: ``now`` and every collaborator are parameters.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from sqlalchemy.orm import Session
 
 from planner.core.catalog import Catalog, ModelEntry
 from planner.core.cost import LaneCosts, compare
+from planner.core.enqueued import LearnedLimit, current, enqueue_budget, with_learned
 from planner.core.estimate import TokenCounter, embedding_inputs, estimate
 from planner.core.limits import BatchLimits
 from planner.core.model import Lane, Request, TokenEstimate
-from planner.core.pack import PackGroup, PackItem, PackResult, pack
+from planner.core.pack import PackGroup, PackItem, PackResult, QueueKey, pack
 from planner.core.policy import Decision, PolicyRules, Reason, decide
 from planner.core.states import RequestState
 from planner.store import batches as store_batches
+from planner.store import limits as store_limits
 from planner.store import requests as store_requests
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,10 +87,45 @@ class Planner:
             embedding_inputs=embedding_inputs(request),
         )
 
-    def pack(self, batch_bound: Iterable[Assessment]) -> PackResult:
-        """Batches for the assessments whose lane is batch (others are ignored)."""
+    def pack(
+        self, batch_bound: Iterable[Assessment], budgets: Mapping[QueueKey, int] | None = None
+    ) -> PackResult:
+        """Batches for the assessments whose lane is batch (others are ignored); ``budgets``:
+        input tokens each (provider, model) queue may still take (``core/enqueued.py``)."""
         items = (self.pack_item(a) for a in batch_bound if a.lane is Lane.BATCH)
-        return pack(items, self.limits_for)
+        return pack(items, self.limits_for, budgets)
+
+    def with_learned_limits(
+        self, learned: Mapping[QueueKey, LearnedLimit], now: datetime
+    ) -> Planner:
+        """This planner with ``min(configured, learned)`` enqueued-token limits."""
+        configured = self.limits_for
+
+        def limits(group: PackGroup) -> BatchLimits:
+            return with_learned(
+                configured(group), current(learned.get((group.provider, group.model)), now)
+            )
+
+        return replace(self, limits_for=limits)
+
+    def budgets(
+        self, batch_bound: Iterable[Assessment], in_flight: Mapping[QueueKey, int]
+    ) -> dict[QueueKey, int]:
+        """What each queue of ``batch_bound`` may still take given its ``in_flight`` tokens."""
+        found: dict[QueueKey, int] = {}
+        for a in batch_bound:
+            if a.provider is None:
+                continue
+            key = (a.provider, a.request.model)
+            if key in found:
+                continue
+            group = PackGroup(a.provider, a.request.model, a.request.endpoint)
+            budget = enqueue_budget(
+                self.limits_for(group).max_enqueued_tokens, in_flight.get(key, 0)
+            )
+            if budget is not None:
+                found[key] = budget
+        return found
 
 
 @dataclass(slots=True)
@@ -94,6 +134,7 @@ class PlanStageResult:
 
     batches: int = 0
     lanes: dict[str, int] = field(default_factory=dict)
+    deferred: int = 0  # batch-bound, left queued: their model's enqueued-token queue is full
 
     def count(self, lane: str, n: int = 1) -> None:
         self.lanes[lane] = self.lanes.get(lane, 0) + n
@@ -132,19 +173,26 @@ def run_plan_stage(
     """Decide every queued request and record batch intents, ``chunk`` requests per round.
 
     Each round is one transaction: estimates, lane decisions and the batch intents (batch row
-    ``planned``, its requests ``planned``) commit together or not at all.
+    ``planned``, its requests ``planned``) commit together or not at all. Enqueued-token limits
+    are ``min(configured, learned)``, and a model's batches are only planned while its queue
+    (the unfinished batches' tokens) has room; the rest stay queued for a later pass.
     """
     total = PlanStageResult()
+    last_id: int | None = None
     while True:
         with session_factory() as session, session.begin():
-            queued = list(store_requests.queued_for_planning(session, chunk))
+            queued = list(store_requests.queued_for_planning(session, chunk, after_id=last_id))
             if not queued:
                 return total
-            assessed = [(s.id, planner.assess(s.request, now)) for s in queued]
+            last_id = queued[-1].id
+            round_planner = planner.with_learned_limits(store_limits.learned_limits(session), now)
+            assessed = [(s.id, round_planner.assess(s.request, now)) for s in queued]
             round_result = _record_decisions(session, assessed, now)
             ids = {a.request.key: i for i, a in assessed}
             batch_bound = [a for _, a in assessed if a.lane is Lane.BATCH]
-            packed = planner.pack(batch_bound)
+            budgets = round_planner.budgets(batch_bound, store_batches.enqueued_tokens(session))
+            packed = round_planner.pack(batch_bound, budgets)
+            round_result.deferred = len(packed.deferred)
             for planned in packed.batches:
                 keys = {a.request.key: ids[a.request.key] for a in batch_bound}
                 store_batches.create_batch_intent(
@@ -170,6 +218,13 @@ def run_plan_stage(
                     reason=f"too_large: alone it breaks the batch limit {oversized.limit}",
                 )
                 round_result.count("rejected")
+        if round_result.deferred:
+            _log.info(
+                "%d batch-bound requests wait for room in the enqueued-token queue",
+                round_result.deferred,
+                extra={"event": "plan_deferred_queue_full"},
+            )
         total.batches += round_result.batches
+        total.deferred += round_result.deferred
         for lane, n in round_result.lanes.items():
             total.count(lane, n)

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from planner import crashpoints
+from planner.core.retry import Retry
 from planner.core.states import FINISHED_BATCH_STATES, BatchState
 from planner.errors import NotFound, ProviderError
 from planner.pipeline.context import StageContext
@@ -29,6 +30,7 @@ class PollResult:
     finished: list[str] = field(default_factory=list)
     running: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # the provider's circuit is open
 
 
 def next_poll(batch: Batch, now: datetime, base: timedelta, cap: timedelta) -> datetime:
@@ -96,21 +98,52 @@ def run_poll_stage(
     *,
     all_due: bool = False,
 ) -> PollResult:
-    """Poll every batch that is due (``all_due``: every active batch, as ``run --once`` does)."""
+    """Poll every batch that is due (``all_due``: every active batch, as ``run --once`` does).
+
+    A provider whose circuit breaker is open is skipped (its batches keep their state and
+    ``next_poll_at``); a failed poll is reported to the breaker and moves the batch's
+    ``next_poll_at`` to the retry time ``core.retry.decide`` gives (at least ``cap`` later once
+    the attempts are used up: a batch at the provider is never given up on here)."""
     result = PollResult()
     with ctx.session_factory() as session:
         due = store_batches.batches_in(session, ACTIVE, due_by=None if all_due else now)
+    admitted: dict[str, bool] = {}
     for batch in due:
+        name = batch.provider
+        if name not in admitted:
+            admitted[name] = ctx.guard.admit(name, ctx.providers[name], now)
+        if not (admitted[name] and ctx.guard.allows(name)):
+            result.skipped.append(batch.id)
+            continue
         try:
             state = poll_batch(ctx, batch, now, base, cap)
         except ProviderError as exc:
+            ctx.guard.record(name, now, exc)
+            decision = ctx.guard.retry(exc, ctx.guard.failed_attempt(batch.id), now)
+            retry_at: datetime | None = now + cap  # attempts used up, or a request-level error
+            if isinstance(decision, Retry):
+                retry_at = decision.at
+            elif decision.reason in ("auth", "quota"):
+                retry_at = None  # the open breaker holds it; poll at once when it closes
+            if retry_at is not None:
+                with ctx.session_factory() as session, session.begin():
+                    store_batches.update_batch(
+                        session, batch.id, now, expected=ACTIVE, next_poll_at=retry_at
+                    )
             result.errors.append(batch.id)
             _log.warning(
                 "poll of %s failed: %s",
                 batch.id,
                 type(exc).__name__,
-                extra={"event": "batch_poll_failed", "batch": batch.id},
+                extra={
+                    "event": "batch_poll_failed",
+                    "batch": batch.id,
+                    "provider": name,
+                    "retry_at": retry_at.isoformat() if retry_at else None,
+                },
             )
             continue
+        ctx.guard.record(name, now)
+        ctx.guard.forget(batch.id)
         (result.finished if state in FINISHED_BATCH_STATES else result.running).append(batch.id)
     return result

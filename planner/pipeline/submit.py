@@ -6,6 +6,12 @@ provider with our batch id attached, then commit ``uploading -> submitted`` with
 ambiguous error between intent and outcome) is first looked up at the provider by our id and
 adopted if it exists; only when the provider does not know it is it sent again, under the
 same id. Never re-created blindly.
+
+Retries (reliability spec §3.2-3.3): a batch whose submit failed for a reason a wait may cure
+stays ``uploading`` with ``next_poll_at`` set by ``core.retry.decide`` (backoff with jitter, or
+the provider's Retry-After), and a scheduled pass leaves it alone until then. Every outcome is
+reported to the provider's circuit breaker (``ctx.guard``); while a provider's breaker is open
+its batches are skipped as they are (planned or uploading) and nothing is sent.
 """
 
 from __future__ import annotations
@@ -14,15 +20,19 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from planner import crashpoints
+from planner.core.enqueued import is_token_limit
+from planner.core.retry import Retry
 from planner.core.states import BatchState, RequestState
-from planner.errors import Permanent, ProviderError
+from planner.errors import AuthFailed, Permanent, ProviderError, QuotaExceeded, RateLimited
 from planner.pipeline.context import StageContext
 from planner.providers.base import BatchLine, BatchProvider, RemoteBatch
 from planner.store import batches as store_batches
+from planner.store import limits as store_limits
 from planner.store import requests as store_requests
 from planner.store.batches import Batch
 
@@ -37,6 +47,7 @@ class SubmitResult:
     adopted: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     deferred: list[str] = field(default_factory=list)  # transient trouble; tried next pass
+    skipped: list[str] = field(default_factory=list)  # the provider's circuit is open
 
 
 def _mark_submitted(
@@ -51,6 +62,7 @@ def _mark_submitted(
             now,
             remote_id=remote.remote_id,
             input_file_id=remote.input_file_id,
+            next_poll_at=None,  # a retry time set while deferred must not delay the first poll
         )
         if moved:
             store_requests.transition_requests(
@@ -86,6 +98,36 @@ def _find_ours(provider: BatchProvider, batch: Batch) -> RemoteBatch | None:
     return None
 
 
+def _surely_absent(ctx: StageContext, batch: Batch, now: datetime) -> bool:
+    """A listing that misses an unconfirmed batch proves nothing yet: a new batch can take a while
+    to show up in the provider's list. Only two listings ``list_lag`` apart that both missed it
+    allow a re-send; the first miss is recorded in ``last_polled_at`` (cleared when the batch is
+    sent again, so every send earns its own two listings). Returns whether to send now."""
+    first_miss = batch.last_polled_at
+    if first_miss is not None and now - first_miss >= ctx.list_lag:
+        with ctx.session_factory() as session, session.begin():
+            store_batches.update_batch(
+                session, batch.id, now, expected=(BatchState.UPLOADING,), last_polled_at=None
+            )
+        return True
+    with ctx.session_factory() as session, session.begin():
+        store_batches.update_batch(
+            session,
+            batch.id,
+            now,
+            expected=(BatchState.UPLOADING,),
+            last_polled_at=first_miss or now,
+            next_poll_at=(first_miss or now) + ctx.list_lag,
+        )
+    _log.info(
+        "batch %s not in the provider's list yet; listing again after %s",
+        batch.id,
+        ((first_miss or now) + ctx.list_lag).isoformat(),
+        extra={"event": "batch_not_listed_yet", "batch": batch.id, "provider": batch.provider},
+    )
+    return False
+
+
 def _send(ctx: StageContext, provider: BatchProvider, batch: Batch) -> RemoteBatch:
     with ctx.session_factory() as session:
         lines = [
@@ -95,14 +137,77 @@ def _send(ctx: StageContext, provider: BatchProvider, batch: Batch) -> RemoteBat
     return provider.submit(batch.id, batch.model, batch.endpoint, payload)
 
 
+def _defer(
+    ctx: StageContext,
+    batch: Batch,
+    error: ProviderError,
+    tries: int,
+    now: datetime,
+    result: SubmitResult,
+    *,
+    refused: bool = False,
+) -> None:
+    """Maybe created: the batch stays ``uploading`` (the next pass looks it up before sending
+    again), not to be tried before the retry time. A ``GiveUp`` for auth or quota leaves the
+    timing to the breaker; one for too many attempts parks the batch for the longest backoff
+    rather than failing it, because failing a batch the provider may have created could bill
+    its requests twice.
+
+    ``refused``: the send was turned away outright (429, quota, 401/403), so it created
+    nothing, and the batch is as surely absent as before the send (which only happens once it
+    is): the next pass need not wait out the list lag again."""
+    ctx.guard.record(batch.provider, now, error)
+    decision = ctx.guard.retry(error, tries, now)
+    fields: dict[str, Any] = {"attempt": tries}
+    if refused:
+        fields["last_polled_at"] = now - ctx.list_lag
+    if isinstance(decision, Retry):
+        fields["next_poll_at"] = decision.at
+    elif decision.reason not in ("auth", "quota"):
+        fields["next_poll_at"] = now + timedelta(seconds=ctx.guard.retry_policy.cap_seconds)
+        _log.error(
+            "batch %s not submitted after %d attempts (gave up: %s); parked for %s",
+            batch.id,
+            tries,
+            decision.reason,
+            fields["next_poll_at"].isoformat(),
+            extra={"event": "batch_submit_parked", "batch": batch.id, "provider": batch.provider},
+        )
+    with ctx.session_factory() as session, session.begin():
+        store_batches.update_batch(
+            session, batch.id, now, expected=(BatchState.UPLOADING,), **fields
+        )
+    result.deferred.append(batch.id)
+    _log.warning(
+        "batch %s not confirmed (%s); will reconcile",
+        batch.id,
+        type(error).__name__,
+        extra={
+            "event": "batch_submit_unconfirmed",
+            "batch": batch.id,
+            "provider": batch.provider,
+            "retry_at": fields["next_poll_at"].isoformat() if "next_poll_at" in fields else None,
+        },
+    )
+
+
 def submit_batch(ctx: StageContext, batch: Batch, now: datetime, result: SubmitResult) -> None:
     provider = ctx.providers[batch.provider]
+    tries = batch.attempt + 1
     if batch.state is BatchState.UPLOADING:
-        found = _find_ours(provider, batch)
+        try:
+            found = _find_ours(provider, batch)
+        except ProviderError as exc:
+            _defer(ctx, batch, exc, tries, now, result)
+            return
+        ctx.guard.record(batch.provider, now)
         if found is not None:
             _mark_submitted(ctx.session_factory, batch, found, now)
             result.adopted.append(batch.id)
             _log.info("adopted %s", batch.id, extra={"event": "batch_adopted", "batch": batch.id})
+            return
+        if not _surely_absent(ctx, batch, now):
+            result.deferred.append(batch.id)
             return
     else:
         with ctx.session_factory() as session, session.begin():
@@ -112,13 +217,15 @@ def submit_batch(ctx: StageContext, batch: Batch, now: datetime, result: SubmitR
                 (BatchState.PLANNED,),
                 BatchState.UPLOADING,
                 now,
-                attempt=batch.attempt + 1,
+                attempt=tries,
             ):
                 return  # another worker took it
     crashpoints.reached("after_intent")
     try:
         remote = _send(ctx, provider, batch)
     except (Permanent, ValueError) as exc:
+        if isinstance(exc, ProviderError):
+            ctx.guard.record(batch.provider, now, exc)  # it answered: no breaker failure
         _fail(ctx.session_factory, batch, str(exc), now)
         result.failed.append(batch.id)
         _log.error(
@@ -129,15 +236,22 @@ def submit_batch(ctx: StageContext, batch: Batch, now: datetime, result: SubmitR
         )
         return
     except ProviderError as exc:
-        # maybe created: it stays ``uploading`` and the next pass looks it up before resending
-        result.deferred.append(batch.id)
-        _log.warning(
-            "batch %s not confirmed (%s); will reconcile",
-            batch.id,
-            type(exc).__name__,
-            extra={"event": "batch_submit_unconfirmed", "batch": batch.id},
-        )
+        if is_token_limit(str(exc)):  # Gemini's enqueued-token queue is full: shrink, not resend
+            ctx.guard.record(batch.provider, now)  # it answered: neither a fault nor a quota trip
+            _fail(ctx.session_factory, batch, str(exc), now)
+            with ctx.session_factory() as session, session.begin():
+                store_limits.learn_from_token_limit(session, batch.id, now)
+            result.failed.append(batch.id)
+            _log.warning(
+                "batch %s refused: the enqueued-token limit is reached; re-planned smaller",
+                batch.id,
+                extra={"event": "batch_token_limited", "batch": batch.id},
+            )
+            return
+        refused = isinstance(exc, RateLimited | QuotaExceeded | AuthFailed)
+        _defer(ctx, batch, exc, tries, now, result, refused=refused)
         return
+    ctx.guard.record(batch.provider, now)
     crashpoints.reached("after_create")
     _mark_submitted(ctx.session_factory, batch, remote, now)
     result.submitted.append(batch.id)
@@ -149,15 +263,26 @@ def submit_batch(ctx: StageContext, batch: Batch, now: datetime, result: SubmitR
     )
 
 
-def run_submit_stage(ctx: StageContext, now: datetime) -> SubmitResult:
-    """Submit every planned batch and reconcile every unconfirmed one; one failure stops none."""
+def run_submit_stage(ctx: StageContext, now: datetime, *, all_due: bool = False) -> SubmitResult:
+    """Submit every planned batch and reconcile every unconfirmed one whose retry time has come
+    (``all_due``: regardless of it, as ``run --once`` does); one failure stops none."""
     result = SubmitResult()
     with ctx.session_factory() as session:
-        pending = store_batches.batches_in(session, (BatchState.UPLOADING, BatchState.PLANNED))
+        pending = store_batches.batches_in(
+            session, (BatchState.UPLOADING, BatchState.PLANNED), due_by=None if all_due else now
+        )
+    admitted: dict[str, bool] = {}
     for batch in pending:
+        if batch.provider not in admitted:
+            admitted[batch.provider] = ctx.guard.admit(
+                batch.provider, ctx.providers[batch.provider], now
+            )
+        if not (admitted[batch.provider] and ctx.guard.allows(batch.provider)):
+            result.skipped.append(batch.id)  # left as it is; sent once the circuit closes
+            continue
         try:
             submit_batch(ctx, batch, now, result)
-        except ProviderError as exc:
+        except ProviderError as exc:  # e.g. the intent could not be written: next pass
             result.deferred.append(batch.id)
             _log.warning(
                 "batch %s: %s",

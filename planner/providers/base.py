@@ -12,6 +12,8 @@ Contract highlights (each one is tested in ``tests/contract/test_providers.py``)
 - ``submit`` never lets an SDK retry the create call (a retried create can duplicate a batch);
 - ``fetch_results`` yields exactly one :class:`LineResult` per expected key, joined by key,
   never by position; a key found nowhere is ``not_executed`` and retryable;
+- ``list_our_files`` finds the input files we uploaded by their name (``planner-<our id>``),
+  so housekeeping can delete the ones a crash left behind (``core.orphans``);
 - every failure is raised as a :mod:`planner.errors` ``ProviderError`` subclass whose message
   never contains the API key.
 """
@@ -28,6 +30,7 @@ from enum import StrEnum
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from planner.core.model import Endpoint, Request, Usage
+from planner.core.orphans import OurFile
 from planner.core.states import BatchState
 
 NOT_EXECUTED = "not_executed"
@@ -183,6 +186,15 @@ class BatchProvider(Protocol):
 
     def list_ours(self, since: datetime | None = None) -> Iterator[RemoteBatch]:
         """Batches carrying our id (created at or after ``since`` when given)."""
+        ...
+
+    def list_our_files(self) -> Iterator[OurFile]:
+        """Uploaded input files named for one of our batches (``core.orphans``), whatever
+        their batch; generated results files are not listed."""
+        ...
+
+    def delete_file(self, file_id: str) -> None:
+        """Delete one file by the id ``list_our_files`` gave; already gone is fine."""
         ...
 
     def call_interactive(self, line: BatchLine, *, flex: bool) -> LineResult:

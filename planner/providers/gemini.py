@@ -28,6 +28,7 @@ from google.genai.types import HttpOptionsDict
 from pydantic import SecretStr
 
 from planner.core.model import Endpoint
+from planner.core.orphans import OurFile
 from planner.core.states import FINISHED_BATCH_STATES
 from planner.errors import NotFound, Permanent, ProviderError, Transient
 from planner.providers import gemini_wire as wire
@@ -99,6 +100,17 @@ class GeminiFiles:
             )
         except SDK_FAILURES as exc:
             raise from_genai(exc, operation="file download", secrets=self._secrets) from exc
+
+    def list_ours(self, page_size: int = 100) -> Iterator[OurFile]:
+        """Uploaded files whose display name carries one of our batch ids, every page."""
+        try:
+            for file in self._client.files.list(config={"page_size": page_size}):
+                dumped = file.model_dump(mode="json", by_alias=True, exclude_none=True)
+                ours = wire.parse_file(dumped)
+                if ours is not None:
+                    yield ours
+        except SDK_FAILURES as exc:
+            raise from_genai(exc, operation="file list", secrets=self._secrets) from exc
 
     def delete(self, name: str) -> None:
         """Delete an uploaded file; already gone is fine. Generated results files cannot be
@@ -292,6 +304,12 @@ class GeminiProvider:
         for name in (remote.input_file_id, remote.output_file_id):
             if name:
                 self._files.delete(name)
+
+    def list_our_files(self) -> Iterator[OurFile]:
+        return self._files.list_ours(self._page_size)
+
+    def delete_file(self, file_id: str) -> None:
+        self._files.delete(file_id)
 
     def list_ours(self, since: datetime | None = None) -> Iterator[RemoteBatch]:
         """Every page is scanned: Google documents neither page order nor a filter (§4.8)."""

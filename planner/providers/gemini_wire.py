@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from planner.core.model import Endpoint, Usage
+from planner.core.orphans import FILE_NAME_PREFIX, OurFile, batch_id_from_file_name
 from planner.core.states import BatchState
 from planner.providers.base import (
     BadLine,
@@ -34,7 +35,7 @@ from planner.providers.base import (
 )
 
 DISPLAY_PREFIX = "planner:"
-FILE_PREFIX = "planner-"
+FILE_PREFIX = FILE_NAME_PREFIX
 INLINE_HARD_LIMIT_BYTES = 20 * 1024 * 1024  # §9: whole create request under 20 MB
 DEFAULT_INLINE_MAX_BYTES = 8 * 1024 * 1024  # margin below the hard limit
 DEFAULT_INLINE_MAX_OUTPUT_BYTES = 8 * 1024 * 1024  # inline results ride on every poll
@@ -130,6 +131,24 @@ def our_id_from_display_name(display_name: object) -> str | None:
 
 def file_display_name(batch_id: str) -> str:
     return FILE_PREFIX + batch_id
+
+
+def parse_file(file: Mapping[str, Any]) -> OurFile | None:
+    """A File resource (§4.3, camelCase) -> ours when we uploaded it for one of our batches
+    (display name ``planner-<id>``, or ``planner-<id>.jsonl`` through the compat layer).
+    Generated results files are never ours to delete (pitfall 8)."""
+    name = file.get("name")
+    if (
+        not isinstance(name, str)
+        or not name.startswith("files/")
+        or name.startswith(RESULTS_FILE_PREFIX)
+        or file.get("source") == "GENERATED"
+    ):
+        return None
+    batch_id = batch_id_from_file_name(file.get("displayName"))
+    if batch_id is None:
+        return None
+    return OurFile(name, batch_id, parse_timestamp(file.get("createTime")))
 
 
 # --- paths ------------------------------------------------------------------------------------

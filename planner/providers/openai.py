@@ -24,6 +24,7 @@ import openai
 from pydantic import SecretStr
 
 from planner.core.model import Endpoint
+from planner.core.orphans import OurFile
 from planner.core.states import FINISHED_BATCH_STATES
 from planner.errors import NotFound, Permanent, ProviderError, Transient
 from planner.providers import openai_wire as wire
@@ -228,6 +229,23 @@ class OpenAIProvider:
         for file_id in (remote.input_file_id, remote.output_file_id, remote.error_file_id):
             if file_id:
                 self._delete_file(file_id)
+
+    def list_our_files(self) -> Iterator[OurFile]:
+        """Batch input files named ``planner-<id>.jsonl``; through Gemini's Files API on the
+        compat layer, which has no files surface of its own."""
+        if self._gemini_files is not None:
+            yield from self._gemini_files.list_ours(self._page_size)
+            return
+        try:
+            for file in self._client.files.list(purpose="batch", limit=self._page_size):
+                ours = wire.parse_file(file.model_dump())
+                if ours is not None:
+                    yield ours
+        except SDK_FAILURES as exc:
+            raise self._error(exc, "file list") from exc
+
+    def delete_file(self, file_id: str) -> None:
+        self._delete_file(file_id)
 
     def list_ours(self, since: datetime | None = None) -> Iterator[RemoteBatch]:
         """Pages newest first (§3.9), so the scan stops at the first batch older than ``since``."""

@@ -14,6 +14,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 from planner.core.model import Endpoint, Usage
+from planner.core.orphans import FILE_NAME_PREFIX, OurFile, batch_id_from_file_name
 from planner.core.states import BatchState
 from planner.providers.base import (
     BadLine,
@@ -27,7 +28,7 @@ from planner.providers.base import (
 )
 
 METADATA_KEY = "planner_batch_id"
-FILE_PREFIX = "planner-"
+FILE_PREFIX = FILE_NAME_PREFIX
 COMPLETION_WINDOW = "24h"
 ENDPOINTS = (Endpoint.CHAT_COMPLETIONS, Endpoint.EMBEDDINGS, Endpoint.RESPONSES)
 
@@ -76,6 +77,17 @@ def our_id_from_metadata(metadata: object) -> str | None:
 def input_filename(batch_id: str) -> str:
     """The multipart filename; OpenAI rejects batch files not ending in ``.jsonl`` (pitfall 3)."""
     return f"{FILE_PREFIX}{batch_id}.jsonl"
+
+
+def parse_file(file: Mapping[str, Any]) -> OurFile | None:
+    """A file object (§3.2) -> ours when it is a batch input named for one of our batches."""
+    file_id = file.get("id")
+    if file.get("purpose") != "batch" or not isinstance(file_id, str) or not file_id:
+        return None
+    batch_id = batch_id_from_file_name(file.get("filename"))
+    if batch_id is None:
+        return None
+    return OurFile(file_id, batch_id, _timestamp(file.get("created_at")))
 
 
 def endpoint_path(endpoint: Endpoint) -> str:

@@ -4,7 +4,8 @@ One ``BackgroundScheduler`` with a single worker thread runs the stages as jobs:
 (every source's ``interval``), plan+submit (``schedule.submit``, plus a flush check every 30 s
 that plans early when the queue holds ``flush.max_requests`` requests or its oldest request has
 waited ``flush.max_wait``), the interactive lane, poll+collect (``schedule.poll``) and
-housekeeping (expired claims back to the queue). Every job has ``coalesce=True``,
+housekeeping (``pipeline/housekeeping.py``: expired claims back to the queue, orphan uploads
+deleted at the providers, store retention). Every job has ``coalesce=True``,
 ``max_instances=1`` and an explicit ``misfire_grace_time``; one worker means two stages never
 race on the same rows inside one process (replicas are fenced by the store's compare-and-set).
 A stage that raises is logged and counted; the others keep running.
@@ -17,11 +18,12 @@ WATCHDOG=1 only while the scheduler's worker keeps finishing jobs.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,8 @@ from planner.metrics import Metrics
 from planner.pipeline.collect import run_collect_stage
 from planner.pipeline.context import StageContext
 from planner.pipeline.deliver import SettleResult
+from planner.pipeline.escape import run_escape_stage
+from planner.pipeline.housekeeping import run_housekeeping_stage
 from planner.pipeline.intake import ingest_all
 from planner.pipeline.interactive import run_interactive_stage
 from planner.pipeline.plan import run_plan_stage
@@ -51,7 +55,6 @@ from planner.runtime.http import MetricsServer, serve_metrics
 from planner.runtime.lifecycle import Lifecycle
 from planner.runtime.runner import build_context
 from planner.store import batches as store_batches
-from planner.store import claims as store_claims
 from planner.store import requests as store_requests
 from planner.store import stages as store_stages
 from planner.store.tables import REQUEST
@@ -61,6 +64,7 @@ logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one INFO line per 
 
 FLUSH_CHECK = timedelta(seconds=30)
 WATCHDOG_STALE = 15 * 60.0  # seconds without a finished job before systemd stops being told ok
+HOUSEKEEPING = timedelta(minutes=15)  # claims, orphan uploads (kept 1 h at least), retention
 MISFIRE_GRACE = 60  # seconds a late job may still run (APScheduler 3.x defaults to 1 s)
 
 
@@ -95,6 +99,8 @@ class Daemon:
                     extra={"event": "stage_failed", "stage": name},
                 )
             finally:
+                for provider, is_open in self.ctx.guard.states(self.ctx.providers).items():
+                    self.metrics.set_circuit_open(provider, is_open)
                 self.last_job_finished = clock.monotonic()
                 self.metrics.record_stage_run(
                     name,
@@ -110,8 +116,10 @@ class Daemon:
 
         return job
 
-    def ingest(self, now: datetime) -> None:
-        result = ingest_all(self.ctx.sources, self.ctx.session_factory, now)
+    def ingest(self, now: datetime, only: str | None = None) -> None:
+        """Ingest every source, or only the one named ``only`` (one job per source)."""
+        sources = [s for s in self.ctx.sources if only is None or s.name == only]
+        result = ingest_all(sources, self.ctx.session_factory, now)
         for source, n in result.inserted.items():
             self.metrics.record_ingested(source, n)
         for source, reasons in result.quarantined.items():
@@ -153,18 +161,13 @@ class Daemon:
         self._record_settled(result.settled)
 
     def poll_and_collect(self, now: datetime) -> None:
+        run_escape_stage(self.ctx, now)  # cancel batches whose deadline slack is gone
         run_poll_stage(self.ctx, now, self.cfg.schedule.poll)
         self._record_settled(run_collect_stage(self.ctx, now).settled)
 
     def housekeeping(self, now: datetime) -> None:
-        with self.ctx.session_factory() as session, session.begin():
-            released = store_claims.release_expired_claims(session, now)
-        if released:
-            _log.info(
-                "%d expired claims returned to the queue",
-                released,
-                extra={"event": "claims_released"},
-            )
+        """Expired claims, orphan uploads at the providers, store retention."""
+        run_housekeeping_stage(self.ctx, now)
 
     def _record_settled(self, settled: list[SettleResult]) -> None:
         for result in settled:
@@ -187,7 +190,6 @@ class Daemon:
     def schedule(self) -> None:
         self.scheduler.remove_all_jobs()
         cfg = self.cfg
-        intervals = [s.interval for s in cfg.sources.values()] or [timedelta(seconds=30)]
         submit = cfg.schedule.submit
         submit_trigger: Any = (
             CronTrigger.from_crontab(submit.cron, timezone="UTC")
@@ -195,7 +197,14 @@ class Daemon:
             else IntervalTrigger(seconds=(submit.interval or timedelta(minutes=15)).total_seconds())
         )
         jobs: list[tuple[str, Any, Callable[[datetime], None]]] = [
-            ("ingest", IntervalTrigger(seconds=min(intervals).total_seconds()), self.ingest),
+            (  # one job per source, at its own interval
+                f"ingest:{name}",
+                IntervalTrigger(seconds=source.interval.total_seconds()),
+                functools.partial(self.ingest, only=name),
+            )
+            for name, source in sorted(cfg.sources.items())
+        ]
+        jobs += [
             ("submit", submit_trigger, self.plan_and_submit),
             ("flush", IntervalTrigger(seconds=FLUSH_CHECK.total_seconds()), self.flush_check),
             (
@@ -203,7 +212,11 @@ class Daemon:
                 IntervalTrigger(seconds=cfg.schedule.poll.total_seconds()),
                 self.poll_and_collect,
             ),
-            ("housekeeping", IntervalTrigger(minutes=5), self.housekeeping),
+            (
+                "housekeeping",
+                IntervalTrigger(seconds=HOUSEKEEPING.total_seconds()),
+                self.housekeeping,
+            ),
         ]
         first = clock.utc_now()
         for name, trigger, work in jobs:
@@ -224,7 +237,8 @@ class Daemon:
         self.lifecycle.notifier.reloading()
         try:
             cfg = load_config(self.config_path)
-            ctx = build_context(cfg, sandbox_url=self.sandbox_url)
+            # the breakers outlive a reload: an open circuit must not close because of a SIGHUP
+            ctx = replace(build_context(cfg, sandbox_url=self.sandbox_url), guard=self.ctx.guard)
         except PlannerError as exc:
             self.metrics.record_config_reload(False)
             _log.error(

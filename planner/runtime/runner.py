@@ -3,8 +3,8 @@
 ``run_once`` is ``planner run --once``: recover half-claimed spool files, ingest, plan, submit,
 poll, collect, execute the interactive lane, then poll and collect once more (with the sandbox
 at speed 0 a batch finishes at once, so a first run shows results; against a real provider the
-batches are collected by a later run). The daemon (``runtime/daemon.py``) schedules the same
-stage functions.
+batches are collected by a later run), and last housekeeping (``pipeline/housekeeping.py``).
+The daemon (``runtime/daemon.py``) schedules the same stage functions.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from planner.core.limits import RateLimits
 from planner.errors import ConfigError
 from planner.pipeline.collect import run_collect_stage
 from planner.pipeline.context import StageContext
+from planner.pipeline.escape import run_escape_stage
+from planner.pipeline.housekeeping import run_housekeeping_stage
 from planner.pipeline.intake import ingest_all
 from planner.pipeline.interactive import run_interactive_stage
 from planner.pipeline.plan import run_plan_stage
@@ -137,6 +139,8 @@ def build_context(cfg: PlannerConfig, *, sandbox_url: str | None) -> StageContex
             name: RateLimits(p.requests_per_minute, p.tokens_per_minute)
             for name, p in cfg.providers.items()
         },
+        retention=cfg.store.retention,
+        list_lag=cfg.schedule.list_lag,
     )
 
 
@@ -160,12 +164,13 @@ def run_once(ctx: StageContext, now: Callable[[], datetime] = clock.utc_now) -> 
     }
     planned = run_plan_stage(ctx.planner, ctx.session_factory, now(), ctx.plan_chunk)
     summary.stages["plan"] = {"batches": planned.batches, "lanes": planned.lanes}
-    submitted = run_submit_stage(ctx, now())
+    submitted = run_submit_stage(ctx, now(), all_due=True)  # one pass: retry times do not wait
     summary.stages["submit"] = {
         "submitted": len(submitted.submitted),
         "adopted": len(submitted.adopted),
         "refused": len(submitted.failed),
         "deferred": len(submitted.deferred),
+        "skipped": len(submitted.skipped),
     }
     interactive = run_interactive_stage(ctx, now(), sleep=time.sleep, clock=clock.monotonic)
     summary.stages["interactive"] = {
@@ -173,6 +178,11 @@ def run_once(ctx: StageContext, now: Callable[[], datetime] = clock.utc_now) -> 
         "retried": interactive.retried,
         "dead": interactive.dead,
         "deferred": interactive.deferred,
+    }
+    escaped = run_escape_stage(ctx, now())  # cancel batches whose deadline slack is gone
+    summary.stages["escape"] = {
+        "cancelled": len(escaped.cancelled),
+        "errors": len(escaped.errors),
     }
     polled = run_poll_stage(ctx, now(), all_due=True)
     collected = run_collect_stage(ctx, now())
@@ -182,6 +192,12 @@ def run_once(ctx: StageContext, now: Callable[[], datetime] = clock.utc_now) -> 
         "succeeded": collected.succeeded,
         "retried": collected.retried,
         "dead": collected.dead,
+    }
+    kept = run_housekeeping_stage(ctx, now())
+    summary.stages["housekeeping"] = {
+        "files_deleted": len(kept.files_deleted),
+        "requests_compacted": kept.requests_compacted,
+        "batches_deleted": kept.batches_deleted,
     }
     return summary
 

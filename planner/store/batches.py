@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, insert, select, update
+from sqlalchemy import ColumnElement, case, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from planner.core.model import Endpoint, Lane
@@ -33,6 +33,10 @@ from planner.store.requests import transition_requests
 from planner.store.tables import BATCH, REQUEST
 
 BATCH_ID_PREFIX = "plb_"
+AT_PROVIDER = (BatchState.SUBMITTED, BatchState.RUNNING)
+"""Accepted by the provider and not finished: what its enqueued-token queue holds."""
+UNFINISHED = (BatchState.PLANNED, BatchState.UPLOADING, *AT_PROVIDER)
+"""Batches whose tokens count against the queue when planning more (they will be sent)."""
 _RESERVED = frozenset({"id", "state", "updated_at", "version", "created_at"})
 
 
@@ -70,6 +74,8 @@ class Batch:
     claimed_by: str | None
     lease_until: datetime | None
     version: int
+    cancel_requested_at: datetime | None = None
+    cancel_sent_at: datetime | None = None
 
 
 def _batch(row: Any) -> Batch:
@@ -263,3 +269,93 @@ def counts_by_state(session: Session) -> dict[str, int]:
     for state, number in rows:
         counts[state] = int(number)
     return counts
+
+
+@translated
+def enqueued_tokens(
+    session: Session,
+    states: Iterable[BatchState | str] = UNFINISHED,
+    *,
+    exclude: str | None = None,
+) -> dict[tuple[str, str], int]:
+    """Estimated input tokens of the batches in ``states`` per (provider, model), leaving out
+    the batch ``exclude``; queues with none are absent."""
+    query = select(BATCH.c.provider, BATCH.c.model, func.sum(BATCH.c.est_input_tokens)).where(
+        BATCH.c.state.in_([BatchState(s).value for s in states])
+    )
+    if exclude is not None:
+        query = query.where(BATCH.c.id != exclude)
+    rows = session.execute(query.group_by(BATCH.c.provider, BATCH.c.model)).all()
+    return {(provider, model): int(total or 0) for provider, model, total in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class DeadlineGroup:
+    """The waiting requests of one active batch that came from one source.
+
+    ``deadline``: the earliest deadline they carry; ``undated_since``: the earliest ingestion
+    of those without one (the source's policy default deadline counts from it).
+    """
+
+    batch_id: str
+    source: str
+    requests: int
+    deadline: datetime | None
+    undated_since: datetime | None
+
+
+@translated
+def deadlines_at_provider(session: Session) -> list[DeadlineGroup]:
+    """Per (batch, source), for batches at the provider and not yet being cancelled: how many
+    requests still wait in them and their earliest deadlines (see :class:`DeadlineGroup`)."""
+    undated = case((REQUEST.c.deadline.is_(None), REQUEST.c.received_at), else_=None)
+    query = (
+        select(
+            REQUEST.c.batch_id,
+            REQUEST.c.source,
+            func.count(),
+            func.min(REQUEST.c.deadline),
+            func.min(undated).label("undated_since"),
+        )
+        .join(BATCH, BATCH.c.id == REQUEST.c.batch_id)
+        .where(
+            BATCH.c.state.in_([s.value for s in AT_PROVIDER]),
+            BATCH.c.cancel_requested_at.is_(None),
+            REQUEST.c.state == RequestState.SUBMITTED.value,
+        )
+        .group_by(REQUEST.c.batch_id, REQUEST.c.source)
+        .order_by(REQUEST.c.batch_id, REQUEST.c.source)
+    )
+    return [
+        DeadlineGroup(batch_id, source, int(count), deadline, since)
+        for batch_id, source, count, deadline, since in session.execute(query)
+    ]
+
+
+@translated
+def request_cancel(session: Session, batch_id: str, now: datetime, reason: str) -> bool:
+    """Record the intent to cancel a batch at the provider (before the call is made); ``False``
+    if it is no longer at the provider or a cancel was already requested."""
+    guard = (
+        BATCH.c.id == batch_id,
+        BATCH.c.state.in_([s.value for s in AT_PROVIDER]),
+        BATCH.c.cancel_requested_at.is_(None),
+    )
+    values = {"cancel_requested_at": now, "reason": reason, "updated_at": now}
+    return rowcount(session.execute(update(BATCH).where(*guard).values(values))) == 1
+
+
+@translated
+def cancels_to_send(session: Session) -> list[Batch]:
+    """Batches whose cancel was requested but not acknowledged by the provider yet (a crash or
+    an error between the intent and the call), oldest request first."""
+    query = (
+        select(BATCH)
+        .where(
+            BATCH.c.state.in_([s.value for s in AT_PROVIDER]),
+            BATCH.c.cancel_requested_at.is_not(None),
+            BATCH.c.cancel_sent_at.is_(None),
+        )
+        .order_by(BATCH.c.cancel_requested_at, BATCH.c.id)
+    )
+    return [_batch(row) for row in session.execute(query)]

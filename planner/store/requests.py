@@ -240,6 +240,22 @@ def transition_request(
 
 
 @translated
+def refund_attempts(session: Session, ids: Iterable[int], now: datetime) -> int:
+    """Take back the attempt the requests ``ids`` started when they were packed, for a batch
+    the provider refused before running anything (its enqueued-token queue was full): it says
+    nothing about the requests, so it must not bring them closer to the dead letter."""
+    refunded = 0
+    for chunk in chunks(sorted(set(ids))):
+        result = session.execute(
+            update(REQUEST)
+            .where(REQUEST.c.id.in_(chunk), REQUEST.c.attempts > 0)
+            .values(attempts=REQUEST.c.attempts - 1, updated_at=now)
+        )
+        refunded += rowcount(result)
+    return refunded
+
+
+@translated
 def record_estimates(
     session: Session, estimates: Iterable[tuple[int, TokenEstimate]], now: datetime
 ) -> int:
@@ -350,13 +366,17 @@ def queued_for_planning(
     model: str | None = None,
     states: Collection[RequestState] = (RequestState.QUEUED,),
     claimed_by: str | None = None,
+    after_id: int | None = None,
 ) -> Iterator[StoredRequest]:
     """Stream requests waiting for a decision, oldest first, ``yield_per`` a chunk.
 
-    With ``claimed_by``, only the requests that worker holds (after ``claims.claim_requests``).
+    With ``claimed_by``, only the requests that worker holds (after ``claims.claim_requests``);
+    with ``after_id``, only those with a larger id (a pass that leaves some queued moves on).
     Consume it inside the session's transaction.
     """
     query = select(*_COLUMNS).where(REQUEST.c.state.in_([s.value for s in states]))
+    if after_id is not None:
+        query = query.where(REQUEST.c.id > after_id)
     if model is not None:
         query = query.where(REQUEST.c.model == model)
     if claimed_by is not None:

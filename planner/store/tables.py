@@ -190,6 +190,9 @@ class BatchRow(StoreModel, table=True):
     claimed_by: str | None = Field(default=None, sa_column=Column(String(200)))
     lease_until: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
     version: int = Field(default=0, sa_column=Column(Integer, nullable=False))
+    # deadline escape: the cancel intent, then the provider's acknowledgement
+    cancel_requested_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    cancel_sent_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
 
 
 class EventRow(StoreModel, table=True):
@@ -241,9 +244,22 @@ class StageRunRow(StoreModel, table=True):
     last_error: str | None = Field(default=None, sa_column=Column(Text))
 
 
+class EnqueuedLimitRow(StoreModel, table=True):
+    """The enqueued-token limit learned for one (provider, model) queue (``core/enqueued.py``)."""
+
+    __tablename__ = "enqueued_limit"
+
+    provider: str = Field(sa_column=Column(String(200), primary_key=True))
+    model: str = Field(sa_column=Column(String(200), primary_key=True))
+    tokens: int = Field(sa_column=Column(BigInteger, nullable=False))
+    learned_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    batch_id: str | None = Field(default=None, sa_column=Column(String(64)))  # that taught it
+
+
 METADATA: MetaData = StoreModel.metadata
 REQUEST: Table = METADATA.tables["request"]
 BATCH: Table = METADATA.tables["batch"]
 EVENT: Table = METADATA.tables["event"]
 LEDGER: Table = METADATA.tables["ledger"]
 STAGE_RUN: Table = METADATA.tables["stage_run"]
+ENQUEUED_LIMIT: Table = METADATA.tables["enqueued_limit"]

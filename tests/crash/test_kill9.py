@@ -72,6 +72,7 @@ limits:
   openai: {max_requests: 150}
   gemini: {max_requests: 150}
 metrics: {enabled: false}
+schedule: {list_lag: 2s}  # an unconfirmed batch is re-sent after two listings 2 s apart
 """
 
 
