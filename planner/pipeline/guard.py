@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -72,6 +72,15 @@ class ProviderGuard:
     _holds: dict[str, datetime] = field(default_factory=dict, init=False, repr=False)
     _poll_failures: dict[str, int] = field(default_factory=dict, init=False, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False)
+    _observers: list[Callable[[str, ProviderError | None], None]] = field(
+        default_factory=list, init=False, repr=False
+    )
+
+    def observe(self, observer: Callable[[str, ProviderError | None], None]) -> None:
+        """Also tell ``observer`` every reported outcome (the daemon counts calls and errors
+        in ``planner_provider_calls_total`` / ``planner_provider_errors_total``)."""
+        with self._lock:
+            self._observers.append(observer)
 
     # -- the breaker ------------------------------------------------------------------------
     def state(self, name: str) -> CircuitState:
@@ -118,6 +127,9 @@ class ProviderGuard:
         with self._lock:
             breaker, transition = self._breaker(name).record(signal_of(error), now, _reason(error))
             self._set(name, breaker, transition)
+            observers = list(self._observers)
+        for observer in observers:
+            observer(name, error)
 
     # -- retries ----------------------------------------------------------------------------
     def retry(

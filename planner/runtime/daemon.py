@@ -38,7 +38,7 @@ from sqlalchemy import func, select
 from planner.config import load_config
 from planner.config.schema import PlannerConfig
 from planner.core.model import Lane
-from planner.errors import PlannerError
+from planner.errors import PlannerError, ProviderError
 from planner.metrics import Metrics
 from planner.pipeline.collect import run_collect_stage
 from planner.pipeline.context import StageContext
@@ -132,8 +132,10 @@ class Daemon:
         for batch_id in result.submitted:
             with self.ctx.session_factory() as session:
                 batch = store_batches.get_batch(session, batch_id)
+                estimated = store_requests.estimated_tokens(session, batch_id)
             if batch is not None:
                 self.metrics.record_batch_submitted(batch.provider, batch.model)
+                self.metrics.record_estimate(batch.provider, batch.model, *estimated)
         self.interactive(now)
 
     def flush_check(self, now: datetime) -> None:
@@ -162,8 +164,22 @@ class Daemon:
 
     def poll_and_collect(self, now: datetime) -> None:
         run_escape_stage(self.ctx, now)  # cancel batches whose deadline slack is gone
-        run_poll_stage(self.ctx, now, self.cfg.schedule.poll)
+        polled = run_poll_stage(self.ctx, now, self.cfg.schedule.poll)
+        for batch_id in polled.finished:  # turnaround, from submit to the provider's last word
+            with self.ctx.session_factory() as session:
+                batch = store_batches.get_batch(session, batch_id)
+            if batch is not None and batch.submitted_at is not None:
+                finished = batch.finished_at or now
+                self.metrics.record_batch_finished(
+                    batch.provider, batch.model, batch.submitted_at, finished
+                )
         self._record_settled(run_collect_stage(self.ctx, now).settled)
+
+    def provider_outcome(self, provider: str, error: ProviderError | None) -> None:
+        """Every provider call the stages report to the guard, counted (never its text)."""
+        self.metrics.record_provider_call(provider)
+        if error is not None:
+            self.metrics.record_provider_error(provider, error)
 
     def housekeeping(self, now: datetime) -> None:
         """Expired claims, orphan uploads at the providers, store retention."""
@@ -288,6 +304,7 @@ def run_daemon(
     with Lifecycle(grace_seconds=grace_seconds) as lifecycle:
         lifecycle.install()
         daemon = Daemon(config_path, sandbox_url, lifecycle, cfg, ctx, metrics, scheduler)
+        ctx.guard.observe(daemon.provider_outcome)  # the guard, and so this, outlives reloads
         for source in ctx.sources:
             source.recover(clock.utc_now())
         if cfg.metrics.enabled:

@@ -409,6 +409,18 @@ def get(session: Session, source: str, key: str) -> StoredRequest | None:
     return _stored(row) if row is not None else None
 
 
+@translated
+def estimated_tokens(session: Session, batch_id: str) -> tuple[int, int]:
+    """The estimated input and output tokens of one batch's requests (for the metrics)."""
+    row = session.execute(
+        select(
+            func.coalesce(func.sum(REQUEST.c.est_input_tokens), 0),
+            func.coalesce(func.sum(REQUEST.c.est_output_tokens), 0),
+        ).where(REQUEST.c.batch_id == batch_id)
+    ).one()
+    return int(row[0]), int(row[1])
+
+
 @translated_iter
 def in_batch(session: Session, batch_id: str) -> Iterator[StoredRequest]:
     """Stream the requests of one batch, in id order (the order they were packed in)."""

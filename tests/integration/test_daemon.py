@@ -60,6 +60,21 @@ def _datagrams(sock: socket.socket, until: float) -> list[str]:
     return seen
 
 
+def _samples(scrape: str) -> dict[tuple[str, str], float]:
+    """Sum of each metric's samples whose labels mention ``needle``: ``(name, needle) -> sum``;
+    the needles asked for are a provider name or a label value."""
+    sums: dict[tuple[str, str], float] = {}
+    for line in scrape.splitlines():
+        if line.startswith("#") or " " not in line:
+            continue
+        series, value = line.rsplit(" ", 1)
+        name, _, labels = series.partition("{")
+        for needle in ('provider="openai"', "openai", "input", "output"):
+            if needle in labels:
+                sums[(name, needle)] = sums.get((name, needle), 0.0) + float(value)
+    return sums
+
+
 def _status(config: Path) -> dict[str, dict[str, int]]:
     done = subprocess.run(
         [sys.executable, "-m", "planner", "status", "-c", str(config), "--json"],
@@ -112,6 +127,12 @@ def test_daemon_drains_the_queue_reloads_safely_and_stops_on_sigterm(
         scrape = httpx.get(f"http://127.0.0.1:{port}/metrics").text
         assert 'planner_requests{state="succeeded"} 20.0' in scrape
         assert "planner_savings_usd_total" in scrape
+        # the stages' provider calls, the batches' turnaround and the planning estimates
+        values = _samples(scrape)
+        assert values[("planner_provider_calls_total", 'provider="openai"')] > 0
+        assert values[("planner_batch_turnaround_seconds_count", "openai")] >= 1
+        assert values[("planner_tokens_estimated_total", "input")] > 0
+        assert values[("planner_tokens_estimated_total", "output")] > 0
 
         config.write_text("providers: [this is not a mapping\n")
         process.send_signal(signal.SIGHUP)
