@@ -1,0 +1,111 @@
+"""The daemon's own path for a large drop: ingest into the store, then plan into batches.
+
+Usage::
+
+    python bench/bench_store_path.py            # 100,000 embedding requests (quick)
+    python bench/bench_store_path.py 2000000    # the Friday-evening corpus
+
+`bench_plan.py` measures the dry run (`planner plan`, no store). This one measures what
+`planner run` does with the same spool, against SQLite under a temporary state folder, each
+phase in a fresh subprocess so peak RSS belongs to it:
+
+* baseline — ``JsonlDirSource.scan`` alone (read, parse, validate every line);
+* ingest   — ``ingest_all``: claim the file, estimate every request, insert it (idempotent per
+  (source, key)), quarantine nothing here, finish the claim;
+* plan     — ``run_plan_stage`` rounds until nothing is queued: decide, pack under every limit
+  (and the enqueued-token budget), write the batches and move every request to ``planned``.
+
+It prints requests per second of each, as ratios of the baseline measured in the same run,
+and the peak RSS of each. No provider is called.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_plan import write_spool  # the same corpus as the dry-run benchmark
+
+CONFIG = """
+state_dir: state
+providers: {openai: {kind: openai}}
+limits: {openai: {max_enqueued_tokens: 100000000000}}  # admission control is not measured here
+sources:
+  spool: {kind: jsonl_dir, path: spool, settle: 0s, default_embedding_model: text-embedding-3-small}
+metrics: {enabled: false}
+"""
+
+
+def phase(which: str, folder: Path) -> dict[str, float]:
+    from planner.config import load_config
+    from planner.pipeline.intake import ingest_all
+    from planner.pipeline.plan import run_plan_stage
+    from planner.runtime.runner import build_context
+    from planner.store import requests as store_requests
+
+    ctx = build_context(load_config(folder / "planner.yaml"), sandbox_url="http://127.0.0.1:9")
+    now = datetime.now(UTC) + timedelta(hours=1)
+    started = time.perf_counter()
+    if which == "baseline":
+        count = sum(1 for _ in ctx.sources[0].scan(now))
+    elif which == "ingest":
+        result = ingest_all(ctx.sources, ctx.session_factory, now)
+        count = sum(result.inserted.values())
+    else:
+        count = 0
+        while True:
+            planned = run_plan_stage(ctx.planner, ctx.session_factory, now, ctx.plan_chunk)
+            done = sum(planned.lanes.values())
+            if not done:
+                break
+            count += done
+        with ctx.session_factory() as session:
+            left = store_requests.counts_by_state(session).get("queued", 0)
+        assert left == 0, f"{left} requests still queued"
+    elapsed = time.perf_counter() - started
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"elapsed": elapsed, "count": count, "rss_kb": rss}
+
+
+def main() -> None:
+    if len(sys.argv) >= 3 and sys.argv[1] == "--phase":
+        print(json.dumps(phase(sys.argv[2], Path(sys.argv[3]))))
+        return
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "spool").mkdir()
+        (folder / "planner.yaml").write_text(CONFIG)
+        write_spool(folder / "spool", n)
+        figures = {}
+        for which in ("baseline", "ingest", "plan"):  # in order: plan reads what ingest stored
+            out = subprocess.run(
+                [sys.executable, __file__, "--phase", which, str(folder)],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+            figures[which] = json.loads(out.strip().splitlines()[-1])
+        db_mib = (folder / "state" / "planner.db").stat().st_size / 2**20
+    base = figures["baseline"]
+    assert all(f["count"] == n for f in figures.values()), figures
+    base_rate = n / base["elapsed"]
+    print(f"requests:          {n:,}  (store: {db_mib:,.0f} MiB of SQLite)")
+    for which, label in (("baseline", "baseline (scan)"), ("ingest", "ingest"), ("plan", "plan")):
+        f = figures[which]
+        rate = n / f["elapsed"]
+        print(
+            f"{label + ':':<18} {rate:>9,.0f} req/s = {rate / base_rate:5.2f}x baseline, "
+            f"peak RSS {f['rss_kb'] / 1024:,.0f} MiB = {f['rss_kb'] / base['rss_kb']:.2f}x"
+        )
+
+
+if __name__ == "__main__":
+    main()
