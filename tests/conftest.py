@@ -3,7 +3,10 @@ shared BPE files, and services CI provides are never silently skipped."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,3 +35,17 @@ def require_service(what: str) -> None:
     if os.environ.get("PLANNER_CI"):
         pytest.fail(f"{what} is required in CI but is not available")
     pytest.skip(f"{what} not available")
+
+
+def planner_status(config: Path) -> dict[str, dict[str, int]]:
+    """`planner status --json` of a config, run as a user runs it (a separate process)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "planner", "status", "-c", str(config), "--json"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    data: dict[str, dict[str, int]] = json.loads(done.stdout)
+    return data

@@ -8,21 +8,17 @@ their events; nothing in flight is touched; chunks add up to one pass; a second 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from planner.core.model import Endpoint, Lane, Request, Usage
 from planner.core.states import BatchState, RequestState
 from planner.store import batches, events, ledger, requests, retention
-from planner.store.engine import make_engine, make_session_factory, upgrade
 from planner.store.tables import BATCH, LEDGER, REQUEST
-from tests.contract.store_backends import BACKENDS, backend_url
 
 NOW = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 OLD = NOW - timedelta(days=40)
@@ -30,17 +26,6 @@ RECENT = NOW - timedelta(days=1)
 CUTOFF = NOW - timedelta(days=30)
 R = RequestState
 B = BatchState
-
-
-@pytest.fixture(params=BACKENDS)
-def factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    with backend_url(request.param, tmp_path) as url:
-        engine: Engine = make_engine(url)
-        try:
-            upgrade(engine)
-            yield make_session_factory(engine)
-        finally:
-            engine.dispose()
 
 
 def _request(key: str) -> Request:

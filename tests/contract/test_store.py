@@ -39,28 +39,12 @@ from planner.store.engine import (
     upgrade,
 )
 from planner.store.tables import LEDGER, REQUEST
-from tests.contract.store_backends import BACKENDS, backend_url
+from tests.contract.store_backends import backend_url
 
 NOW = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 LEASE = timedelta(minutes=10)
 Q = RequestState.QUEUED
 _KEYS = itertools.count()  # unique keys across hypothesis examples sharing one database
-
-
-@pytest.fixture(params=BACKENDS)
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    with backend_url(request.param, tmp_path) as url:
-        engine = make_engine(url)
-        try:
-            upgrade(engine)
-            yield engine
-        finally:
-            engine.dispose()
-
-
-@pytest.fixture
-def factory(engine: Engine) -> sessionmaker[Session]:
-    return make_session_factory(engine)
 
 
 @pytest.fixture

@@ -4,33 +4,16 @@ go down, in-flight tokens per queue, refunded attempts."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import pytest
-from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from planner.core.enqueued import LearnedLimit
 from planner.core.model import Endpoint, Request
 from planner.core.states import BatchState, RequestState
 from planner.store import batches, limits, requests
-from planner.store.engine import make_engine, make_session_factory, upgrade
-from tests.contract.store_backends import BACKENDS, backend_url
 
 NOW = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
-
-
-@pytest.fixture(params=BACKENDS)
-def factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    with backend_url(request.param, tmp_path) as url:
-        engine: Engine = make_engine(url)
-        try:
-            upgrade(engine)
-            yield make_session_factory(engine)
-        finally:
-            engine.dispose()
 
 
 def _request(key: str, source: str, deadline: datetime | None, received: datetime) -> Request:

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from planner.sandbox import RunningSandbox, serve
-from tests.conftest import REPO
+from tests.conftest import REPO, planner_status
 
 CONFIG = """
 state_dir: state
@@ -75,19 +75,6 @@ def _samples(scrape: str) -> dict[tuple[str, str], float]:
     return sums
 
 
-def _status(config: Path) -> dict[str, dict[str, int]]:
-    done = subprocess.run(
-        [sys.executable, "-m", "planner", "status", "-c", str(config), "--json"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    data: dict[str, dict[str, int]] = json.loads(done.stdout)
-    return data
-
-
 def test_daemon_drains_the_queue_reloads_safely_and_stops_on_sigterm(
     tmp_path: Path, sandbox: RunningSandbox
 ) -> None:
@@ -120,10 +107,10 @@ def test_daemon_drains_the_queue_reloads_safely_and_stops_on_sigterm(
 
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            if _status(config)["requests"]["succeeded"] == 20:
+            if planner_status(config)["requests"]["succeeded"] == 20:
                 break
             time.sleep(1)
-        assert _status(config)["requests"]["succeeded"] == 20
+        assert planner_status(config)["requests"]["succeeded"] == 20
         scrape = httpx.get(f"http://127.0.0.1:{port}/metrics").text
         assert 'planner_requests{state="succeeded"} 20.0' in scrape
         assert "planner_savings_usd_total" in scrape

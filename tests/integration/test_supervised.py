@@ -28,7 +28,7 @@ import httpx
 import pytest
 
 from planner.sandbox import RunningSandbox, serve
-from tests.conftest import REPO
+from tests.conftest import REPO, planner_status
 
 REQUESTS = 300
 CONFIG = """
@@ -138,19 +138,6 @@ def sandbox() -> Iterator[RunningSandbox]:
         yield running
 
 
-def _status(config: Path) -> dict[str, dict[str, int]]:
-    done = subprocess.run(
-        [sys.executable, "-m", "planner", "status", "-c", str(config), "--json"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    data: dict[str, dict[str, int]] = json.loads(done.stdout)
-    return data
-
-
 def _in_flight(db: Path) -> int:
     """Batches out at the provider and not yet collected (read directly: no process start)."""
     if not db.exists():
@@ -201,7 +188,7 @@ def test_killed_daemon_is_restarted_reports_ready_and_finishes_exactly_once(
                 break
             time.sleep(0.1)
         else:
-            pytest.fail(f"no batch was ever in flight: {_status(config)}")
+            pytest.fail(f"no batch was ever in flight: {planner_status(config)}")
         assert supervisor.process is not None
         supervisor.process.send_signal(signal.SIGKILL)
         supervisor.process.wait(timeout=10)
@@ -215,10 +202,12 @@ def test_killed_daemon_is_restarted_reports_ready_and_finishes_exactly_once(
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             assert not supervisor.restart_if_failed(), "the restarted daemon died on its own"
-            if _status(config)["requests"].get("succeeded", 0) == REQUESTS:
+            if planner_status(config)["requests"].get("succeeded", 0) == REQUESTS:
                 break
             supervisor.receive(1.0)
-        assert _status(config)["requests"].get("succeeded", 0) == REQUESTS, _status(config)
+        assert planner_status(config)["requests"].get("succeeded", 0) == REQUESTS, planner_status(
+            config
+        )
 
         supervisor.process.send_signal(signal.SIGTERM)
         assert supervisor.process.wait(timeout=90) == 0, supervisor.stderr()
