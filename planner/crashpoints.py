@@ -7,7 +7,8 @@ variable is unset and ``reached`` is a dictionary lookup that finds nothing.
 
 Points, in flow order: ``after_claim`` (a spool file claimed, nothing stored), ``after_ingest``
 (stored, file not yet finished), ``after_intent`` (batch ``uploading`` committed, provider not
-called), ``after_create`` (provider accepted the batch, outcome not committed), ``during_poll``
+called), ``after_upload`` (the input file is at the provider, the batch not created),
+``after_create`` (provider accepted the batch, outcome not committed), ``during_poll``
 (provider answered, state not committed), ``after_sink_write`` (results written, ledger not
 committed), ``before_cleanup`` (collected, remote files not deleted).
 """
@@ -23,6 +24,7 @@ POINTS = frozenset(
         "after_claim",
         "after_ingest",
         "after_intent",
+        "after_upload",
         "after_create",
         "during_poll",
         "after_sink_write",

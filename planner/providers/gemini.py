@@ -27,6 +27,7 @@ from google import genai
 from google.genai.types import HttpOptionsDict
 from pydantic import SecretStr
 
+from planner import crashpoints
 from planner.core.model import Endpoint
 from planner.core.orphans import OurFile
 from planner.core.states import FINISHED_BATCH_STATES
@@ -239,6 +240,7 @@ class GeminiProvider:
                 uploaded = input_file_id = self._files.upload(
                     payload.jsonl, wire.file_display_name(batch_id)
                 )
+                crashpoints.reached("after_upload")
             body = wire.create_body(display, endpoint, file_name=input_file_id)
         try:
             op = self._http.call(

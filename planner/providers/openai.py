@@ -23,6 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 import openai
 from pydantic import SecretStr
 
+from planner import crashpoints
 from planner.core.model import Endpoint
 from planner.core.orphans import OurFile
 from planner.core.states import FINISHED_BATCH_STATES
@@ -162,6 +163,7 @@ class OpenAIProvider:
             if payload.jsonl is None:
                 raise ValueError(f"batch {batch_id}: OpenAI batches need a JSONL payload")
             uploaded = input_file_id = self._upload(batch_id, payload.jsonl)
+            crashpoints.reached("after_upload")
         try:
             batch = self._once.batches.create(
                 input_file_id=input_file_id,

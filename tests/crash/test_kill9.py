@@ -449,6 +449,7 @@ POINTS = [
     "after_claim",
     "after_ingest",
     "after_intent",
+    "after_upload",
     "after_create",
     "during_poll",
     "after_sink_write",
@@ -470,7 +471,7 @@ def _crash_case(tmp_path: Path, sandbox: Sandbox, point: str, *, urgent: bool) -
     submit = next(line for line in outputs[0].splitlines() if line.startswith("submit"))
     if point == "after_create":  # the batch the provider accepted is found and adopted
         assert "adopted 1," in submit, submit
-    elif point == "after_intent":  # the provider never heard of it: sent once, now
+    elif point in ("after_intent", "after_upload"):  # no batch at the provider: sent once
         assert "adopted 0," in submit, submit
 
 
