@@ -10,6 +10,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from planner.core.catalog import (
     Catalog,
@@ -24,6 +25,46 @@ from planner.pipeline.preview import ModelRow, PlanReport
 
 STALE_AFTER_DAYS = 90
 RETIRING_WITHIN_DAYS = 30
+
+
+def _fit(table: Table) -> Table:
+    """Never cut a number: on a narrow terminal Rich shortens cells with an ellipsis, and
+    "$0.00003…" is a wrong amount, not a short one. Right-aligned columns (counts, money) keep
+    their full width; the text columns wrap instead."""
+    for column in table.columns:
+        if column.justify == "right":
+            column.no_wrap = True
+            cells = [Text.from_markup(c).cell_len for c in column.cells if isinstance(c, str)]
+            column.min_width = max(cells, default=0)
+        else:  # long text (model ids) folds
+            column.min_width = 5
+            column.overflow = "fold"
+    return table
+
+
+def _show(console: Console, table: Table) -> None:
+    """Print ``table`` whole: as a table when the terminal is wide enough for its numbers,
+    otherwise one block of ``column: value`` lines per row (nothing cropped or cut)."""
+    _fit(table)
+    # each column: its narrowest (the header of a number column cannot wrap either), padding
+    # of one each side and a border; plus the last border
+    narrowest = sum(
+        max(column.min_width or 0, Text.from_markup(str(column.header)).cell_len)
+        if column.no_wrap
+        else column.min_width or 0
+        for column in table.columns
+    )
+    if narrowest + 3 * len(table.columns) + 1 <= console.width:
+        console.print(table)
+        return
+    if table.title:
+        console.print(table.title, style="bold")
+    headers = [str(column.header) for column in table.columns]
+    for row in zip(*(list(column.cells) for column in table.columns), strict=True):
+        for header, value in zip(headers, row, strict=True):
+            console.print(f"  {header}: ", end="")
+            console.print(value)
+        console.print()
 
 
 def _usd(value: Decimal | str | None) -> str:
@@ -91,7 +132,7 @@ def render_plan(console: Console, report: PlanReport) -> None:
         _usd(totals["planned_usd"]),
         f"[bold green]{_usd(totals['savings_usd'])}[/]",
     )
-    console.print(money)
+    _show(console, money)
     decisions = Table(title="decisions and batches")
     for name in ("model / endpoint", "lanes", "why", "batches (requests / bytes / input tokens)"):
         decisions.add_column(name)
@@ -103,7 +144,7 @@ def render_plan(console: Console, report: PlanReport) -> None:
             _batches(row)
             + (f"\n[red]{row.oversized} too large for any batch[/]" if row.oversized else ""),
         )
-    console.print(decisions)
+    _show(console, decisions)
     console.print(
         "interactive = every request at the interactive price; all batch = every request by "
         "batch; planned = each request in the lane chosen for it; savings = interactive - planned.",
@@ -214,9 +255,9 @@ def render_status(console: Console, data: dict[str, Any]) -> None:
         for state, n in data[title].items():
             if n:
                 table.add_row(state, f"{n:,}")
-        console.print(table)
+        _show(console, table)
     spend = Table(title="spend so far (from the ledger)")
-    for name in ("source", "model", "lane", "requests", "spent", "interactive-equivalent", "saved"):
+    for name in ("source", "model", "lane", "requests", "spent", "if interactive", "saved"):
         spend.add_column(
             name, justify="right" if name not in ("source", "model", "lane") else "left"
         )
@@ -230,4 +271,4 @@ def render_status(console: Console, data: dict[str, Any]) -> None:
             _usd(row["interactive_equivalent_usd"]),
             _usd(row["savings_usd"]),
         )
-    console.print(spend)
+    _show(console, spend)
