@@ -9,9 +9,10 @@ the provider is held until then (``ctx.guard.hold``), so later calls and passes 
 it either. Other transient errors leave the request in its lane for the next pass; so do auth
 and quota errors, which open the provider's circuit breaker — while it is open, that
 provider's requests are not sent at all, and nothing is dead-lettered for the outage.
-Each chunk is settled as one delivery whose id depends only on the requests and their
-attempts, so a crash after the sink write and before the commit rewrites the same file instead
-of adding a second line.
+Each chunk (twice the pool's size) is settled as one delivery whose id depends only on the
+requests and their attempts, so a crash after the sink write and before the commit usually
+rewrites the same file instead of adding a second line; the chunk is small because such a crash
+also repeats its calls, and the provider bills them again.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from planner.store.requests import StoredRequest
 
 _log = logging.getLogger(__name__)
 
-CHUNK = 200  # requests settled per delivery
+CHUNK_PER_WORKER = 2  # requests settled per delivery, per worker of the pool
 RATE_LIMIT_RETRIES = 3
 MAX_RETRY_AFTER = 120.0  # seconds; a longer wait ends this pass for the request
 RETRY_POLICY = RetryPolicy(
@@ -175,8 +176,11 @@ def run_interactive_stage(
     result.deferred += result.skipped
     waiting = [s for s in waiting if admitted.get(s.provider or "", False)]
     with ThreadPoolExecutor(max_workers=ctx.interactive_concurrency) as pool:
-        for start in range(0, len(waiting), CHUNK):
-            chunk = waiting[start : start + CHUNK]
+        # small deliveries: a crash between the calls and the commit repeats (and the provider
+        # bills again) at most one chunk's calls, as no interactive API takes an idempotency key
+        size = CHUNK_PER_WORKER * ctx.interactive_concurrency
+        for start in range(0, len(waiting), size):
+            chunk = waiting[start : start + size]
             answers = list(pool.map(lambda s: _call(ctx, s, gates, sleep, now), chunk))
             outcomes = [
                 Outcome(s, a, s.lane or Lane.INTERACTIVE)
