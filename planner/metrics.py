@@ -368,6 +368,20 @@ class Metrics:
             ["provider"],
             registry=r,
         )
+        self.batch_escapes = Counter(
+            "planner_batch_escapes",
+            "Batches cancelled at the provider because their requests' deadline slack was gone"
+            " (their unfinished requests went to the interactive lane).",
+            ["provider"],
+            registry=r,
+        )
+        self.token_limit_refusals = Counter(
+            "planner_token_limit_refusals",
+            "Batches refused because the model's enqueued-token queue was full (a lower limit"
+            " was learned and their requests re-planned smaller).",
+            ["provider", "model"],
+            registry=r,
+        )
         self.batch_turnaround = Histogram(
             "planner_batch_turnaround_seconds",
             "Seconds from submission to a terminal provider state.",
@@ -477,6 +491,7 @@ class Metrics:
             provider_set.add(provider)
             m = self.model_label(model)
             self.batches_submitted.labels(provider, m)
+            self.token_limit_refusals.labels(provider, m)
             for kind in ("input", "output"):
                 self.tokens_estimated.labels(provider, m, kind)
             for kind in ("input", "output", "cached"):
@@ -487,6 +502,7 @@ class Metrics:
         for provider in provider_set:
             self.provider_calls.labels(provider)
             self.duplicate_batches.labels(provider)
+            self.batch_escapes.labels(provider)
             self.circuit_open.labels(provider)
             for kind in ErrorKind:
                 self.provider_errors.labels(provider, kind.value)
@@ -513,6 +529,14 @@ class Metrics:
 
     def record_batch_submitted(self, provider: str, model: str) -> None:
         self.batches_submitted.labels(provider, self.model_label(model)).inc()
+
+    def record_batch_escape(self, provider: str) -> None:
+        """After the cancel of a batch whose deadline slack was gone was sent."""
+        self.batch_escapes.labels(provider).inc()
+
+    def record_token_limit_refusal(self, provider: str, model: str) -> None:
+        """After a batch refused for a full enqueued-token queue was re-planned."""
+        self.token_limit_refusals.labels(provider, self.model_label(model)).inc()
 
     def record_duplicate_batch(self, provider: str, n: int = 1) -> None:
         self.duplicate_batches.labels(provider).inc(n)

@@ -47,6 +47,7 @@ class CollectResult:
     dead: int = 0
     errors: list[str] = field(default_factory=list)
     settled: list[SettleResult] = field(default_factory=list)
+    token_limited: list[Batch] = field(default_factory=list)  # refused for a full queue
 
 
 def _never_sent(key: str, why: str) -> LineResult:
@@ -210,6 +211,8 @@ def run_collect_stage(ctx: StageContext, now: datetime) -> CollectResult:
             continue
         if batch.remote_id is not None:
             ctx.guard.record(batch.provider, now)
+        if is_token_limited(batch):
+            result.token_limited.append(batch)
         result.batches.append(batch.id)
         result.succeeded += settled.succeeded
         result.retried += settled.retried

@@ -163,7 +163,12 @@ class Daemon:
         self._record_settled(result.settled)
 
     def poll_and_collect(self, now: datetime) -> None:
-        run_escape_stage(self.ctx, now)  # cancel batches whose deadline slack is gone
+        escaped = run_escape_stage(self.ctx, now)  # cancel batches whose slack is gone
+        for batch_id in escaped.cancelled:
+            with self.ctx.session_factory() as session:
+                batch = store_batches.get_batch(session, batch_id)
+            if batch is not None:
+                self.metrics.record_batch_escape(batch.provider)
         polled = run_poll_stage(self.ctx, now, self.cfg.schedule.poll)
         for batch_id in polled.finished:  # turnaround, from submit to the provider's last word
             with self.ctx.session_factory() as session:
@@ -173,7 +178,10 @@ class Daemon:
                 self.metrics.record_batch_finished(
                     batch.provider, batch.model, batch.submitted_at, finished
                 )
-        self._record_settled(run_collect_stage(self.ctx, now).settled)
+        collected = run_collect_stage(self.ctx, now)
+        for refused in collected.token_limited:
+            self.metrics.record_token_limit_refusal(refused.provider, refused.model)
+        self._record_settled(collected.settled)
 
     def provider_outcome(self, provider: str, error: ProviderError | None) -> None:
         """Every provider call the stages report to the guard, counted (never its text)."""

@@ -305,6 +305,7 @@ def test_a_create_time_refusal_recorded_by_submit_is_re_planned(
     later = now + timedelta(minutes=1)
     collected = run_collect_stage(ctx, later)
     assert collected.retried == 4 and collected.dead == 0
+    assert [b.id for b in collected.token_limited] == [batch.id]  # counted in the metrics
     with ctx.session_factory() as session:
         rows = session.execute(select(REQUEST.c.state, REQUEST.c.attempts)).all()
         limit = session.execute(select(ENQUEUED_LIMIT.c.tokens, ENQUEUED_LIMIT.c.learned_at)).one()

@@ -235,6 +235,18 @@ def test_store_collector_caches_within_its_window() -> None:
     assert registry.get_sample_value("planner_requests", {"state": "queued"}) == 2
 
 
+def test_escapes_and_token_limit_refusals(metrics: Metrics, registry: CollectorRegistry) -> None:
+    metrics.prime(sources=[], models=[(P, M)], policies=[])
+    get = registry.get_sample_value
+    assert get("planner_batch_escapes_total", {"provider": P}) == 0
+    assert get("planner_token_limit_refusals_total", {"provider": P, "model": M}) == 0
+    metrics.record_batch_escape(P)
+    metrics.record_token_limit_refusal(P, M)
+    metrics.record_token_limit_refusal(P, M)
+    assert get("planner_batch_escapes_total", {"provider": P}) == 1
+    assert get("planner_token_limit_refusals_total", {"provider": P, "model": M}) == 2
+
+
 def test_names_follow_the_conventions(registry: CollectorRegistry) -> None:
     metrics = Metrics(registry, store_counts=lambda: {}, process_metrics=False)
     for family in registry.collect():
