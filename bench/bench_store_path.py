@@ -10,9 +10,10 @@ Usage::
 phase in a fresh subprocess so peak RSS belongs to it:
 
 * baseline — ``JsonlDirSource.scan`` alone (read, parse, validate every line);
-* ingest   — ``ingest_all``: claim the file, estimate every request, insert it (idempotent per
-  (source, key)), quarantine nothing here, finish the claim;
-* plan     — ``run_plan_stage`` rounds until nothing is queued: decide, pack under every limit
+* ingest   — ``ingest_all``: claim the file, parse and validate every line, insert it
+  (idempotent per (source, key)), finish the claim;
+* plan     — ``run_plan_stage`` rounds until nothing is queued: estimate (tiktoken), price,
+  decide, pack under every limit
   (and the enqueued-token budget), write the batches and move every request to ``planned``.
 
 It prints requests per second of each, as ratios of the baseline measured in the same run,

@@ -2,8 +2,9 @@
 
 One ``BackgroundScheduler`` with a single worker thread runs the stages as jobs: ingest
 (every source's ``interval``), plan+submit (``schedule.submit``, plus a flush check every 30 s
-that plans early when the queue holds ``flush.max_requests`` requests or its oldest request has
-waited ``flush.max_wait``), the interactive lane, poll+collect (``schedule.poll``) and
+that plans early for the reasons of ``core/flush.py``: requests or tokens enough for a batch,
+a request waiting ``flush.max_wait``, or a deadline the next scheduled pass would be too late
+for), the interactive lane, poll+collect (``schedule.poll``) and
 housekeeping (``pipeline/housekeeping.py``: expired claims back to the queue, orphan uploads
 deleted at the providers, store retention). Every job has ``coalesce=True``,
 ``max_instances=1`` and an explicit ``misfire_grace_time``; one worker means two stages never
@@ -33,10 +34,10 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import CollectorRegistry
-from sqlalchemy import func, select
 
 from planner.config import load_config
 from planner.config.schema import PlannerConfig
+from planner.core.flush import FlushRules, QueueSummary, flush_reasons
 from planner.core.model import Lane
 from planner.errors import PlannerError, ProviderError
 from planner.metrics import Metrics
@@ -57,7 +58,6 @@ from planner.runtime.runner import build_context
 from planner.store import batches as store_batches
 from planner.store import requests as store_requests
 from planner.store import stages as store_stages
-from planner.store.tables import REQUEST
 
 _log = logging.getLogger(__name__)
 logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one INFO line per job run
@@ -81,6 +81,9 @@ class Daemon:
     scheduler: BackgroundScheduler
     server: MetricsServer | None = None
     last_job_finished: float = 0.0
+    idle_queue: QueueSummary | None = (
+        None  # the queue as the last pass that planned nothing left it
+    )
 
     # -- stages ------------------------------------------------------------------------------
     def _stage(self, name: str, work: Callable[[datetime], Any]) -> Callable[[], None]:
@@ -127,7 +130,12 @@ class Daemon:
                 self.metrics.record_quarantined(source, reason, n)
 
     def plan_and_submit(self, now: datetime) -> None:
-        run_plan_stage(self.ctx.planner, self.ctx.session_factory, now, self.ctx.plan_chunk)
+        planned = run_plan_stage(
+            self.ctx.planner, self.ctx.session_factory, now, self.ctx.plan_chunk
+        )
+        idle = planned.batches == 0 and not any(planned.lanes.values())
+        with self.ctx.session_factory() as session:
+            self.idle_queue = store_requests.queue_summary(session) if idle else None
         result = run_submit_stage(self.ctx, now)
         for batch_id in result.submitted:
             with self.ctx.session_factory() as session:
@@ -139,22 +147,23 @@ class Daemon:
         self.interactive(now)
 
     def flush_check(self, now: datetime) -> None:
-        flush = self.cfg.schedule.flush
+        """Plan before the scheduled pass when waiting for it would cost (``core/flush.py``)."""
         with self.ctx.session_factory() as session:
-            count, oldest = session.execute(
-                select(func.count(), func.min(REQUEST.c.updated_at)).where(
-                    REQUEST.c.state == "queued"
-                )
-            ).one()
-        if not count:
-            return
-        full = flush.max_requests is not None and count >= flush.max_requests
-        stale = oldest is not None and now - oldest >= flush.max_wait
-        if full or stale:
+            queue = store_requests.queue_summary(session)
+        job = self.scheduler.get_job("submit")
+        reasons = flush_reasons(
+            queue,
+            flush_rules(self.cfg),
+            now,
+            job.next_run_time if job is not None else None,
+            unchanged_since_idle_pass=queue == self.idle_queue,
+        )
+        if reasons:
             _log.info(
-                "flushing %d queued requests early",
-                count,
-                extra={"event": "flush", "full": full, "stale": stale},
+                "planning %d queued requests before the scheduled pass: %s",
+                queue.count,
+                ", ".join(reasons),
+                extra={"event": "flush", "reasons": [r.value for r in reasons]},
             )
             self.plan_and_submit(now)
 
@@ -276,6 +285,23 @@ class Daemon:
             self.metrics.record_config_reload(True)
             _log.info("configuration reloaded", extra={"event": "reloaded"})
         self.lifecycle.notifier.ready()
+
+
+def flush_rules(cfg: PlannerConfig) -> FlushRules:
+    """The flush triggers of ``schedule.flush``, with the policies' longest batch window and
+    shortest default deadline (a source's own default counts too)."""
+    flush = cfg.schedule.flush
+    windows = [p.batch_window for p in cfg.policies.values()] or [timedelta(days=1)]
+    defaults = [p.default_deadline for p in cfg.policies.values()]
+    defaults += [s.default_deadline for s in cfg.sources.values()]
+    known = [d for d in defaults if d is not None]
+    return FlushRules(
+        max_requests=flush.max_requests,
+        max_tokens=flush.max_tokens,
+        max_wait=flush.max_wait,
+        batch_window=max(windows),
+        default_deadline=min(known) if known else None,
+    )
 
 
 def _store_counts(ctx_ref: Callable[[], StageContext]) -> Callable[[], dict[str, Any]]:

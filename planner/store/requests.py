@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ARRAY, ColumnElement, Table, bindparam, func, select, update
+from sqlalchemy import ARRAY, ColumnElement, Table, bindparam, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from planner.core.flush import QueueSummary
 from planner.core.model import Endpoint, Lane, Request, TokenEstimate
 from planner.core.states import (
     TERMINAL_REQUEST_STATES,
@@ -293,6 +294,37 @@ def record_estimate(
 ) -> bool:
     """:func:`record_estimates` for one request."""
     return record_estimates(session, [(request_id, estimate)], now) == 1
+
+
+@translated
+def queue_summary(session: Session) -> QueueSummary:
+    """The queued requests summed up for the flush triggers (``core/flush.py``).
+
+    Requests are estimated when they are planned; until then their input tokens are counted as
+    a quarter of their body's length (the fallback rule of ``core/estimate.py``)."""
+    queued = REQUEST.c.state == RequestState.QUEUED.value
+    tokens_of = case(
+        (REQUEST.c.est_input_tokens.is_(None), func.length(REQUEST.c.body_json) / 4),
+        else_=REQUEST.c.est_input_tokens,
+    )
+    count, tokens, oldest, earliest = session.execute(
+        select(
+            func.count(),
+            func.coalesce(func.sum(tokens_of), 0),
+            func.min(REQUEST.c.updated_at),
+            func.min(REQUEST.c.deadline),
+        ).where(queued)
+    ).one()
+    undated = session.execute(
+        select(func.min(REQUEST.c.received_at)).where(queued, REQUEST.c.deadline.is_(None))
+    ).scalar()
+    return QueueSummary(
+        count=int(count),
+        tokens=int(tokens),
+        oldest_waiting=oldest,  # min() keeps the column's type: aware UTC
+        earliest_deadline=earliest,
+        earliest_undated=undated,
+    )
 
 
 @translated

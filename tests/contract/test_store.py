@@ -9,8 +9,10 @@ survive a round trip exactly; the ledger bills an attempt once.
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -733,3 +735,31 @@ def test_an_unreachable_database_is_a_store_error_without_the_password() -> None
     with pytest.raises(StoreError, match="cannot migrate") as info:
         upgrade("postgresql+psycopg://planner:s3cr3t-pw@127.0.0.1:1/planner?connect_timeout=2")
     assert "s3cr3t-pw" not in str(info.value)
+
+
+def test_queue_summary_for_the_flush_triggers(factory: sessionmaker[Session]) -> None:
+    with factory() as s:
+        empty = requests.queue_summary(s)
+    assert (empty.count, empty.tokens, empty.oldest_waiting, empty.earliest_deadline) == (
+        0,
+        0,
+        None,
+        None,
+    )
+    undated = [
+        replace(make_request(k), deadline=None, received_at=NOW - timedelta(hours=h))
+        for k, h in (("u1", 3), ("u2", 7))
+    ]
+    with factory() as s, s.begin():
+        requests.ingest(s, [make_request("d1"), *undated], NOW)
+    with factory() as s:
+        summary = requests.queue_summary(s)
+    assert summary.count == 3
+    assert summary.earliest_deadline == NOW + timedelta(hours=24)  # aware UTC on both backends
+    assert summary.earliest_undated == NOW - timedelta(hours=7)
+    assert summary.oldest_waiting == NOW
+    # not estimated yet: a quarter of each body's length
+    with factory() as s:
+        bodies = [stored.request.body for stored in requests.queued_for_planning(s)]
+    lengths = [len(json.dumps(b, separators=(",", ":"), ensure_ascii=False)) for b in bodies]
+    assert summary.tokens == sum(n // 4 for n in lengths)

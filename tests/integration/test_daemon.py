@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -138,3 +139,41 @@ def test_daemon_drains_the_queue_reloads_safely_and_stops_on_sigterm(
             process.kill()
             process.wait()
         notify.close()
+
+
+def test_a_nightly_schedule_still_answers_an_urgent_request_before_its_deadline(
+    tmp_path: Path, sandbox: RunningSandbox
+) -> None:
+    """submit runs once a year here; a request due in an hour, dropped after the start-up pass,
+    is planned by the flush check's deadline trigger (not by count or wait) and answered."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    config = tmp_path / "planner.yaml"
+    config.write_text(
+        CONFIG.replace("submit: interval 1s", 'submit: "0 0 1 1 *"').replace(
+            "listen: 127.0.0.1:{port}", "enabled: false"
+        )
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "planner", "run", "-c", str(config), "--sandbox-url", sandbox.url],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        time.sleep(3)  # past the start-up pass of every stage
+        due = datetime.now(UTC) + timedelta(hours=1)
+        line = {"id": "urgent", "prompt": "now please", "deadline": due.isoformat()}
+        (spool / "late.jsonl").write_text(json.dumps(line) + "\n")
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if planner_status(config)["requests"]["succeeded"] == 1:
+                break
+            time.sleep(1)
+        assert planner_status(config)["requests"]["succeeded"] == 1
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=60)
+    flushes = [json.loads(x) for x in output.splitlines() if '"event": "flush"' in x]
+    assert flushes and flushes[-1]["reasons"] == ["deadline"], output[-3000:]

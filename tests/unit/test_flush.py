@@ -1,0 +1,89 @@
+"""The flush triggers (core/flush.py): when the queue is planned before the scheduled pass."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from planner.core.flush import FlushReason, FlushRules, QueueSummary, flush_reasons
+
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+NIGHTLY = NOW + timedelta(hours=14)  # a cron at 02:00
+RULES = FlushRules(
+    max_requests=10_000,
+    max_tokens=5_000_000,
+    max_wait=timedelta(hours=1),
+    batch_window=timedelta(hours=24),
+    default_deadline=timedelta(days=2),
+)
+
+
+def queue(**changes: object) -> QueueSummary:
+    base: dict[str, object] = {
+        "count": 10,
+        "tokens": 1_000,
+        "oldest_waiting": NOW - timedelta(minutes=5),
+        "earliest_deadline": None,
+        "earliest_undated": NOW - timedelta(minutes=5),
+    }
+    base.update(changes)
+    return QueueSummary(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("summary", "expected"),
+    [
+        # a fresh, small queue, undated: deadline = received + 2d = 12:00 + 47h55m, beyond the
+        # horizon 02:00 + 24h + 30m: waits for the nightly pass
+        (queue(), []),
+        (queue(count=0), []),
+        (queue(count=10_000), [FlushReason.COUNT]),
+        (queue(tokens=5_000_000), [FlushReason.TOKENS]),
+        (queue(oldest_waiting=NOW - timedelta(hours=1)), [FlushReason.WAIT]),
+        # own deadline tomorrow 20:00 (32 h away): at 02:00 only 18 h would be left, less than
+        # the 24 h window, so planned now it goes by batch (horizon = 02:00 + 24h30m = 02:30+1d)
+        (queue(earliest_deadline=NOW + timedelta(hours=32)), [FlushReason.DEADLINE]),
+        # deadline in 3 days: the nightly pass still has the whole window
+        (queue(earliest_deadline=NOW + timedelta(days=3)), []),
+        # undated but received 30 h ago: 2d default leaves 18 h: before the horizon
+        (queue(earliest_undated=NOW - timedelta(hours=30)), [FlushReason.DEADLINE]),
+    ],
+)
+def test_reasons(summary: QueueSummary, expected: list[FlushReason]) -> None:
+    assert flush_reasons(summary, RULES, NOW, NIGHTLY) == expected
+
+
+def test_no_default_deadline_means_undated_requests_never_trigger() -> None:
+    rules = FlushRules(None, None, timedelta(days=9), timedelta(hours=24), None)
+    assert (
+        flush_reasons(queue(earliest_undated=NOW - timedelta(days=30)), rules, NOW, NIGHTLY) == []
+    )
+
+
+def test_an_unchanged_queue_after_an_idle_pass_is_not_planned_again() -> None:
+    full = queue(count=20_000, oldest_waiting=NOW - timedelta(hours=5))
+    assert flush_reasons(full, RULES, NOW, NIGHTLY) == [FlushReason.COUNT, FlushReason.WAIT]
+    assert flush_reasons(full, RULES, NOW, NIGHTLY, unchanged_since_idle_pass=True) == []
+
+
+def test_without_a_next_pass_any_deadline_triggers() -> None:
+    dated = queue(earliest_deadline=NOW + timedelta(days=30))
+    assert flush_reasons(dated, RULES, NOW, None) == [FlushReason.DEADLINE]
+
+
+@given(
+    st.integers(0, 10_000_000),
+    st.timedeltas(timedelta(0), timedelta(days=10)),
+    st.timedeltas(timedelta(0), timedelta(days=10)),
+)
+def test_a_later_next_pass_never_removes_the_deadline_reason(
+    hours_ahead: int, deadline_in: timedelta, pass_in: timedelta
+) -> None:
+    summary = queue(earliest_deadline=NOW + deadline_in)
+    sooner = flush_reasons(summary, RULES, NOW, NOW + pass_in)
+    later = flush_reasons(summary, RULES, NOW, NOW + pass_in + timedelta(seconds=hours_ahead))
+    if FlushReason.DEADLINE in sooner:
+        assert FlushReason.DEADLINE in later
