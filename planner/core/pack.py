@@ -27,6 +27,9 @@ class PackGroup(NamedTuple):
     provider: str  # the configured provider's name
     model: str
     endpoint: Endpoint
+    # keys are unique per source only; one source per batch keeps them unique in its file
+    # (custom_id / key) and in the results joined back by key
+    source: str = ""
 
 
 @dataclass(frozen=True, slots=True)

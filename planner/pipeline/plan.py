@@ -81,7 +81,7 @@ class Planner:
             raise ValueError(f"request {request.key} has no provider and cannot be packed")
         return PackItem(
             key=request.key,
-            group=PackGroup(provider, request.model, request.endpoint),
+            group=PackGroup(provider, request.model, request.endpoint, request.source),
             line_bytes=self.line_bytes(request, provider),
             input_tokens=assessment.estimate.input_tokens,
             embedding_inputs=embedding_inputs(request),
@@ -188,20 +188,20 @@ def run_plan_stage(
             round_planner = planner.with_learned_limits(store_limits.learned_limits(session), now)
             assessed = [(s.id, round_planner.assess(s.request, now)) for s in queued]
             round_result = _record_decisions(session, assessed, now)
-            ids = {a.request.key: i for i, a in assessed}
+            ids = {(a.request.source, a.request.key): i for i, a in assessed}
             batch_bound = [a for _, a in assessed if a.lane is Lane.BATCH]
             budgets = round_planner.budgets(batch_bound, store_batches.enqueued_tokens(session))
             packed = round_planner.pack(batch_bound, budgets)
             round_result.deferred = len(packed.deferred)
             for planned in packed.batches:
-                keys = {a.request.key: ids[a.request.key] for a in batch_bound}
+                source = planned.group.source
                 store_batches.create_batch_intent(
                     session,
                     store_batches.new_batch_id(),
                     planned.group.provider,
                     planned.group.model,
                     planned.group.endpoint,
-                    [keys[k] for k in planned.keys],
+                    [ids[(source, k)] for k in planned.keys],
                     now,
                     bytes=planned.bytes,
                     est_input_tokens=planned.input_tokens,
@@ -211,7 +211,7 @@ def run_plan_stage(
             for oversized in packed.oversized:
                 store_requests.transition_request(
                     session,
-                    ids[oversized.item.key],
+                    ids[(oversized.item.group.source, oversized.item.key)],
                     RequestState.REJECTED,
                     now,
                     expected=(RequestState.QUEUED,),

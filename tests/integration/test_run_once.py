@@ -314,3 +314,33 @@ def test_gemini_through_its_openai_compatibility_layer(
         assert records[0]["usage"]["input_tokens"] == billed[key]["usage"]["input_tokens"]
     compat_jobs = [job for job in sandbox.state.jobs.values() if job.surface == "compat"]
     assert len(compat_jobs) == 1
+
+
+def test_two_sources_with_the_same_keys_each_get_their_own_results(
+    tmp_path: Path, sandbox_factory: Any
+) -> None:
+    """Keys are unique per source only: two teams both number their lines from 1. Each
+    request keeps its own answer (one source per batch: custom_ids stay unique in a file)."""
+    config = CONFIG.replace(
+        "sources:\n",
+        "sources:\n  other: {kind: jsonl_dir, path: other, default_model: gpt-4o-mini,"
+        " settle: 0s, sink: out}\n",
+    )
+    (tmp_path / "planner.yaml").write_text(config)
+    for folder, topic in (("spool", "cats"), ("other", "dogs")):
+        (tmp_path / folder).mkdir()
+        lines = [{"id": f"q{i}", "prompt": f"one fact about {topic} #{i}"} for i in range(6)]
+        (tmp_path / folder / "work.jsonl").write_text(
+            "".join(json.dumps(line) + "\n" for line in lines)
+        )
+    sandbox = sandbox_factory()
+    run_until_settled(tmp_path, sandbox, passes=1)  # one pass plans, sends and collects both
+
+    results, dead = read_sink(tmp_path / "results")
+    assert dead == {}
+    assert sorted(results) == [f"q{i}" for i in range(6)]
+    for key, records in results.items():  # one result per source, each for its own prompt
+        assert sorted(r["source"] for r in records) == ["other", "spool"], key
+    ledger = ledger_of(sandbox)
+    assert all(b["requests"] == 6 for b in ledger["batches"] if b["our_id"])
+    assert len([b for b in ledger["batches"] if b["our_id"]]) == 2
