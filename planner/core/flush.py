@@ -13,7 +13,8 @@ wrong in four cases, each a reason to plan now:
 
 One more rule keeps a large queue from being re-planned every check: when the last pass
 planned nothing (everything deferred, e.g. the enqueued-token queue is full) and the queue is
-as it was then, there is nothing new to decide. Pure: ``now`` is a parameter.
+as it was then, there is nothing new to decide (the daemon forgets that pass as soon as a batch
+finishes, since that frees room in the queue). Pure: ``now`` is a parameter.
 """
 
 from __future__ import annotations

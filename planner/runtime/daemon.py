@@ -188,6 +188,8 @@ class Daemon:
                     batch.provider, batch.model, batch.submitted_at, finished
                 )
         collected = run_collect_stage(self.ctx, now)
+        if polled.finished or collected.batches:  # room in the enqueued-token queues again:
+            self.idle_queue = None  # the next flush check may plan what was deferred
         for refused in collected.token_limited:
             self.metrics.record_token_limit_refusal(refused.provider, refused.model)
         self._record_settled(collected.settled)

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -141,6 +142,24 @@ def test_daemon_drains_the_queue_reloads_safely_and_stops_on_sigterm(
         notify.close()
 
 
+def _wait_for_stage(db: Path, stage: str, timeout: float = 60.0) -> None:
+    """Until the daemon recorded a successful pass of ``stage`` (read from the store)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if db.exists():
+            try:
+                with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+                    row = conn.execute(
+                        "SELECT last_success_at FROM stage_run WHERE stage = ?", (stage,)
+                    ).fetchone()
+                if row and row[0]:
+                    return
+            except sqlite3.OperationalError:
+                pass  # not migrated yet
+        time.sleep(0.2)
+    raise AssertionError(f"stage {stage} never ran")
+
+
 def test_a_nightly_schedule_still_answers_an_urgent_request_before_its_deadline(
     tmp_path: Path, sandbox: RunningSandbox
 ) -> None:
@@ -162,7 +181,8 @@ def test_a_nightly_schedule_still_answers_an_urgent_request_before_its_deadline(
         text=True,
     )
     try:
-        time.sleep(3)  # past the start-up pass of every stage
+        _wait_for_stage(tmp_path / "state" / "planner.db", "submit")  # the start-up pass is over
+        _wait_for_stage(tmp_path / "state" / "planner.db", "flush")
         due = datetime.now(UTC) + timedelta(hours=1)
         line = {"id": "urgent", "prompt": "now please", "deadline": due.isoformat()}
         (spool / "late.jsonl").write_text(json.dumps(line) + "\n")
