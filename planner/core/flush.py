@@ -73,9 +73,16 @@ def flush_reasons(
 ) -> list[FlushReason]:
     """Why the queue should be planned now rather than at ``next_pass`` (empty: it can wait).
 
-    ``unchanged_since_idle_pass``: the last pass planned nothing and the queue is the same.
+    ``unchanged_since_idle_pass``: the last pass planned nothing and the queue is the same;
+    then only a deadline that no longer leaves a batch window counts (the next pass decides
+    differently: those requests go interactive instead of waiting for room in the queue).
     """
-    if queue.count == 0 or unchanged_since_idle_pass:
+    if queue.count == 0:
+        return []
+    if unchanged_since_idle_pass:
+        deadline = effective_deadline(queue, rules)
+        if deadline is not None and deadline <= now + rules.batch_window:
+            return [FlushReason.DEADLINE]
         return []
     reasons = []
     if rules.max_requests is not None and queue.count >= rules.max_requests:

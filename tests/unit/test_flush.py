@@ -69,6 +69,17 @@ def test_an_unchanged_queue_after_an_idle_pass_is_not_planned_again() -> None:
     assert flush_reasons(full, RULES, NOW, NIGHTLY, unchanged_since_idle_pass=True) == []
 
 
+def test_after_an_idle_pass_only_a_deadline_that_flips_the_lane_counts() -> None:
+    # deferred (queue full) with 30 h left: still batch-bound, nothing new to decide
+    waiting = queue(count=20_000, earliest_deadline=NOW + timedelta(hours=30))
+    assert flush_reasons(waiting, RULES, NOW, NIGHTLY, unchanged_since_idle_pass=True) == []
+    # 24 h left: no batch window any more; planned now, they go interactive in time
+    closing = queue(count=20_000, earliest_deadline=NOW + timedelta(hours=24))
+    assert flush_reasons(closing, RULES, NOW, NIGHTLY, unchanged_since_idle_pass=True) == [
+        FlushReason.DEADLINE
+    ]
+
+
 def test_without_a_next_pass_any_deadline_triggers() -> None:
     dated = queue(earliest_deadline=NOW + timedelta(days=30))
     assert flush_reasons(dated, RULES, NOW, None) == [FlushReason.DEADLINE]
