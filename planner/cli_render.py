@@ -27,7 +27,7 @@ STALE_AFTER_DAYS = 90
 RETIRING_WITHIN_DAYS = 30
 
 
-def _fit(table: Table) -> Table:
+def _fit(table: Table) -> None:
     """Never cut a number: on a narrow terminal Rich shortens cells with an ellipsis, and
     "$0.00003…" is a wrong amount, not a short one. Right-aligned columns (counts, money) keep
     their full width; the text columns wrap instead."""
@@ -39,7 +39,6 @@ def _fit(table: Table) -> Table:
         else:  # long text (model ids) folds
             column.min_width = 5
             column.overflow = "fold"
-    return table
 
 
 def _show(console: Console, table: Table) -> None:

@@ -17,7 +17,6 @@ import logging
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from planner import crashpoints
@@ -31,7 +30,6 @@ from planner.providers.base import NOT_EXECUTED, LineResult, RemoteBatch
 from planner.store import batches as store_batches
 from planner.store import requests as store_requests
 from planner.store.batches import Batch
-from planner.store.tables import BATCH
 
 _log = logging.getLogger(__name__)
 
@@ -155,36 +153,10 @@ def clean_up(
 
 def clean_up_due(ctx: StageContext, now: datetime) -> int:
     """Finish the cleanups a crash (or a transient error) left due; returns how many ran."""
-    query = (
-        select(
-            BATCH.c.id,
-            BATCH.c.provider,
-            BATCH.c.remote_id,
-            BATCH.c.input_file_id,
-            BATCH.c.output_file_id,
-            BATCH.c.error_file_id,
-        )
-        .where(
-            BATCH.c.state == BatchState.COLLECTED.value,
-            BATCH.c.next_poll_at.is_not(None),
-            BATCH.c.next_poll_at <= now,
-        )
-        .order_by(BATCH.c.next_poll_at)
-        .limit(CLEANUP_CHUNK)
-    )
     with ctx.session_factory() as session:
-        due = session.execute(query).all()
-    for row in due:
-        remote = RemoteBatch(
-            remote_id=row.remote_id or "",
-            our_id=row.id,
-            state=BatchState.COLLECTED,
-            provider_state="collected",
-            input_file_id=row.input_file_id,
-            output_file_id=row.output_file_id,
-            error_file_id=row.error_file_id,
-        )
-        clean_up(ctx, row.provider, row.id, remote, now)
+        due = store_batches.cleanups_due(session, now, CLEANUP_CHUNK)
+    for batch in due:
+        clean_up(ctx, batch.provider, batch.id, _remote_of(batch), now)
     return len(due)
 
 

@@ -21,11 +21,8 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-
-from sqlalchemy import select
 
 from planner.core.orphans import (
     DONE_BATCH_STATES,
@@ -34,18 +31,15 @@ from planner.core.orphans import (
     judge,
     needs_remote_check,
 )
-from planner.core.states import BatchState
 from planner.errors import ProviderError
 from planner.pipeline.context import StageContext
-from planner.providers.base import BatchProvider
+from planner.providers.base import LIST_SKEW, BatchProvider
+from planner.store import batches as store_batches
 from planner.store import claims as store_claims
 from planner.store import retention as store_retention
-from planner.store._sql import CHUNK, chunks
-from planner.store.tables import BATCH
 
 _log = logging.getLogger(__name__)
 
-LIST_SKEW = timedelta(minutes=10)  # a batch is created after its upload, give or take clocks
 MAX_RETENTION_CHUNKS = 100  # per pass; the rest waits for the next one
 
 
@@ -58,17 +52,6 @@ class HousekeepingResult:
     requests_compacted: int = 0
     batches_deleted: int = 0
     events_deleted: int = 0
-
-
-def _batch_states(ctx: StageContext, ids: Collection[str]) -> dict[str, BatchState]:
-    states: dict[str, BatchState] = {}
-    with ctx.session_factory() as session:
-        for part in chunks(sorted(ids), CHUNK):
-            for row in session.execute(
-                select(BATCH.c.id, BATCH.c.state).where(BATCH.c.id.in_(part))
-            ):
-                states[row.id] = BatchState(row.state)
-    return states
 
 
 def _remote_unfinished(provider: BatchProvider, since: datetime | None) -> set[str]:
@@ -90,7 +73,8 @@ def _sweep_provider(
     result: HousekeepingResult,
 ) -> None:
     files: list[OurFile] = list(provider.list_our_files())
-    states = _batch_states(ctx, {f.batch_id for f in files})
+    with ctx.session_factory() as session:
+        states = store_batches.states_of(session, (f.batch_id for f in files))
     unfinished = _remote_unfinished(provider, needs_remote_check(files, states, now, min_age))
     for file in files:
         verdict = judge(

@@ -30,15 +30,13 @@ from planner.core.retry import Retry
 from planner.core.states import BatchState, RequestState
 from planner.errors import AuthFailed, Permanent, ProviderError, QuotaExceeded, RateLimited
 from planner.pipeline.context import StageContext
-from planner.providers.base import BatchLine, BatchProvider, RemoteBatch
+from planner.providers.base import LIST_SKEW, BatchLine, BatchProvider, RemoteBatch
 from planner.store import batches as store_batches
 from planner.store import limits as store_limits
 from planner.store import requests as store_requests
 from planner.store.batches import Batch
 
 _log = logging.getLogger(__name__)
-
-LIST_SKEW = timedelta(minutes=10)  # remote created_at may lag or lead our clock
 
 
 @dataclass(slots=True)

@@ -25,7 +25,7 @@ import logging
 import re
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -34,6 +34,9 @@ from planner.core.orphans import OurFile
 from planner.core.states import BatchState
 
 NOT_EXECUTED = "not_executed"
+# ``list_ours(since=...)`` compares the provider's created_at with our clock: look back this much
+# further (the remote clock may lag or lead ours, and a batch is created after its upload)
+LIST_SKEW = timedelta(minutes=10)
 """``LineResult.error_code`` of a key that appears in no result (never ran, or lost)."""
 
 MALFORMED = "malformed_result"

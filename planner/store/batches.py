@@ -28,7 +28,7 @@ from planner.core.states import (
 )
 from planner.errors import StoreError
 from planner.store import events
-from planner.store._sql import checked_fields, rowcount, translated
+from planner.store._sql import CHUNK, checked_fields, chunks, rowcount, translated
 from planner.store.requests import transition_requests
 from planner.store.tables import BATCH, REQUEST
 
@@ -252,6 +252,33 @@ def batches_in(
         query = query.where((BATCH.c.next_poll_at.is_(None)) | (BATCH.c.next_poll_at <= due_by))
     query = query.order_by(BATCH.c.created_at, BATCH.c.id)
     return [_batch(row) for row in session.execute(query)]
+
+
+@translated
+def cleanups_due(session: Session, now: datetime, limit: int) -> list[Batch]:
+    """Collected batches whose remote files are due for deletion (``next_poll_at`` on a
+    collected batch is the cleanup time, ``pipeline/collect.py``), most overdue first."""
+    query = (
+        select(BATCH)
+        .where(
+            BATCH.c.state == BatchState.COLLECTED.value,
+            BATCH.c.next_poll_at.is_not(None),
+            BATCH.c.next_poll_at <= now,
+        )
+        .order_by(BATCH.c.next_poll_at)
+        .limit(limit)
+    )
+    return [_batch(row) for row in session.execute(query)]
+
+
+@translated
+def states_of(session: Session, batch_ids: Iterable[str]) -> dict[str, BatchState]:
+    """The state of each of ``batch_ids`` the store knows (unknown ids are left out)."""
+    states: dict[str, BatchState] = {}
+    for part in chunks(sorted(set(batch_ids)), CHUNK):
+        for row in session.execute(select(BATCH.c.id, BATCH.c.state).where(BATCH.c.id.in_(part))):
+            states[row.id] = BatchState(row.state)
+    return states
 
 
 @translated
