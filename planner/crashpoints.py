@@ -8,7 +8,10 @@ variable is unset and ``reached`` is a dictionary lookup that finds nothing.
 Points, in flow order: ``after_claim`` (a spool file claimed, nothing stored), ``after_ingest``
 (stored, file not yet finished), ``after_intent`` (batch ``uploading`` committed, provider not
 called), ``after_upload`` (the input file is at the provider, the batch not created),
-``after_create`` (provider accepted the batch, outcome not committed), ``during_poll``
+``after_create`` (provider accepted the batch, outcome not committed),
+``after_interactive_call`` (an interactive call answered, the answer not committed: its outcome
+is unknown to the store), ``after_interactive_answer`` (a chunk's answers committed to the
+outbox, not delivered), ``during_poll``
 (provider answered, state not committed), ``after_sink_write`` (results written, ledger not
 committed), ``before_cleanup`` (collected, remote files not deleted).
 """
@@ -26,6 +29,8 @@ POINTS = frozenset(
         "after_intent",
         "after_upload",
         "after_create",
+        "after_interactive_call",
+        "after_interactive_answer",
         "during_poll",
         "after_sink_write",
         "before_cleanup",

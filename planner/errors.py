@@ -9,6 +9,8 @@ exit codes (``ConfigError``/``InputError`` -> 2, everything else -> 1)::
      +-- StoreError         the database refused or is unreachable
      +-- ProviderError      a provider call failed
           +-- Transient     worth retrying soon (5xx, timeouts, connection resets)
+          |    +-- OutcomeUnknown  the request left and no answer came back (read timeout,
+          |                        connection cut mid-response): it may have been carried out
           +-- RateLimited   429; ``retry_after`` seconds when the provider said so
           +-- QuotaExceeded a limit that a short wait will not lift (enqueued tokens, daily quota)
           +-- Permanent     the request itself is wrong (400/404/422); retrying cannot help
@@ -47,6 +49,12 @@ class ProviderError(PlannerError):
 
 class Transient(ProviderError):
     retryable = True
+
+
+class OutcomeUnknown(Transient):
+    """The request was sent and the answer was lost: the provider may have carried it out (and
+    billed it). Safe to repeat only where the call is idempotent (a GET, a create looked up by
+    our id); an interactive generation is not, so it is not sent again."""
 
 
 class RateLimited(ProviderError):

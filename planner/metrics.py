@@ -375,6 +375,21 @@ class Metrics:
             ["provider"],
             registry=r,
         )
+        self.interactive_unknown_outcomes = Counter(
+            "planner_interactive_unknown_outcomes",
+            "Interactive requests sent whose answer was lost (a read timeout, a cut connection,"
+            " a crash before the answer was recorded): dead-lettered as unknown_outcome, not"
+            " sent again, possibly billed.",
+            ["provider"],
+            registry=r,
+        )
+        self.orphan_files_deleted = Counter(
+            "planner_orphan_files_deleted",
+            "Uploaded input files housekeeping found at the provider with no live batch (left"
+            " by a crash or an unconfirmed create) and deleted.",
+            ["provider"],
+            registry=r,
+        )
         self.token_limit_refusals = Counter(
             "planner_token_limit_refusals",
             "Batches refused because the model's enqueued-token queue was full (a lower limit"
@@ -503,6 +518,8 @@ class Metrics:
             self.provider_calls.labels(provider)
             self.duplicate_batches.labels(provider)
             self.batch_escapes.labels(provider)
+            self.interactive_unknown_outcomes.labels(provider)
+            self.orphan_files_deleted.labels(provider)
             self.circuit_open.labels(provider)
             for kind in ErrorKind:
                 self.provider_errors.labels(provider, kind.value)
@@ -533,6 +550,14 @@ class Metrics:
     def record_batch_escape(self, provider: str) -> None:
         """After the cancel of a batch whose deadline slack was gone was sent."""
         self.batch_escapes.labels(provider).inc()
+
+    def record_unknown_outcomes(self, provider: str, n: int) -> None:
+        """After the commit that dead-lettered ``n`` interactive sends as ``unknown_outcome``."""
+        self.interactive_unknown_outcomes.labels(provider).inc(n)
+
+    def record_orphan_files_deleted(self, provider: str, n: int) -> None:
+        """After housekeeping deleted ``n`` orphan uploads at ``provider``."""
+        self.orphan_files_deleted.labels(provider).inc(n)
 
     def record_token_limit_refusal(self, provider: str, model: str) -> None:
         """After a batch refused for a full enqueued-token queue was re-planned."""

@@ -16,6 +16,7 @@ from planner.core.catalog import Catalog
 from planner.core.limits import RateLimits
 from planner.pipeline.guard import ProviderGuard
 from planner.pipeline.plan import Planner
+from planner.pipeline.process import this_process
 from planner.providers.base import BatchProvider
 from planner.sinks.base import Sink
 from planner.sources.base import Source
@@ -38,3 +39,5 @@ class StageContext:
     # circuit breakers and retry jitter; outlives one stage run (the daemon carries it over a
     # reload, so an open circuit stays open)
     guard: ProviderGuard = field(default_factory=ProviderGuard)
+    # who this process is, as the owner of interactive sends (``store/sends.py``)
+    owner: str = field(default_factory=this_process)

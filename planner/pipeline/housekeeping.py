@@ -47,6 +47,7 @@ MAX_RETENTION_CHUNKS = 100  # per pass; the rest waits for the next one
 class HousekeepingResult:
     released_claims: int = 0
     files_deleted: list[str] = field(default_factory=list)
+    deleted_by_provider: Counter[str] = field(default_factory=Counter)
     files_kept: Counter[str] = field(default_factory=Counter)  # by verdict
     errors: list[str] = field(default_factory=list)  # providers whose sweep failed
     requests_compacted: int = 0
@@ -89,6 +90,7 @@ def _sweep_provider(
             continue
         provider.delete_file(file.file_id)
         result.files_deleted.append(file.file_id)
+        result.deleted_by_provider[name] += 1
         _log.info(
             "deleted file %s of batch %s (%s)",
             file.file_id,

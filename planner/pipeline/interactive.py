@@ -9,31 +9,44 @@ the provider is held until then (``ctx.guard.hold``), so later calls and passes 
 it either. Other transient errors leave the request in its lane for the next pass; so do auth
 and quota errors, which open the provider's circuit breaker — while it is open, that
 provider's requests are not sent at all, and nothing is dead-lettered for the outage.
-Each chunk (twice the pool's size) is settled as one delivery whose id depends only on the
-requests and their attempts, so a crash after the sink write and before the commit usually
-rewrites the same file instead of adding a second line; the chunk is small because such a crash
-also repeats its calls, and the provider bills them again.
+No interactive API takes an idempotency key, so the lane sends each request at most once per
+attempt, through the outbox of ``store/sends.py``: an intent is committed right before the call
+and the answer right after it; each chunk of answers (twice the pool's size) is then named as
+one delivery, written to the sinks and settled, which deletes its outbox rows. After a crash,
+the next pass finds the rows nobody is working on any more (this process's own from an earlier
+pass, a dead process's on this host, or any whose lease ran out): answered ones are delivered
+from the store, under the delivery name they had, so the sink file is rewritten rather than
+doubled; unanswered ones, and calls whose answer was lost on the way back (a read timeout, a
+cut connection), are dead-lettered as ``unknown_outcome``: the provider may have carried them
+out and billed them, and a second send would bill them again. The dead-letter line says so;
+dropping the request again under a new key sends it once more, when the operator accepts that.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
+from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from sqlalchemy.orm import Session
+
+from planner import crashpoints
 from planner.core.limits import RateLimits
-from planner.core.model import Lane
+from planner.core.model import Lane, Usage
 from planner.core.retry import Retry, RetryPolicy
-from planner.core.states import RequestState
-from planner.errors import AuthFailed, ProviderError, QuotaExceeded, RateLimited
+from planner.errors import AuthFailed, OutcomeUnknown, ProviderError, QuotaExceeded, RateLimited
 from planner.pipeline.context import StageContext
 from planner.pipeline.deliver import Outcome, SettleResult, settle
+from planner.pipeline.process import certainly_gone
 from planner.providers.base import BatchLine, LineResult
 from planner.store import requests as store_requests
+from planner.store import sends
 from planner.store.requests import StoredRequest
 
 _log = logging.getLogger(__name__)
@@ -44,6 +57,10 @@ MAX_RETRY_AFTER = 120.0  # seconds; a longer wait ends this pass for the request
 RETRY_POLICY = RetryPolicy(
     base_seconds=1.0, cap_seconds=MAX_RETRY_AFTER, max_attempts=RATE_LIMIT_RETRIES
 )
+# An intent older than this is given up even when its owner may live elsewhere: longer than any
+# call (flex waits up to 15 min) plus its rate-limit retries.
+SEND_LEASE = timedelta(minutes=30)
+UNKNOWN_OUTCOME = "unknown_outcome"
 
 
 @dataclass(slots=True)
@@ -52,6 +69,9 @@ class InteractiveResult:
     retried: int = 0
     dead: int = 0
     deferred: int = 0
+    # sent, answer lost: dead-lettered, not sent again (module docstring); by provider
+    unknown: Counter[str] = field(default_factory=Counter)
+    recovered: int = 0  # outbox rows a stopped pass or process left, settled this pass
     skipped: int = 0  # not sent: the provider's circuit is open or a rate limit holds it
     settled: list[SettleResult] = field(default_factory=list)
 
@@ -99,51 +119,228 @@ def delivery_id(chunk: Sequence[StoredRequest]) -> str:
     return f"interactive-{digest.hexdigest()[:20]}"
 
 
-def _call(
-    ctx: StageContext,
-    stored: StoredRequest,
-    gates: Mapping[str, ProviderGates],
-    sleep: Callable[[float], None],
-    now: datetime,
-) -> LineResult | None:
-    """One request's call; ``None`` when it should simply be tried on a later pass."""
-    assert stored.provider is not None
-    name = stored.provider
-    provider = ctx.providers[name]
-    line = BatchLine.from_request(stored.request)
-    gate = gates[name]
-    tokens = stored.estimate.input_tokens if stored.estimate else 0
-    guard = ctx.guard
-    for attempt in range(1, RATE_LIMIT_RETRIES + 1):
-        if not guard.allows(name) or guard.held(name, now):
-            return None  # the circuit opened or a long rate limit began during this pass
-        gate.wait(tokens)
-        try:
-            answer = provider.call_interactive(line, flex=stored.lane is Lane.FLEX)
-        except RateLimited as exc:
-            guard.record(name, now, exc)
-            decision = guard.retry(exc, attempt, now, RETRY_POLICY)
-            if not isinstance(decision, Retry):
-                return None
-            if decision.delay(now) > MAX_RETRY_AFTER:
-                guard.hold(name, decision.at)
-                return None
-            sleep(decision.delay(now))
-            continue
-        except ProviderError as exc:
-            guard.record(name, now, exc)
-            if exc.retryable or isinstance(exc, AuthFailed | QuotaExceeded):
-                return None  # not the request's fault: it stays in its lane
-            return LineResult(
-                key=line.key,
-                ok=False,
-                error_code=type(exc).__name__,
-                error_message=str(exc),
-                retryable=False,
+def encode_answer(result: LineResult) -> str:
+    """A provider's answer as the outbox keeps it (JSON; ``decode_answer`` reads it back)."""
+    usage = result.usage
+    return json.dumps(
+        {
+            "ok": result.ok,
+            "response": result.response,
+            "usage": None
+            if usage is None
+            else [usage.input_tokens, usage.output_tokens, usage.cached_input_tokens],
+            "error_code": result.error_code,
+            "error_message": result.error_message,
+            "retryable": result.retryable,
+        },
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+
+
+def decode_answer(key: str, text: str) -> LineResult:
+    data = json.loads(text)
+    usage = data["usage"]
+    return LineResult(
+        key=key,
+        ok=bool(data["ok"]),
+        response=data["response"],
+        usage=None if usage is None else Usage(usage[0], usage[1], usage[2]),
+        error_code=data["error_code"],
+        error_message=data["error_message"],
+        retryable=bool(data["retryable"]),
+    )
+
+
+def unknown_outcome(key: str, provider: str, why: str) -> LineResult:
+    """The dead-letter answer of a send whose outcome nobody knows."""
+    return LineResult(
+        key=key,
+        ok=False,
+        error_code=UNKNOWN_OUTCOME,
+        error_message=(
+            f"sent to {provider}, but {why}: the provider may have answered and billed it, "
+            "so it is not sent again (drop it again under a new key to send it once more, at the "
+            "risk of a second charge)"
+        ),
+        retryable=False,
+    )
+
+
+class _Sender:
+    """Sends one request through the outbox; shared by the pool's threads."""
+
+    def __init__(
+        self,
+        ctx: StageContext,
+        gates: Mapping[str, ProviderGates],
+        sleep: Callable[[float], None],
+        clock: Callable[[], float],
+        now: datetime,
+    ):
+        self._ctx = ctx
+        self._gates = gates
+        self._sleep = sleep
+        self._clock = clock
+        self._started = (now, clock())
+
+    def now(self) -> datetime:
+        """The stage's ``now`` moved on by the clock: a pass can outlast one lease."""
+        start, tick = self._started
+        return start + timedelta(seconds=max(0.0, self._clock() - tick))
+
+    def _begin(self, stored: StoredRequest) -> bool:
+        with self._ctx.session_factory() as session, session.begin():
+            return sends.begin(
+                session, stored.id, stored.attempts, self._ctx.owner, self.now(), SEND_LEASE
             )
-        guard.record(name, now)
-        return answer
-    return None
+
+    def _withdraw(self, stored: StoredRequest) -> None:
+        with self._ctx.session_factory() as session, session.begin():
+            sends.withdraw(session, stored.id, self._ctx.owner)
+
+    def _answer(self, stored: StoredRequest, result: LineResult) -> bool:
+        with self._ctx.session_factory() as session, session.begin():
+            return sends.answer(
+                session, stored.id, self._ctx.owner, encode_answer(result), self.now()
+            )
+
+    def send(self, stored: StoredRequest) -> LineResult | None:
+        """The request's answer, committed to the outbox; ``None`` when it was not sent and
+        stays in its lane for a later pass."""
+        result = self._call(stored)
+        if result is None:
+            return None
+        crashpoints.reached("after_interactive_call")
+        if not self._answer(stored, result):
+            return None  # given up as unknown meanwhile (a lease ran out): not ours to settle
+        return result
+
+    def _call(self, stored: StoredRequest) -> LineResult | None:
+        assert stored.provider is not None
+        ctx, name = self._ctx, stored.provider
+        provider = ctx.providers[name]
+        line = BatchLine.from_request(stored.request)
+        tokens = stored.estimate.input_tokens if stored.estimate else 0
+        guard = ctx.guard
+        for attempt in range(1, RATE_LIMIT_RETRIES + 1):
+            now = self.now()
+            if not guard.allows(name) or guard.held(name, now):
+                return None  # the circuit opened or a long rate limit began during this pass
+            self._gates[name].wait(tokens)
+            if not self._begin(stored):
+                return None  # another worker sends it, or it moved on
+            try:
+                answer = provider.call_interactive(line, flex=stored.lane is Lane.FLEX)
+            except OutcomeUnknown as exc:
+                guard.record(name, self.now(), exc)
+                return unknown_outcome(line.key, name, f"no answer came back ({exc})")
+            except RateLimited as exc:
+                self._withdraw(stored)  # refused: nothing was done, nothing billed
+                now = self.now()
+                guard.record(name, now, exc)
+                decision = guard.retry(exc, attempt, now, RETRY_POLICY)
+                if not isinstance(decision, Retry):
+                    return None
+                if decision.delay(now) > MAX_RETRY_AFTER:
+                    guard.hold(name, decision.at)
+                    return None
+                self._sleep(decision.delay(now))
+                continue
+            except ProviderError as exc:
+                guard.record(name, self.now(), exc)
+                if exc.retryable or isinstance(exc, AuthFailed | QuotaExceeded):
+                    self._withdraw(stored)  # an error answer: the request was not carried out
+                    return None  # not the request's fault: it stays in its lane
+                return LineResult(  # the request's own answer, kept in the outbox
+                    key=line.key,
+                    ok=False,
+                    error_code=type(exc).__name__,
+                    error_message=str(exc),
+                    retryable=False,
+                )
+            except BaseException:
+                self._withdraw(stored)  # our own bug before or while sending: say so upstream
+                raise
+            guard.record(name, self.now())
+            return answer
+        return None
+
+
+def _deliver(
+    ctx: StageContext,
+    outcomes: Sequence[Outcome],
+    now: datetime,
+    result: InteractiveResult,
+    name: str | None = None,
+) -> None:
+    """Name the delivery in the outbox (unless it has its name already), write it to the
+    sinks, settle it and delete its outbox rows in the same transaction. A crash anywhere in
+    here delivers the same rows under the same name again."""
+    ids = [o.stored.id for o in outcomes]
+    if name is None:
+        name = delivery_id([o.stored for o in outcomes])
+        with ctx.session_factory() as session, session.begin():
+            sends.assign_delivery(session, ids, name)
+
+    def finish(session: Session) -> None:
+        sends.finish(session, ids)
+
+    settled = settle(ctx, name, outcomes, now, extra_writes=finish)
+    result.succeeded += settled.succeeded
+    result.retried += settled.retried
+    result.dead += settled.dead
+    result.unknown.update(
+        o.stored.provider or "" for o in outcomes if o.result.error_code == UNKNOWN_OUTCOME
+    )
+    result.settled.append(settled)
+
+
+def _is_abandoned(send: sends.Send, owner: str, now: datetime) -> bool:
+    """Nobody is working on this row: this process's own from an earlier pass (passes of the
+    lane never overlap within a process), a stopped process's, or one whose lease ran out."""
+    return send.owner == owner or send.lease_until < now or certainly_gone(send.owner)
+
+
+def recover_sends(ctx: StageContext, now: datetime, result: InteractiveResult) -> None:
+    """Settle what earlier passes left in the outbox (module docstring)."""
+    with ctx.session_factory() as session:
+        left = [s for s in sends.load(session) if _is_abandoned(s, ctx.owner, now)]
+        stored = {r.id: r for r in store_requests.load(session, [s.request_id for s in left])}
+    stale = [
+        s.request_id
+        for s in left
+        if s.request_id not in stored
+        or stored[s.request_id].attempts != s.attempt
+        or stored[s.request_id].state.value not in {st.value for st in sends.SENDABLE}
+    ]
+    if stale:  # the request moved on some other way: the row no longer means anything
+        with ctx.session_factory() as session, session.begin():
+            sends.finish(session, stale)
+    groups: dict[str | None, list[Outcome]] = defaultdict(list)
+    for send in left:
+        if send.request_id in stale:
+            continue
+        request = stored[send.request_id]
+        key, provider = request.request.key, request.provider or "the provider"
+        if send.answer_json is None:
+            _log.warning(
+                "interactive request %s/%s: sent by %s, answer never recorded; dead-lettered as %s",
+                request.request.source,
+                key,
+                send.owner,
+                UNKNOWN_OUTCOME,
+                extra={"event": "interactive_unknown_outcome", "provider": provider},
+            )
+            answer = unknown_outcome(
+                key, provider, "the sender stopped before its answer was recorded"
+            )
+        else:
+            answer = decode_answer(key, send.answer_json)
+        groups[send.delivery_id].append(Outcome(request, answer, request.lane or Lane.INTERACTIVE))
+    for name, outcomes in sorted(groups.items(), key=lambda item: item[0] or ""):
+        result.recovered += len(outcomes)
+        _deliver(ctx, outcomes, now, result, name)
 
 
 def run_interactive_stage(
@@ -153,8 +350,10 @@ def run_interactive_stage(
     sleep: Callable[[float], None],
     clock: Callable[[], float],
 ) -> InteractiveResult:
-    """Execute every request waiting in the interactive or flex lane."""
+    """Settle what earlier passes left in the outbox, then send every request waiting in the
+    interactive or flex lane."""
     result = InteractiveResult()
+    recover_sends(ctx, now, result)
     gates = {
         name: ProviderGates(
             RateGate(limits.requests_per_minute, sleep, clock),
@@ -164,9 +363,7 @@ def run_interactive_stage(
     }
     with ctx.session_factory() as session:
         waiting = list(
-            store_requests.queued_for_planning(
-                session, states=(RequestState.INTERACTIVE, RequestState.FLEX)
-            )
+            store_requests.queued_for_planning(session, states=sends.SENDABLE, unsent=True)
         )
     admitted = {
         name: ctx.guard.admit(name, ctx.providers[name], now) and not ctx.guard.held(name, now)
@@ -175,24 +372,19 @@ def run_interactive_stage(
     result.skipped = sum(1 for s in waiting if not admitted.get(s.provider or "", False))
     result.deferred += result.skipped
     waiting = [s for s in waiting if admitted.get(s.provider or "", False)]
+    sender = _Sender(ctx, gates, sleep, clock, now)
     with ThreadPoolExecutor(max_workers=ctx.interactive_concurrency) as pool:
-        # small deliveries: a crash between the calls and the commit repeats (and the provider
-        # bills again) at most one chunk's calls, as no interactive API takes an idempotency key
         size = CHUNK_PER_WORKER * ctx.interactive_concurrency
         for start in range(0, len(waiting), size):
             chunk = waiting[start : start + size]
-            answers = list(pool.map(lambda s: _call(ctx, s, gates, sleep, now), chunk))
+            answers = list(pool.map(sender.send, chunk))
             outcomes = [
                 Outcome(s, a, s.lane or Lane.INTERACTIVE)
                 for s, a in zip(chunk, answers, strict=True)
                 if a is not None
             ]
             result.deferred += len(chunk) - len(outcomes)
-            if not outcomes:
-                continue
-            settled = settle(ctx, delivery_id([o.stored for o in outcomes]), outcomes, now)
-            result.succeeded += settled.succeeded
-            result.retried += settled.retried
-            result.dead += settled.dead
-            result.settled.append(settled)
+            if outcomes:
+                crashpoints.reached("after_interactive_answer")
+                _deliver(ctx, outcomes, sender.now(), result)
     return result

@@ -33,6 +33,9 @@ from planner.core.model import Endpoint, Request, Usage
 from planner.core.orphans import OurFile
 from planner.core.states import BatchState
 
+# Sent with each interactive call in sandbox mode only (``label_interactive_calls``), so the
+# sandbox's ledger bills that lane per request key too; real providers never get our keys.
+INTERACTIVE_KEY_HEADER = "x-planner-key"
 NOT_EXECUTED = "not_executed"
 # ``list_ours(since=...)`` compares the provider's created_at with our clock: look back this much
 # further (the remote clock may lag or lead ours, and a batch is created after its upload)

@@ -25,6 +25,7 @@ import pydantic
 from planner.errors import (
     AuthFailed,
     NotFound,
+    OutcomeUnknown,
     Permanent,
     ProviderError,
     QuotaExceeded,
@@ -70,6 +71,33 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
 
 
 TRANSPORT_ERRORS = _transport_errors()
+
+# httpx failures raised before a byte of the request reached the server: nothing was done there.
+_NOT_SENT = ("ConnectError", "ConnectTimeout", "PoolTimeout", "UnsupportedProtocol", "ProxyError")
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the exceptions it was raised from (SDKs wrap the transport's error)."""
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen and len(seen) < 10:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def _chain_names(exc: BaseException) -> str:
+    return " <- ".join(type(e).__name__ for e in _chain(exc))
+
+
+def may_have_been_sent(exc: BaseException) -> bool:
+    """Whether a transport failure leaves the request's outcome unknown: ``False`` only when the
+    failure provably came before the request was sent (no connection was made), so repeating
+    it cannot do the work twice. A read timeout or a connection cut mid-response is ``True``."""
+    for error in _chain(exc):
+        if type(error).__name__ in _NOT_SENT or isinstance(error, ConnectionRefusedError):
+            return False
+    return True
 
 
 def _genai_api_error() -> tuple[type[BaseException], ...]:
@@ -182,8 +210,9 @@ def from_openai(
         )
         return by_status(exc.status_code, message, retry_after=retry_after, quota=quota)
     if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
-        kind = "timed out" if isinstance(exc, openai.APITimeoutError) else "could not connect"
-        return Transient(scrub(f"openai {operation} {kind}: {type(exc).__name__}", secrets))
+        kind = "timed out" if isinstance(exc, openai.APITimeoutError) else "lost the connection"
+        error = OutcomeUnknown if may_have_been_sent(exc) else Transient
+        return error(scrub(f"openai {operation} {kind}: {_chain_names(exc)}", secrets))
     return _generic("openai", exc, operation=operation, secrets=secrets)
 
 
@@ -193,7 +222,8 @@ def _generic(
     if isinstance(exc, ProviderError):
         return exc
     if isinstance(exc, (*TRANSPORT_ERRORS, TimeoutError, ConnectionError)):
-        return Transient(
+        error = OutcomeUnknown if may_have_been_sent(exc) else Transient
+        return error(
             scrub(
                 f"{provider} {operation} failed in transport: {type(exc).__name__}: {exc}", secrets
             )

@@ -34,6 +34,7 @@ from planner.core.states import FINISHED_BATCH_STATES
 from planner.errors import NotFound, Permanent, ProviderError, Transient
 from planner.providers import gemini_wire as wire
 from planner.providers.base import (
+    INTERACTIVE_KEY_HEADER,
     BadLine,
     BatchLine,
     BatchPayload,
@@ -145,10 +146,13 @@ class _GeminiHttp:
         *,
         operation: str,
         timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         options: HttpOptionsDict = {
             "timeout": int(timeout * 1000) if timeout is not None else self._timeout_ms
         }
+        if headers:
+            options["headers"] = dict(headers)
         if method == "get" and self._max_retries > 0:
             options["retry_options"] = {"attempts": self._max_retries + 1}
         try:
@@ -192,8 +196,10 @@ class GeminiProvider:
         inline_max_bytes: int = wire.DEFAULT_INLINE_MAX_BYTES,
         inline_max_output_bytes: int = wire.DEFAULT_INLINE_MAX_OUTPUT_BYTES,
         list_page_size: int = 100,
+        label_interactive_calls: bool = False,
     ) -> None:
         quiet_sdk_loggers()
+        self._label_calls = label_interactive_calls
         key = _secret(api_key)
         secrets = (key.get_secret_value(),)
         self._secrets = secrets
@@ -347,6 +353,7 @@ class GeminiProvider:
                 body,
                 operation="interactive call",
                 timeout=self._flex_timeout if flex else None,
+                headers={INTERACTIVE_KEY_HEADER: line.key} if self._label_calls else None,
             )
         except Permanent as error:
             return LineResult(

@@ -30,6 +30,7 @@ from planner.core.states import FINISHED_BATCH_STATES
 from planner.errors import NotFound, Permanent, ProviderError, Transient
 from planner.providers import openai_wire as wire
 from planner.providers.base import (
+    INTERACTIVE_KEY_HEADER,
     BadLine,
     BatchLine,
     BatchPayload,
@@ -73,8 +74,10 @@ class OpenAIProvider:
         gemini_base_url: str | None = None,
         gemini_api_version: str = "v1beta",
         list_page_size: int = 100,
+        label_interactive_calls: bool = False,
     ) -> None:
         quiet_sdk_loggers()
+        self._label_calls = label_interactive_calls
         key = api_key if isinstance(api_key, SecretStr) else SecretStr(api_key)
         self._secrets = (key.get_secret_value(),)
         self.base_url = base_url or DEFAULT_BASE_URL
@@ -270,8 +273,14 @@ class OpenAIProvider:
         4xx is returned as ``ok=False``, everything else raises."""
         body = wire.interactive_body(line, flex=flex)
         client = self._once.with_options(timeout=self._flex_timeout) if flex else self._once
+        headers = {INTERACTIVE_KEY_HEADER: line.key} if self._label_calls else {}
         try:
-            response = client.post(wire.endpoint_path(line.endpoint), cast_to=object, body=body)
+            response = client.post(
+                wire.endpoint_path(line.endpoint),
+                cast_to=object,
+                body=body,
+                options={"headers": headers},
+            )
         except SDK_FAILURES as exc:
             error = self._error(exc, "interactive call")
             if isinstance(error, Permanent):

@@ -170,6 +170,8 @@ class Daemon:
     def interactive(self, now: datetime) -> None:
         result = run_interactive_stage(self.ctx, now, sleep=time.sleep, clock=clock.monotonic)
         self._record_settled(result.settled)
+        for provider, n in result.unknown.items():
+            self.metrics.record_unknown_outcomes(provider, n)
 
     def poll_and_collect(self, now: datetime) -> None:
         escaped = run_escape_stage(self.ctx, now)  # cancel batches whose slack is gone
@@ -202,7 +204,9 @@ class Daemon:
 
     def housekeeping(self, now: datetime) -> None:
         """Expired claims, orphan uploads at the providers, store retention."""
-        run_housekeeping_stage(self.ctx, now)
+        result = run_housekeeping_stage(self.ctx, now)
+        for provider, n in result.deleted_by_provider.items():
+            self.metrics.record_orphan_files_deleted(provider, n)
 
     def _record_settled(self, settled: list[SettleResult]) -> None:
         for result in settled:

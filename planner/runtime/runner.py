@@ -78,6 +78,8 @@ def _provider_options(
     }
     if compat:
         options["files_via_gemini"] = True
+    if sandbox_url is not None:  # lets the sandbox's ledger show each interactive bill per key
+        options["label_interactive_calls"] = True
     return options
 
 
@@ -177,6 +179,8 @@ def run_once(ctx: StageContext, now: Callable[[], datetime] = clock.utc_now) -> 
         "succeeded": interactive.succeeded,
         "retried": interactive.retried,
         "dead": interactive.dead,
+        "unknown_outcome": sum(interactive.unknown.values()),
+        "recovered": interactive.recovered,
         "deferred": interactive.deferred,
     }
     escaped = run_escape_stage(ctx, now())  # cancel batches whose deadline slack is gone

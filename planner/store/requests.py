@@ -16,7 +16,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ARRAY, ColumnElement, Table, bindparam, case, func, select, update
+from sqlalchemy import (
+    ARRAY,
+    ColumnElement,
+    Table,
+    bindparam,
+    case,
+    exists,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -30,7 +40,7 @@ from planner.core.states import (
 from planner.errors import StoreError
 from planner.store import events
 from planner.store._sql import CHUNK, checked_fields, chunks, rowcount, translated, translated_iter
-from planner.store.tables import REQUEST
+from planner.store.tables import REQUEST, SEND
 
 # A request is (re)sent when it enters one of these; each entry is a new billing attempt.
 _ATTEMPT_STATES = frozenset({RequestState.PLANNED, RequestState.INTERACTIVE, RequestState.FLEX})
@@ -399,14 +409,18 @@ def queued_for_planning(
     states: Collection[RequestState] = (RequestState.QUEUED,),
     claimed_by: str | None = None,
     after_id: int | None = None,
+    unsent: bool = False,
 ) -> Iterator[StoredRequest]:
     """Stream requests waiting for a decision, oldest first, ``yield_per`` a chunk.
 
     With ``claimed_by``, only the requests that worker holds (after ``claims.claim_requests``);
-    with ``after_id``, only those with a larger id (a pass that leaves some queued moves on).
+    with ``after_id``, only those with a larger id (a pass that leaves some queued moves on);
+    with ``unsent``, only those with no send in the interactive outbox (``store/sends.py``).
     Consume it inside the session's transaction.
     """
     query = select(*_COLUMNS).where(REQUEST.c.state.in_([s.value for s in states]))
+    if unsent:
+        query = query.where(~exists().where(SEND.c.request_id == REQUEST.c.id))
     if after_id is not None:
         query = query.where(REQUEST.c.id > after_id)
     if model is not None:

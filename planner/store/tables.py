@@ -124,6 +124,7 @@ class RequestRow(StoreModel, table=True):
         UniqueConstraint("source", "key"),
         Index(None, "state", "model"),
         Index(None, "batch_id"),
+        Index(None, "completed_at"),
     )
 
     id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True))
@@ -256,6 +257,27 @@ class EnqueuedLimitRow(StoreModel, table=True):
     batch_id: str | None = Field(default=None, sa_column=Column(String(64)))  # that taught it
 
 
+class SendRow(StoreModel, table=True):
+    """The interactive lane's outbox (``store/sends.py``): one row per request being sent.
+
+    Written before the call (the intent: who sends which attempt, until when), filled with the
+    provider's answer right after it, and deleted in the transaction that settles the request.
+    A row left without an answer by a process that died is an outcome nobody knows."""
+
+    __tablename__ = "send"
+
+    request_id: int = Field(
+        sa_column=Column(BigId, ForeignKey("request.id"), primary_key=True, autoincrement=False)
+    )
+    attempt: int = Field(sa_column=Column(Integer, nullable=False))
+    owner: str = Field(sa_column=Column(String(200), nullable=False))
+    sent_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    lease_until: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    answered_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    answer_json: str | None = Field(default=None, sa_column=Column(Text))
+    delivery_id: str | None = Field(default=None, sa_column=Column(String(64)))
+
+
 METADATA: MetaData = StoreModel.metadata
 REQUEST: Table = METADATA.tables["request"]
 BATCH: Table = METADATA.tables["batch"]
@@ -263,3 +285,4 @@ EVENT: Table = METADATA.tables["event"]
 LEDGER: Table = METADATA.tables["ledger"]
 STAGE_RUN: Table = METADATA.tables["stage_run"]
 ENQUEUED_LIMIT: Table = METADATA.tables["enqueued_limit"]
+SEND: Table = METADATA.tables["send"]

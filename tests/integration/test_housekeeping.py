@@ -221,6 +221,7 @@ def test_orphans_go_and_the_inputs_of_running_batches_stay(
 
     old = run_housekeeping_stage(ctx, clock.utc_now() + LATER)
     assert not old.errors
+    assert old.deleted_by_provider == {"openai": 1, "gemini": 1}
     assert old.files_kept == {"keep_remote_active": 1, "keep_active": 3}
     after = files_of_ours(sandbox)
     assert sorted(set(before.values()) - set(after.values())) == sorted(
