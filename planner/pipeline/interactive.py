@@ -207,7 +207,8 @@ class _Sender:
 
     def send(self, stored: StoredRequest) -> LineResult | None:
         """The request's answer, committed to the outbox; ``None`` when it was not sent and
-        stays in its lane for a later pass."""
+        stays in its lane for a later pass. Any other exception leaves the intent in place:
+        the call may have been made, so the next pass settles it as an unknown outcome."""
         result = self._call(stored)
         if result is None:
             return None
@@ -259,9 +260,6 @@ class _Sender:
                     error_message=str(exc),
                     retryable=False,
                 )
-            except BaseException:
-                self._withdraw(stored)  # our own bug before or while sending: say so upstream
-                raise
             guard.record(name, self.now())
             return answer
         return None

@@ -19,7 +19,6 @@ import json
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,7 @@ from planner.pipeline.plan import run_plan_stage
 from planner.providers.base import BatchLine
 from planner.runtime import clock
 from planner.runtime.runner import build_context
-from planner.sandbox import RunningSandbox, serve
+from planner.sandbox import RunningSandbox
 from planner.store import requests, sends
 from tests.integration.test_run_once import ledger_of, read_sink
 
@@ -66,20 +65,6 @@ def workspace(tmp_path: Path) -> Path:
     (spool / "urgent.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     (tmp_path / "planner.yaml").write_text(CONFIG)
     return tmp_path
-
-
-@pytest.fixture()
-def sandbox_factory() -> Iterator[Any]:
-    running: list[RunningSandbox] = []
-
-    def start(faults: str | None = None) -> RunningSandbox:
-        sandbox = serve(speed=0.0, faults=faults)
-        running.append(sandbox)
-        return sandbox
-
-    yield start
-    for sandbox in running:
-        sandbox.stop()
 
 
 def planned(workspace: Path, url: str) -> StageContext:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from sqlalchemy import select
 
 from planner.config import load_config
 from planner.runtime.runner import build_context, run_once
-from planner.sandbox import RunningSandbox, serve
+from planner.sandbox import RunningSandbox
 from planner.store.tables import LEDGER, REQUEST
 from tests.conftest import REPO
 
@@ -119,20 +118,6 @@ def workspace(tmp_path: Path) -> Path:
         f.write("{broken\n")
     (tmp_path / "planner.yaml").write_text(CONFIG)
     return tmp_path
-
-
-@pytest.fixture()
-def sandbox_factory() -> Iterator[Any]:
-    running: list[RunningSandbox] = []
-
-    def start(faults: str | None = None) -> RunningSandbox:
-        sandbox = serve(speed=0.0, faults=faults)
-        running.append(sandbox)
-        return sandbox
-
-    yield start
-    for sandbox in running:
-        sandbox.stop()
 
 
 def read_sink(folder: Path) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[Any]]]:
