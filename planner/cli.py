@@ -146,6 +146,34 @@ def prices(
         render_prices(out, catalog, model=model, now=_now(), as_json=as_json)
 
 
+@app.command()
+def report(
+    config: ConfigOption,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Only what was billed in this last stretch, e.g. 1d, 12h, 30d."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Spend, interactive-equivalent and savings by source, model and lane, from the ledger."""
+    from planner.cli_render import render_report
+    from planner.config import load_config
+    from planner.config.units import parse_duration
+    from planner.runtime.runner import report as store_report
+
+    with _exit_codes():
+        try:
+            window = None if since is None else parse_duration(since)
+        except ValueError as exc:
+            raise InputError(f"--since: {exc}") from exc
+        cfg = load_config(config)
+        data = store_report(cfg, window, _now())
+    if as_json:
+        _print_json(data)
+    else:
+        render_report(out, data)
+
+
 @db_app.command("upgrade")
 def db_upgrade(config: ConfigOption) -> None:
     """Apply the store's migrations (also done at start)."""

@@ -255,12 +255,18 @@ def render_status(console: Console, data: dict[str, Any]) -> None:
             if n:
                 table.add_row(state, f"{n:,}")
         _show(console, table)
-    spend = Table(title="spend so far (from the ledger)")
+    _show(console, _spend_table("spend so far (from the ledger)", data["spend"]))
+
+
+def _spend_table(
+    title: str, rows: list[dict[str, Any]], totals: dict[str, Any] | None = None
+) -> Table:
+    spend = Table(title=title)
     for name in ("source", "model", "lane", "requests", "spent", "if interactive", "saved"):
         spend.add_column(
             name, justify="right" if name not in ("source", "model", "lane") else "left"
         )
-    for row in data["spend"]:
+    for row in rows:
         spend.add_row(
             row["source"],
             row["model"],
@@ -270,4 +276,28 @@ def render_status(console: Console, data: dict[str, Any]) -> None:
             _usd(row["interactive_equivalent_usd"]),
             _usd(row["savings_usd"]),
         )
-    _show(console, spend)
+    if totals is not None:
+        spend.add_section()
+        spend.add_row(
+            "[bold]total[/]",
+            "",
+            "",
+            f"{totals['requests']:,}",
+            _usd(totals["cost_usd"]),
+            _usd(totals["interactive_equivalent_usd"]),
+            _usd(totals["savings_usd"]),
+        )
+    return spend
+
+
+def render_report(console: Console, data: dict[str, Any]) -> None:
+    """``planner report``: one spend table with totals; says which requests had no price."""
+    since = data["since"]
+    window = f"since {since[:16].replace('T', ' ')} UTC" if since else "all time"
+    _show(console, _spend_table(f"billed {window} (from the ledger)", data["rows"], data["totals"]))
+    unpriced = data["totals"]["unpriced"]
+    if unpriced:
+        console.print(
+            f"{unpriced:,} billed requests had no price in the catalog: not in the sums above "
+            "(add the model under models: to price them)"
+        )

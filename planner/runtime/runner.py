@@ -14,7 +14,8 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -206,28 +207,63 @@ def run_once(ctx: StageContext, now: Callable[[], datetime] = clock.utc_now) -> 
     return summary
 
 
+def _spend_rows(spend: list[Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "source": s.source,
+            "provider": s.provider,
+            "model": s.model,
+            "lane": s.lane.value,
+            "requests": s.requests,
+            "input_tokens": s.input_tokens,
+            "cached_input_tokens": s.cached_input_tokens,
+            "output_tokens": s.output_tokens,
+            "cost_usd": format(s.cost_usd, "f"),
+            "interactive_equivalent_usd": format(s.interactive_equiv_usd, "f"),
+            "savings_usd": format(s.savings_usd, "f"),
+            "unpriced": s.unpriced,
+        }
+        for s in spend
+    ]
+
+
 def status(cfg: PlannerConfig) -> dict[str, Any]:
     """``planner status``: requests and batches by state, and the money so far."""
     from planner.store import ledger as store_ledger
 
     session_factory = open_store(cfg)
     with session_factory() as session:
-        spend = store_ledger.spend(session)
         return {
             "requests": store_requests.counts_by_state(session),
             "batches": store_batches.counts_by_state(session),
-            "spend": [
-                {
-                    "source": s.source,
-                    "provider": s.provider,
-                    "model": s.model,
-                    "lane": s.lane.value,
-                    "requests": s.requests,
-                    "cost_usd": format(s.cost_usd, "f"),
-                    "interactive_equivalent_usd": format(s.interactive_equiv_usd, "f"),
-                    "savings_usd": format(s.savings_usd, "f"),
-                    "unpriced": s.unpriced,
-                }
-                for s in spend
-            ],
+            "spend": _spend_rows(store_ledger.spend(session)),
         }
+
+
+def report(cfg: PlannerConfig, since: timedelta | None, now: datetime) -> dict[str, Any]:
+    """``planner report``: what was billed (in the window ``since`` before ``now``, or ever),
+    its interactive equivalent and the saving, by source, provider, model and lane, with
+    totals. Read from the store's ledger, exact decimals, as strings."""
+    from planner.store import ledger as store_ledger
+
+    cutoff = None if since is None else now - since
+    with open_store(cfg)() as session:
+        spend = store_ledger.spend(session, cutoff)
+    totals = {
+        "requests": sum(s.requests for s in spend),
+        "input_tokens": sum(s.input_tokens for s in spend),
+        "cached_input_tokens": sum(s.cached_input_tokens for s in spend),
+        "output_tokens": sum(s.output_tokens for s in spend),
+        "cost_usd": format(sum((s.cost_usd for s in spend), Decimal(0)), "f"),
+        "interactive_equivalent_usd": format(
+            sum((s.interactive_equiv_usd for s in spend), Decimal(0)), "f"
+        ),
+        "savings_usd": format(sum((s.savings_usd for s in spend), Decimal(0)), "f"),
+        "unpriced": sum(s.unpriced for s in spend),
+    }
+    return {
+        "since": None if cutoff is None else cutoff.isoformat(),
+        "until": now.isoformat(),
+        "rows": _spend_rows(spend),
+        "totals": totals,
+    }

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ import pytest
 import tiktoken
 import yaml
 
+from planner.config import load_config
+from planner.runtime.runner import report
 from tests.conftest import REPO
 
 PRICES = yaml.safe_load((REPO / "planner" / "data" / "prices.yaml").read_text())["models"]
@@ -222,6 +225,25 @@ def test_the_readme_demo_on_the_shipped_example(tmp_path: Path) -> None:
     results = list((tmp_path / "state" / "results").glob("*.jsonl"))
     assert sum(len(p.read_text().splitlines()) for p in results) == 12
     assert len(list((spool / "quarantine").glob("*.errors.jsonl"))) == 1
+
+    # planner report: the same money as the result files, by source, model and lane
+    reported = run("report", "-c", config, "--json", "--since", "1d")
+    assert reported.returncode == 0, reported.stderr
+    data = json.loads(reported.stdout)
+    lines = [json.loads(x) for p in results for x in p.read_text().splitlines()]
+    assert data["totals"]["requests"] == 12 == sum(r["requests"] for r in data["rows"])
+    for money, field in (("cost_usd", "cost_usd"), ("savings_usd", "savings_usd")):
+        assert Decimal(data["totals"][money]) == sum(Decimal(x[field]) for x in lines)
+    assert Decimal(data["totals"]["savings_usd"]) > 0
+    assert {r["lane"] for r in data["rows"]} >= {"batch"}
+    table = run("report", "-c", config)
+    assert table.returncode == 0 and "total" in table.stdout and "all time" in table.stdout
+    later = report(
+        load_config(Path(config)), timedelta(hours=1), datetime.now(UTC) + timedelta(hours=2)
+    )
+    assert later["rows"] == [] and later["totals"]["requests"] == 0, "outside the window"
+    bad = run("report", "-c", config, "--since", "soon")
+    assert bad.returncode == 2 and "--since" in bad.stderr
 
 
 def test_run_without_keys_or_sandbox_says_what_to_do(tmp_path: Path) -> None:
