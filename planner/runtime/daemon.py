@@ -37,7 +37,7 @@ from prometheus_client import CollectorRegistry
 
 from planner.config import load_config
 from planner.config.schema import PlannerConfig
-from planner.core.flush import FlushRules, QueueSummary, flush_reasons
+from planner.core.flush import DeadlineRules, FlushRules, QueueSummary, flush_reasons
 from planner.core.model import Lane
 from planner.errors import PlannerError, ProviderError
 from planner.metrics import Metrics
@@ -294,19 +294,24 @@ class Daemon:
 
 
 def flush_rules(cfg: PlannerConfig) -> FlushRules:
-    """The flush triggers of ``schedule.flush``, with the policies' longest batch window and
-    shortest default deadline (a source's own default counts too)."""
+    """The flush triggers of ``schedule.flush``, with each source's policy's batch window and
+    default deadline (a source's own default deadline is already on its requests: it is
+    applied when lines are read)."""
     flush = cfg.schedule.flush
-    windows = [p.batch_window for p in cfg.policies.values()] or [timedelta(days=1)]
-    defaults = [p.default_deadline for p in cfg.policies.values()]
-    defaults += [s.default_deadline for s in cfg.sources.values()]
-    known = [d for d in defaults if d is not None]
+    by_policy = {
+        name: DeadlineRules(p.batch_window, p.default_deadline) for name, p in cfg.policies.items()
+    }
+    windows = [r.batch_window for r in by_policy.values()] or [timedelta(days=1)]
+    defaults = [r.default_deadline for r in by_policy.values() if r.default_deadline is not None]
     return FlushRules(
         max_requests=flush.max_requests,
         max_tokens=flush.max_tokens,
         max_wait=flush.max_wait,
-        batch_window=max(windows),
-        default_deadline=min(known) if known else None,
+        # a source no longer configured: the longest window, the shortest default (early)
+        default=DeadlineRules(max(windows), min(defaults) if defaults else None),
+        by_source={
+            name: by_policy[s.policy] for name, s in cfg.sources.items() if s.policy in by_policy
+        },
     )
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -30,7 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from planner.core.flush import QueueSummary
+from planner.core.flush import QueueSummary, SourceDeadlines
 from planner.core.model import Endpoint, Lane, Request, TokenEstimate
 from planner.core.states import (
     TERMINAL_REQUEST_STATES,
@@ -317,24 +317,40 @@ def queue_summary(session: Session) -> QueueSummary:
         (REQUEST.c.est_input_tokens.is_(None), func.length(REQUEST.c.body_json) / 4),
         else_=REQUEST.c.est_input_tokens,
     )
-    count, tokens, oldest, earliest = session.execute(
+    count, tokens, oldest = session.execute(
         select(
             func.count(),
             func.coalesce(func.sum(tokens_of), 0),
             func.min(REQUEST.c.updated_at),
-            func.min(REQUEST.c.deadline),
         ).where(queued)
     ).one()
-    undated = session.execute(
-        select(func.min(REQUEST.c.received_at)).where(queued, REQUEST.c.deadline.is_(None))
-    ).scalar()
+    undated = case((REQUEST.c.deadline.is_(None), REQUEST.c.received_at))
+    groups = session.execute(
+        select(REQUEST.c.source, func.min(REQUEST.c.deadline), func.min(undated))
+        .where(queued)
+        .group_by(REQUEST.c.source)
+        .order_by(REQUEST.c.source)
+    ).all()
     return QueueSummary(
         count=int(count),
         tokens=int(tokens),
         oldest_waiting=oldest,  # min() keeps the column's type: aware UTC
-        earliest_deadline=earliest,
-        earliest_undated=undated,
+        deadlines=tuple(
+            SourceDeadlines(source, _utc(earliest), _utc(earliest_undated))
+            for source, earliest, earliest_undated in groups
+        ),
     )
+
+
+def _utc(value: Any) -> datetime | None:
+    """A ``min()`` over a ``CASE`` loses the column type on SQLite (naive text back)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if not isinstance(value, datetime):
+        raise StoreError(f"expected a timestamp, got {type(value).__name__}")
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 @translated

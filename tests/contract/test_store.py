@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from planner.core.flush import SourceDeadlines
 from planner.core.model import Endpoint, Lane, Request, TokenEstimate, Usage
 from planner.core.states import (
     REQUEST_TRANSITIONS,
@@ -740,23 +741,22 @@ def test_an_unreachable_database_is_a_store_error_without_the_password() -> None
 def test_queue_summary_for_the_flush_triggers(factory: sessionmaker[Session]) -> None:
     with factory() as s:
         empty = requests.queue_summary(s)
-    assert (empty.count, empty.tokens, empty.oldest_waiting, empty.earliest_deadline) == (
-        0,
-        0,
-        None,
-        None,
-    )
+    assert (empty.count, empty.tokens, empty.oldest_waiting, empty.deadlines) == (0, 0, None, ())
     undated = [
         replace(make_request(k), deadline=None, received_at=NOW - timedelta(hours=h))
         for k, h in (("u1", 3), ("u2", 7))
     ]
+    other = replace(make_request("o1", source="nightly"), deadline=NOW + timedelta(hours=5))
     with factory() as s, s.begin():
-        requests.ingest(s, [make_request("d1"), *undated], NOW)
+        requests.ingest(s, [make_request("d1"), *undated, other], NOW)
     with factory() as s:
         summary = requests.queue_summary(s)
-    assert summary.count == 3
-    assert summary.earliest_deadline == NOW + timedelta(hours=24)  # aware UTC on both backends
-    assert summary.earliest_undated == NOW - timedelta(hours=7)
+    assert summary.count == 4
+    # per source, aware UTC on both backends
+    assert summary.deadlines == (
+        SourceDeadlines("nightly", NOW + timedelta(hours=5), None),
+        SourceDeadlines("spool", NOW + timedelta(hours=24), NOW - timedelta(hours=7)),
+    )
     assert summary.oldest_waiting == NOW
     # not estimated yet: a quarter of each body's length
     with factory() as s:

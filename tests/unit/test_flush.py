@@ -8,7 +8,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from planner.core.flush import FlushReason, FlushRules, QueueSummary, flush_reasons
+from planner.core.flush import (
+    DeadlineRules,
+    FlushReason,
+    FlushRules,
+    QueueSummary,
+    SourceDeadlines,
+    flush_reasons,
+)
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 NIGHTLY = NOW + timedelta(hours=14)  # a cron at 02:00
@@ -16,20 +23,26 @@ RULES = FlushRules(
     max_requests=10_000,
     max_tokens=5_000_000,
     max_wait=timedelta(hours=1),
-    batch_window=timedelta(hours=24),
-    default_deadline=timedelta(days=2),
+    default=DeadlineRules(timedelta(hours=24), timedelta(days=2)),
 )
 
 
 def queue(**changes: object) -> QueueSummary:
+    """One source's queue; ``earliest_deadline`` / ``earliest_undated`` go to its deadlines."""
     base: dict[str, object] = {
         "count": 10,
         "tokens": 1_000,
         "oldest_waiting": NOW - timedelta(minutes=5),
+    }
+    group: dict[str, object] = {
         "earliest_deadline": None,
         "earliest_undated": NOW - timedelta(minutes=5),
     }
+    for name in list(changes):
+        if name in group:
+            group[name] = changes.pop(name)
     base.update(changes)
+    base["deadlines"] = (SourceDeadlines("spool", **group),)  # type: ignore[arg-type]
     return QueueSummary(**base)  # type: ignore[arg-type]
 
 
@@ -57,7 +70,7 @@ def test_reasons(summary: QueueSummary, expected: list[FlushReason]) -> None:
 
 
 def test_no_default_deadline_means_undated_requests_never_trigger() -> None:
-    rules = FlushRules(None, None, timedelta(days=9), timedelta(hours=24), None)
+    rules = FlushRules(None, None, timedelta(days=9), DeadlineRules(timedelta(hours=24), None))
     assert (
         flush_reasons(queue(earliest_undated=NOW - timedelta(days=30)), rules, NOW, NIGHTLY) == []
     )
@@ -98,3 +111,50 @@ def test_a_later_next_pass_never_removes_the_deadline_reason(
     later = flush_reasons(summary, RULES, NOW, NOW + pass_in + timedelta(seconds=hours_ahead))
     if FlushReason.DEADLINE in sooner:
         assert FlushReason.DEADLINE in later
+
+
+# two policies: "fast" (6 h window) and the default (24 h); each source by its own policy
+MIXED = FlushRules(
+    max_requests=None,
+    max_tokens=None,
+    max_wait=timedelta(days=9),
+    default=DeadlineRules(timedelta(hours=24), None),
+    by_source={"reports": DeadlineRules(timedelta(hours=6), None)},
+)
+
+
+def mixed(source: str, deadline_in: timedelta) -> QueueSummary:
+    return QueueSummary(
+        count=20_000,
+        tokens=1,
+        oldest_waiting=NOW,
+        deadlines=(SourceDeadlines(source, NOW + deadline_in, None),),
+    )
+
+
+def test_after_an_idle_pass_each_source_is_judged_by_its_own_window() -> None:
+    # a 6 h-window request with 20 h left still goes by batch: deferred for room, nothing new
+    # to decide, so it is not re-planned every check (the 24 h window would have said so)
+    deferred = mixed("reports", timedelta(hours=20))
+    assert flush_reasons(deferred, MIXED, NOW, NIGHTLY, unchanged_since_idle_pass=True) == []
+    # the same 20 h under the 24 h default: no window left, it must go interactive now
+    flipping = mixed("spool", timedelta(hours=20))
+    assert flush_reasons(flipping, MIXED, NOW, NIGHTLY, unchanged_since_idle_pass=True) == [
+        FlushReason.DEADLINE
+    ]
+    # and the 6 h source once its own window is gone
+    closing = mixed("reports", timedelta(hours=6))
+    assert flush_reasons(closing, MIXED, NOW, NIGHTLY, unchanged_since_idle_pass=True) == [
+        FlushReason.DEADLINE
+    ]
+
+
+def test_the_deadline_horizon_uses_the_source_s_window() -> None:
+    # next pass in 14 h: the 6 h source's horizon is 14 + 6 + 0.5 = 20.5 h, the default's 38.5 h
+    assert flush_reasons(mixed("reports", timedelta(hours=30)), MIXED, NOW, NIGHTLY) == []
+    assert flush_reasons(mixed("spool", timedelta(hours=30)), MIXED, NOW, NIGHTLY) == [
+        FlushReason.DEADLINE
+    ]
+    assert flush_reasons(mixed("reports", timedelta(hours=20)), MIXED, NOW, NIGHTLY) == [
+        FlushReason.DEADLINE
+    ]
