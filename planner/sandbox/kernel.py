@@ -257,6 +257,8 @@ class Job:
         return self._progress_at(now)
 
     def _progress_at(self, t: float) -> float:
+        if self._scheduled_phase(t)[0] == "pending":
+            return 0.0  # not started (a stuck job never starts, whatever the speed)
         s = self.seconds_per_state
         if s <= 0:
             return 1.0 if t >= self.created_at else 0.0

@@ -95,6 +95,20 @@ def test_cancel_goes_through_cancelling_unless_grace_is_zero() -> None:
     assert instant.phase(t0 + 1) == "cancelled"
 
 
+@pytest.mark.parametrize("s", [0, 10])
+def test_a_stuck_job_cancelled_ran_nothing(s: float) -> None:
+    """Stuck jobs never leave pending, whatever the speed: a cancel finds no line done."""
+    state = SandboxState(clock=SandboxClock(0, manual=True))
+    job = _job(state, s=s, fault=JobFault("stuck"))
+    t0 = job.created_at
+    state.request_cancel(job, t0 + 100)
+    assert job.phase(t0 + 100 + s) == "cancelled"
+    assert job.done_fraction(t0 + 100 + s) == 0.0
+    never = _job(state, s=s, fault=JobFault("stuck"))  # and when it expires, none ran either
+    assert never.phase(never.created_at + 48 * 3600) == "expired"
+    assert never.done_fraction(never.created_at + 48 * 3600) == 0.0
+
+
 def test_cancel_after_the_end_is_ignored() -> None:
     state = SandboxState(clock=SandboxClock(0, manual=True))
     job = _job(state, s=0)
