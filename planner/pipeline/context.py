@@ -41,3 +41,6 @@ class StageContext:
     guard: ProviderGuard = field(default_factory=ProviderGuard)
     # who this process is, as the owner of interactive sends (``store/sends.py``)
     owner: str = field(default_factory=this_process)
+    # a stop was asked for (SIGTERM): long stages end between steps instead of starting more
+    # work the grace period may cut short (the daemon sets it; ``run --once`` never stops)
+    stop_requested: Callable[[], bool] = lambda: False

@@ -229,6 +229,8 @@ class _Sender:
             if not guard.allows(name) or guard.held(name, now):
                 return None  # the circuit opened or a long rate limit began during this pass
             self._gates[name].wait(tokens)
+            if ctx.stop_requested():
+                return None  # stopping: not sent, it waits in its lane for the next start
             if not self._begin(stored):
                 return None  # another worker sends it, or it moved on
             try:
@@ -374,6 +376,9 @@ def run_interactive_stage(
     with ThreadPoolExecutor(max_workers=ctx.interactive_concurrency) as pool:
         size = CHUNK_PER_WORKER * ctx.interactive_concurrency
         for start in range(0, len(waiting), size):
+            if ctx.stop_requested():  # what was sent is settled; the rest waits in its lane
+                result.deferred += len(waiting) - start
+                break
             chunk = waiting[start : start + size]
             answers = list(pool.map(sender.send, chunk))
             outcomes = [

@@ -277,7 +277,11 @@ class Daemon:
         try:
             cfg = load_config(self.config_path)
             # the breakers outlive a reload: an open circuit must not close because of a SIGHUP
-            ctx = replace(build_context(cfg, sandbox_url=self.sandbox_url), guard=self.ctx.guard)
+            ctx = replace(
+                build_context(cfg, sandbox_url=self.sandbox_url),
+                guard=self.ctx.guard,
+                stop_requested=self.ctx.stop_requested,
+            )
         except PlannerError as exc:
             self.metrics.record_config_reload(False)
             _log.error(
@@ -348,6 +352,8 @@ def run_daemon(
     scheduler = BackgroundScheduler(executors={"default": ThreadPoolExecutor(1)}, timezone="UTC")
     with Lifecycle(grace_seconds=grace_seconds) as lifecycle:
         lifecycle.install()
+        ctx = replace(ctx, stop_requested=lambda: lifecycle.stop_requested)
+        holder["ctx"] = ctx
         daemon = Daemon(config_path, sandbox_url, lifecycle, cfg, ctx, metrics, scheduler)
         ctx.guard.observe(daemon.provider_outcome)  # the guard, and so this, outlives reloads
         for source in ctx.sources:

@@ -67,6 +67,7 @@ class Ctx:
     session_factory: Callable[[], Session]
     guard: ProviderGuard = field(default_factory=lambda: ProviderGuard(rng=random.Random(3)))
     owner: str = "test:1:abc"
+    stop_requested: Callable[[], bool] = lambda: False
 
 
 @pytest.fixture
@@ -195,3 +196,11 @@ def test_a_send_someone_else_holds_is_not_made(store: Callable[[], Session]) -> 
         assert sends.begin(s, 1, 1, "elsewhere:7:xyz", NOW, timedelta(minutes=30))
     answer, _ = run(ctx)
     assert answer is None and provider.calls == 0
+
+
+def test_a_stop_sends_nothing_more(store: Callable[[], Session]) -> None:
+    provider = Scripted([])
+    ctx = Ctx({"openai": provider}, store, stop_requested=lambda: True)
+    answer, _ = run(ctx)
+    assert answer is None and provider.calls == 0
+    assert outbox(ctx) == [], "not sent: free for the next start"
