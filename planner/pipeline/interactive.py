@@ -312,7 +312,7 @@ def recover_sends(ctx: StageContext, now: datetime, result: InteractiveResult) -
         for s in left
         if s.request_id not in stored
         or stored[s.request_id].attempts != s.attempt
-        or stored[s.request_id].state.value not in {st.value for st in sends.SENDABLE}
+        or stored[s.request_id].state not in sends.SENDABLE
     ]
     if stale:  # the request moved on some other way: the row no longer means anything
         with ctx.session_factory() as session, session.begin():
