@@ -174,6 +174,45 @@ def report(
         render_report(out, data)
 
 
+@app.command()
+def requeue(
+    config: ConfigOption,
+    reason: Annotated[
+        str,
+        typer.Option(
+            help="The error code of the dead-lettered requests to send again, e.g. "
+            "unknown_outcome (an interactive send whose answer was lost: it may have been "
+            "billed already, and will be billed again)."
+        ),
+    ],
+    source: Annotated[str | None, typer.Option(help="Only this source's requests.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List them; change nothing.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Send dead-lettered requests back to the queue for one more attempt."""
+    from planner.config import load_config
+    from planner.runtime.runner import requeue as store_requeue
+
+    with _exit_codes():
+        cfg = load_config(config)
+        data = store_requeue(cfg, reason, source, dry_run=dry_run, now=_now())
+    if as_json:
+        _print_json(data)
+        return
+    for r in data["requests"][:20]:
+        out.print(f"{r['source']}/{r['key']}: {r['error']}", soft_wrap=True)
+    if len(data["requests"]) > 20:
+        out.print(f"... and {len(data['requests']) - 20:,} more")
+    count = len(data["requests"])
+    if dry_run:
+        out.print(f"{count:,} dead-lettered requests with {reason} would be requeued (dry run)")
+    else:
+        out.print(
+            f"{count:,} dead-lettered requests with {reason} requeued: the next planning pass "
+            "sends them; their new result is a new line, the old dead-letter line stays"
+        )
+
+
 @db_app.command("upgrade")
 def db_upgrade(config: ConfigOption) -> None:
     """Apply the store's migrations (also done at start)."""

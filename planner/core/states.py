@@ -53,7 +53,9 @@ REQUEST_TRANSITIONS: dict[RequestState, frozenset[RequestState]] = {
     _R.FLEX: frozenset({_R.SUCCEEDED, _R.FAILED, _R.QUEUED}),
     _R.FAILED: frozenset({_R.QUEUED, _R.DEAD}),
     _R.SUCCEEDED: frozenset(),
-    _R.DEAD: frozenset(),
+    # dead -> queued: only the operator's `planner requeue`, which names the state; a move that
+    # does not name its expected states never takes a request out of a terminal state
+    _R.DEAD: frozenset({_R.QUEUED}),
     _R.REJECTED: frozenset(),
 }
 

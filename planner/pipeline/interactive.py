@@ -19,7 +19,8 @@ from the store, under the delivery name they had, so the sink file is rewritten 
 doubled; unanswered ones, and calls whose answer was lost on the way back (a read timeout, a
 cut connection), are dead-lettered as ``unknown_outcome``: the provider may have carried them
 out and billed them, and a second send would bill them again. The dead-letter line says so;
-dropping the request again under a new key sends it once more, when the operator accepts that.
+``planner requeue --reason unknown_outcome`` sends them once more, when the operator accepts
+that.
 """
 
 from __future__ import annotations
@@ -160,8 +161,8 @@ def unknown_outcome(key: str, provider: str, why: str) -> LineResult:
         error_code=UNKNOWN_OUTCOME,
         error_message=(
             f"sent to {provider}, but {why}: the provider may have answered and billed it, "
-            "so it is not sent again (drop it again under a new key to send it once more, at the "
-            "risk of a second charge)"
+            "so it is not sent again (`planner requeue --reason unknown_outcome` sends it once "
+            "more, at the risk of a second charge)"
         ),
         retryable=False,
     )

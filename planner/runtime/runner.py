@@ -240,6 +240,28 @@ def status(cfg: PlannerConfig) -> dict[str, Any]:
         }
 
 
+def requeue(
+    cfg: PlannerConfig, error_code: str, source: str | None, *, dry_run: bool, now: datetime
+) -> dict[str, Any]:
+    """``planner requeue``: dead-lettered requests with this error go back to the queue."""
+    with open_store(cfg)() as session, session.begin():
+        found = store_requests.requeue_dead(
+            session, now, error_code=error_code, source=source, dry_run=dry_run
+        )
+    if found and not dry_run:
+        _log.warning(
+            "%d dead-lettered requests (%s) requeued by the operator",
+            len(found),
+            error_code,
+            extra={"event": "requeued", "reason": error_code, "count": len(found)},
+        )
+    return {
+        "requeued": 0 if dry_run else len(found),
+        "dry_run": dry_run,
+        "requests": [{"source": r.source, "key": r.key, "error": r.error_message} for r in found],
+    }
+
+
 def report(cfg: PlannerConfig, since: timedelta | None, now: datetime) -> dict[str, Any]:
     """``planner report``: what was billed (in the window ``since`` before ``now``, or ever),
     its interactive equivalent and the saving, by source, provider, model and lane, with

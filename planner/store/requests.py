@@ -151,8 +151,12 @@ def _insert_new_unnest(session: Session, rows: list[dict[str, Any]]) -> int:
 def _expected_states(
     new: RequestState, expected: Collection[RequestState | str] | None
 ) -> frozenset[RequestState]:
-    if expected is None:
-        return frozenset(old for old in RequestState if request_transition_allowed(old, new))
+    if expected is None:  # a terminal request moves only when its state is named
+        return frozenset(
+            old
+            for old in RequestState
+            if request_transition_allowed(old, new) and old not in TERMINAL_REQUEST_STATES
+        )
     olds = frozenset(RequestState(old) for old in expected)
     illegal = sorted(old.value for old in olds if not request_transition_allowed(old, new))
     if illegal:
@@ -174,7 +178,9 @@ def transition_requests(
 ) -> int:
     """Move the requests ``ids`` that are still in an ``expected`` state to ``new_state``.
 
-    ``expected`` defaults to every state from which the move is legal; naming a state from
+    ``expected`` defaults to every non-terminal state from which the move is legal (a dead
+    request goes back to the queue only when ``dead`` is named: the operator's requeue);
+    naming a state from
     which it is not raises ``StoreError`` (a bug, not a race). With ``owner``, only requests
     claimed by that worker under an unexpired lease move (the fence after a lost lease).
     ``fields`` sets other columns in the same write (``lane``, ``provider``, ``batch_id``,
@@ -222,6 +228,53 @@ def transition_requests(
             reason,
         )
     return moved
+
+
+@dataclass(frozen=True, slots=True)
+class Requeued:
+    """One dead-lettered request sent back to the queue by :func:`requeue_dead`."""
+
+    id: int
+    source: str
+    key: str
+    error_message: str
+
+
+@translated
+def requeue_dead(
+    session: Session,
+    now: datetime,
+    *,
+    error_code: str,
+    source: str | None = None,
+    dry_run: bool = False,
+) -> list[Requeued]:
+    """Send dead-lettered requests whose error is ``error_code`` (e.g. ``unknown_outcome``)
+    back to ``queued``, for one more attempt; with ``dry_run``, only list them. Requests
+    compacted by retention have lost their body and error, and are never matched."""
+    query = select(REQUEST.c.id, REQUEST.c.source, REQUEST.c.key, REQUEST.c.error_message).where(
+        REQUEST.c.state == RequestState.DEAD.value,
+        REQUEST.c.error_message.startswith(f"{error_code}:", autoescape=True),
+    )
+    if source is not None:
+        query = query.where(REQUEST.c.source == source)
+    found = [
+        Requeued(row.id, row.source, row.key, row.error_message)
+        for row in session.execute(query.order_by(REQUEST.c.id))
+    ]
+    if found and not dry_run:
+        transition_requests(
+            session,
+            [r.id for r in found],
+            RequestState.QUEUED,
+            now,
+            expected=(RequestState.DEAD,),
+            reason=f"requeued by the operator after {error_code}",
+            batch_id=None,
+            error_message=None,
+            completed_at=None,
+        )
+    return found
 
 
 @translated

@@ -94,3 +94,37 @@ def test_withdraw_frees_the_request_and_finish_deletes(factory: sessionmaker[Ses
         assert sends.finish(s, [first, second]) == 2
     with factory() as s:
         assert sends.load(s) == []
+
+
+def test_requeue_takes_only_the_named_dead_letters(factory: sessionmaker[Session]) -> None:
+    lost, other, bad, done = interactive(factory, ["lost", "other", "bad", "done"])
+    with factory() as s, s.begin():
+        for rid, message in (
+            (lost, "unknown_outcome: sent to openai, but no answer came back"),
+            (other, "unknown_outcome: sent to openai, but the sender stopped"),
+            (bad, "Permanent: 400 bad request"),
+        ):
+            requests.transition_request(s, rid, RequestState.FAILED, NOW, error_message=message)
+            requests.transition_request(s, rid, RequestState.DEAD, NOW, reason=message)
+        requests.transition_request(s, done, RequestState.SUCCEEDED, NOW)
+        # a move that does not name "dead" never revives a dead request
+        assert requests.transition_requests(s, [lost, bad], RequestState.QUEUED, NOW) == 0
+    with factory() as s, s.begin():
+        listed = requests.requeue_dead(s, NOW, error_code="unknown_outcome", dry_run=True)
+    assert [r.key for r in listed] == ["lost", "other"]
+    with factory() as s:
+        assert {r.state for r in requests.load(s, [lost, other])} == {RequestState.DEAD}
+    with factory() as s, s.begin():
+        assert requests.requeue_dead(s, NOW, error_code="unknown_out") == [], "whole codes only"
+        moved = requests.requeue_dead(s, NOW, error_code="unknown_outcome", source="spool")
+    assert [r.key for r in moved] == ["lost", "other"]
+    with factory() as s:
+        rows = {r.request.key: r for r in requests.load(s, [lost, other, bad, done])}
+    assert {k: r.state for k, r in rows.items()} == {
+        "lost": RequestState.QUEUED,
+        "other": RequestState.QUEUED,
+        "bad": RequestState.DEAD,
+        "done": RequestState.SUCCEEDED,
+    }
+    assert rows["lost"].attempts == 1, "attempts are kept: the next send is attempt 2"
+    assert rows["lost"].reason == "requeued by the operator after unknown_outcome"

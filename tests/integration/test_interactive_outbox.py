@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -40,6 +41,7 @@ from planner.providers.base import BatchLine
 from planner.runtime import clock
 from planner.runtime.runner import build_context
 from planner.sandbox import RunningSandbox
+from planner.sandbox.faults import FaultPlan
 from planner.store import requests, sends
 from tests.integration.test_run_once import ledger_of, read_sink
 
@@ -178,6 +180,36 @@ def test_a_lost_answer_is_billed_once_and_dead_lettered(
     assert billed(sandbox) == {f"u{i}": 1 for i in range(URGENT)}
     stage(ctx)
     assert billed(sandbox) == {f"u{i}": 1 for i in range(URGENT)}, "never sent again"
+
+
+def test_the_operator_can_requeue_unknown_outcomes(workspace: Path, sandbox_factory: Any) -> None:
+    sandbox = sandbox_factory("drop=1,drop_on=openai.generate")
+    ctx = planned(workspace, sandbox.url)
+    stage(ctx)
+    sandbox.state.faults = FaultPlan()  # the network is fine again
+    config = str(workspace / "planner.yaml")
+    listed = cli("requeue", "-c", config, "--reason", "unknown_outcome", "--dry-run", "--json")
+    assert listed["requeued"] == 0 and len(listed["requests"]) == URGENT
+    assert sorted(r["key"] for r in listed["requests"]) == [f"u{i}" for i in range(URGENT)]
+    done = cli("requeue", "-c", config, "--reason", "unknown_outcome", "--json")
+    assert done["requeued"] == URGENT
+    assert cli("requeue", "-c", config, "--reason", "unknown_outcome", "--json")["requeued"] == 0
+    run_plan_stage(ctx.planner, ctx.session_factory, clock.utc_now(), ctx.plan_chunk)
+    again = stage(ctx)
+    assert (again.succeeded, again.dead) == (URGENT, 0)
+    results, dead = read_sink(workspace / "results")
+    assert sorted(results) == sorted(dead) == [f"u{i}" for i in range(URGENT)]
+    # what the dead-letter line warned of: the lost first answers were billed too
+    assert billed(sandbox) == {f"u{i}": 2 for i in range(URGENT)}
+    assert {r.attempts for r in by_key(ctx).values()} == {2}
+
+
+def cli(*args: str) -> Any:
+    done = subprocess.run(
+        [sys.executable, "-m", "planner", *args], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
 
 
 def test_a_call_that_never_connected_stays_in_its_lane(workspace: Path) -> None:
