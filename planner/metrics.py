@@ -63,23 +63,22 @@ __all__ = [
     "StoreCollector",
     "StoreCounts",
     "error_kind",
+    "ingest_stage",
 ]
 
 log = logging.getLogger(__name__)
 
 OTHER_MODEL = "other"
 
-STAGES: tuple[str, ...] = (
-    "reconcile",
-    "intake",
-    "plan",
-    "submit",
-    "poll",
-    "collect",
-    "deliver",
-    "interactive",
-)
-"""The daemon's stages; each exports its last success and its configured interval."""
+STAGES: tuple[str, ...] = ("submit", "flush", "interactive", "poll", "housekeeping")
+"""The daemon's jobs (``runtime/daemon.py``), besides one ``ingest:<source>`` per source; each
+exports its last success and its configured interval."""
+
+
+def ingest_stage(source: str) -> str:
+    """The stage label of one source's ingest job."""
+    return f"ingest:{source}"
+
 
 BATCH_TURNAROUND_BUCKETS: tuple[float, ...] = tuple(
     float(s)
@@ -502,6 +501,8 @@ class Metrics:
         provider_set = set(providers)
         for source in sources:
             self.requests_ingested.labels(source)
+            self.stage_last_success.labels(ingest_stage(source))
+            self.stage_failures.labels(ingest_stage(source))
         for provider, model in models:
             provider_set.add(provider)
             m = self.model_label(model)

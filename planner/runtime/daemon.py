@@ -4,7 +4,8 @@ One ``BackgroundScheduler`` with a single worker thread runs the stages as jobs:
 (every source's ``interval``), plan+submit (``schedule.submit``, plus a flush check every 30 s
 that plans early for the reasons of ``core/flush.py``: requests or tokens enough for a batch,
 a request waiting ``flush.max_wait``, or a deadline the next scheduled pass would be too late
-for), the interactive lane, poll+collect (``schedule.poll``) and
+for), the interactive lane (after each planning pass, and every 30 s for what waits in it),
+poll+collect (``schedule.poll``) and
 housekeeping (``pipeline/housekeeping.py``: expired claims back to the queue, orphan uploads
 deleted at the providers, store retention). Every job has ``coalesce=True``,
 ``max_instances=1`` and an explicit ``misfire_grace_time``; one worker means two stages never
@@ -40,7 +41,7 @@ from planner.config.schema import PlannerConfig
 from planner.core.flush import DeadlineRules, FlushRules, QueueSummary, flush_reasons
 from planner.core.model import Lane
 from planner.errors import PlannerError, ProviderError
-from planner.metrics import Metrics
+from planner.metrics import Metrics, ingest_stage
 from planner.pipeline.collect import run_collect_stage
 from planner.pipeline.context import StageContext
 from planner.pipeline.deliver import SettleResult
@@ -237,7 +238,7 @@ class Daemon:
         )
         jobs: list[tuple[str, Any, Callable[[datetime], None]]] = [
             (  # one job per source, at its own interval
-                f"ingest:{name}",
+                ingest_stage(name),
                 IntervalTrigger(seconds=source.interval.total_seconds()),
                 functools.partial(self.ingest, only=name),
             )
@@ -246,6 +247,13 @@ class Daemon:
         jobs += [
             ("submit", submit_trigger, self.plan_and_submit),
             ("flush", IntervalTrigger(seconds=FLUSH_CHECK.total_seconds()), self.flush_check),
+            # requests a pass left in their lane (a rate limit, an open circuit, a stop) and sends
+            # a stopped process left in the outbox do not wait for the next planning pass
+            (
+                "interactive",
+                IntervalTrigger(seconds=FLUSH_CHECK.total_seconds()),
+                self.interactive,
+            ),
             (
                 "poll",
                 IntervalTrigger(seconds=cfg.schedule.poll.total_seconds()),

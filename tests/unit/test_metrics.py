@@ -182,6 +182,7 @@ def test_prime_creates_every_combination_at_zero(
     metrics.prime(sources=["spool"], models=[(P, M)], policies=["default"])
     get = registry.get_sample_value
     assert get("planner_requests_ingested_total", {"source": "spool"}) == 0
+    assert get("planner_stage_last_success_timestamp_seconds", {"stage": "ingest:spool"}) == 0
     for mode in ("batch", "interactive", "flex"):
         labels = {"provider": P, "model": M, "mode": mode}
         assert get("planner_savings_usd_total", labels) == 0
