@@ -43,20 +43,13 @@ from planner.runtime.runner import build_context
 from planner.sandbox import RunningSandbox
 from planner.sandbox.faults import FaultPlan
 from planner.store import requests, sends
+from tests.integration.test_run_once import CONFIG as RUN_ONCE_CONFIG
 from tests.integration.test_run_once import ledger_of, read_sink
 
 URGENT = 4
-CONFIG = """
-state_dir: state
-providers:
-  openai: {kind: openai, timeout: 2s}
-sources:
-  spool: {kind: jsonl_dir, path: spool, default_model: gpt-4o-mini, settle: 0s, sink: out}
-sinks:
-  out: {kind: jsonl_dir, path: results}
-policies:
-  default: {batch_window: 24h, default_deadline: 48h}
-"""
+# the run-once suite's configuration, with a client timeout short enough for a held answer
+CONFIG = RUN_ONCE_CONFIG.replace("openai: {kind: openai}", "openai: {kind: openai, timeout: 2s}")
+assert CONFIG != RUN_ONCE_CONFIG
 
 
 @pytest.fixture()
