@@ -204,7 +204,9 @@ def requeue(
     if len(data["requests"]) > 20:
         out.print(f"... and {len(data['requests']) - 20:,} more")
     count = len(data["requests"])
-    if dry_run:
+    if not count:
+        out.print(f"no dead-lettered request has the error {reason}: nothing to requeue")
+    elif dry_run:
         out.print(f"{count:,} dead-lettered requests with {reason} would be requeued (dry run)")
     else:
         out.print(
