@@ -43,6 +43,7 @@ from planner.sinks.base import Sink
 from planner.store import batches as store_batches
 from planner.store import requests as store_requests
 from planner.store.engine import make_engine, make_session_factory, upgrade
+from planner.store.ledger import Spend
 
 _log = logging.getLogger(__name__)
 
@@ -207,7 +208,7 @@ def run_once(ctx: StageContext, now: Callable[[], datetime] = clock.utc_now) -> 
     return summary
 
 
-def _spend_rows(spend: list[Any]) -> list[dict[str, Any]]:
+def _spend_rows(spend: list[Spend]) -> list[dict[str, Any]]:
     return [
         {
             "source": s.source,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -379,7 +379,12 @@ def queue_summary(session: Session) -> QueueSummary:
     ).one()
     undated = case((REQUEST.c.deadline.is_(None), REQUEST.c.received_at))
     groups = session.execute(
-        select(REQUEST.c.source, func.min(REQUEST.c.deadline), func.min(undated))
+        select(
+            REQUEST.c.source,
+            func.min(REQUEST.c.deadline),
+            # the column's type, so SQLite's text comes back as an aware UTC datetime too
+            func.min(undated, type_=REQUEST.c.received_at.type),
+        )
         .where(queued)
         .group_by(REQUEST.c.source)
         .order_by(REQUEST.c.source)
@@ -389,21 +394,10 @@ def queue_summary(session: Session) -> QueueSummary:
         tokens=int(tokens),
         oldest_waiting=oldest,  # min() keeps the column's type: aware UTC
         deadlines=tuple(
-            SourceDeadlines(source, _utc(earliest), _utc(earliest_undated))
+            SourceDeadlines(source, earliest, earliest_undated)
             for source, earliest, earliest_undated in groups
         ),
     )
-
-
-def _utc(value: Any) -> datetime | None:
-    """A ``min()`` over a ``CASE`` loses the column type on SQLite (naive text back)."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    if not isinstance(value, datetime):
-        raise StoreError(f"expected a timestamp, got {type(value).__name__}")
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 @translated

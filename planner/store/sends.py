@@ -139,14 +139,8 @@ def finish(session: Session, request_ids: Collection[int]) -> int:
 
 
 @translated
-def load(session: Session, request_ids: Collection[int] | None = None) -> list[Send]:
-    """Outbox rows (all of them, or those of ``request_ids``), by request id. The outbox
-    holds at most the sends in flight, a few per worker, so reading it whole is cheap."""
+def load(session: Session) -> list[Send]:
+    """Every outbox row, by request id. The outbox holds at most the sends in flight, a few
+    per worker, so reading it whole is cheap."""
     query = select(SEND).order_by(SEND.c.request_id)
-    if request_ids is None:
-        return [Send(**row._mapping) for row in session.execute(query)]
-    found: list[Send] = []
-    for chunk in chunks(sorted(request_ids)):
-        rows = session.execute(query.where(SEND.c.request_id.in_(chunk)))
-        found.extend(Send(**row._mapping) for row in rows)
-    return found
+    return [Send(**row._mapping) for row in session.execute(query)]

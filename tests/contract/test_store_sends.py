@@ -71,7 +71,7 @@ def test_only_the_owner_answers_or_withdraws(factory: sessionmaker[Session]) -> 
         assert not sends.answer(s, rid, "w1", '{"ok":false}', NOW), "answered once"
         assert not sends.withdraw(s, rid, "w1"), "an answered send is never withdrawn"
     with factory() as s:
-        (row,) = sends.load(s, [rid])
+        (row,) = sends.load(s)
     assert row.answer_json == '{"ok":true}' and row.answered_at == NOW
     assert not begin(factory, rid, 1, "w1"), "an answered send is not sent again"
 
