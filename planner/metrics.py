@@ -533,7 +533,7 @@ class Metrics:
         self.requests_ingested.labels(source).inc(n)
 
     def record_quarantined(self, source: str, reason: str, n: int = 1) -> None:
-        """``reason`` is a stable code (``planner.sources.lines.Reason``), never a message."""
+        """``reason`` is a stable code (``planner.sources.formats.Reason``), never a message."""
         self.lines_quarantined.labels(source, reason).inc(n)
 
     # -- plan / submit --------------------------------------------------------------------

@@ -22,7 +22,7 @@ from planner.core.model import Request
 class LineError:
     """One input record that cannot become a request, with everything needed to fix it.
 
-    ``reason`` is a short stable code (see ``planner.sources.lines.Reason``) for counting and
+    ``reason`` is a short stable code (see ``planner.sources.formats.Reason``) for counting and
     quarantine; ``message`` is the full human text, already prefixed with ``file:line:``;
     ``raw`` is the record as read (cut to a prefix for records over the size limit).
     """

@@ -43,7 +43,8 @@ from typing import BinaryIO
 
 from planner.core.model import ProviderKind
 from planner.sources.base import LineError, ParsedLine
-from planner.sources.lines import RAW_PREVIEW_CHARS, LineParser, ParseSettings, RawLine
+from planner.sources.formats import Defaults
+from planner.sources.lines import RAW_PREVIEW_CHARS, LineParser, RawLine
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ class JsonlDirSource:
         self.settle = settle
         self.max_line_bytes = max_line_bytes
         self.memory_keys = memory_keys
-        self._settings = ParseSettings(
+        self._settings = Defaults(
             source=name,
             family_of=family_of,
             default_model=default_model,

@@ -14,16 +14,9 @@ from hypothesis import strategies as st
 
 from planner.core.model import Endpoint, ProviderKind, Request
 from planner.sources.base import LineError
+from planner.sources.formats import Defaults, Reason, parse_deadline
 from planner.sources.jsonl_dir import SpillingKeySet, read_lines
-from planner.sources.lines import (
-    LineParser,
-    ParseSettings,
-    RawLine,
-    Reason,
-    decode_line,
-    parse_deadline,
-    parse_line,
-)
+from planner.sources.lines import LineParser, RawLine, decode_line, parse_line
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 CORPUS = Path(__file__).resolve().parent.parent / "corpus" / "spool"
@@ -33,13 +26,13 @@ FAMILIES = {
     "gemini-2.5-flash": ProviderKind.GEMINI,
     "gemini-embedding-001": ProviderKind.GEMINI,
 }
-SETTINGS = ParseSettings(
+SETTINGS = Defaults(
     source="spool",
     family_of=FAMILIES.get,
     default_model="gpt-4o-mini",
     default_embedding_model="text-embedding-3-small",
 )
-GEMINI_DEFAULTS = ParseSettings(
+GEMINI_DEFAULTS = Defaults(
     source="spool",
     family_of=FAMILIES.get,
     default_model="gemini-2.5-flash",
@@ -47,18 +40,18 @@ GEMINI_DEFAULTS = ParseSettings(
 )
 
 
-def parse(obj: Any, settings: ParseSettings = SETTINGS, line: int = 3) -> Request | LineError:
+def parse(obj: Any, settings: Defaults = SETTINGS, line: int = 3) -> Request | LineError:
     text = obj if isinstance(obj, str) else json.dumps(obj)
     return parse_line(text, file="a.jsonl", line=line, now=NOW, settings=settings)
 
 
-def ok(obj: Any, settings: ParseSettings = SETTINGS) -> Request:
+def ok(obj: Any, settings: Defaults = SETTINGS) -> Request:
     item = parse(obj, settings)
     assert isinstance(item, Request), item
     return item
 
 
-def err(obj: Any, settings: ParseSettings = SETTINGS) -> LineError:
+def err(obj: Any, settings: Defaults = SETTINGS) -> LineError:
     item = parse(obj, settings)
     assert isinstance(item, LineError), item
     return item
@@ -319,7 +312,7 @@ def test_simple_text_gemini_single() -> None:
 
 
 def test_default_deadline_counts_from_now() -> None:
-    settings = ParseSettings(
+    settings = Defaults(
         source="spool",
         family_of=FAMILIES.get,
         default_model="gpt-4o-mini",
@@ -332,7 +325,7 @@ def test_default_deadline_counts_from_now() -> None:
 
 
 def test_simple_without_model_and_without_default_is_an_error() -> None:
-    settings = ParseSettings(source="spool", family_of=FAMILIES.get)
+    settings = Defaults(source="spool", family_of=FAMILIES.get)
     error = err({"id": "x", "prompt": "hi"}, settings)
     assert error.reason == Reason.SCHEMA
     assert error.message == (

@@ -1,0 +1,106 @@
+"""Input record formats: one module per wire format behind ``parse_record``.
+
+Every intake (the spool folder, a SQL table, the HTTP intake) turns one decoded JSON object into
+a ``Request`` with the same code, so a record means the same thing whichever way it arrived.
+The format is told apart by its keys, in this order:
+
+* ``openai`` — an OpenAI Batch API line ``{"custom_id", "method", "url", "body"}``;
+* ``gemini`` — a Gemini batch line ``{"key", "request"}``;
+* ``simple`` — our simple line ``{"id", "prompt" | "messages" | "text", ...}``.
+
+Nothing here reads files or knows line numbers: the caller wraps a ``RecordError`` with where
+the record came from (the spool source makes it a ``LineError`` with file and line).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, NoReturn
+
+from planner.core.model import Request
+from planner.sources.formats import gemini, openai, simple
+from planner.sources.formats.common import (
+    Defaults,
+    Invalid,
+    Reason,
+    RecordError,
+    fail,
+    json_type,
+    parse_deadline,
+)
+
+_Parser = Callable[..., Request]
+FORMATS: tuple[tuple[str, frozenset[str], _Parser], ...] = (
+    ("openai", openai.MARKERS, openai.parse),
+    ("gemini", gemini.MARKERS, gemini.parse),
+    ("simple", simple.MARKERS, simple.parse),
+)
+"""(name, marker keys, parser) in the order a record is matched against them."""
+
+
+def parse_record(
+    obj: object, defaults: Defaults, *, now: datetime, origin: str | None = None
+) -> Request | RecordError:
+    """Judge one decoded JSON value as an input record; never raises for any JSON value.
+
+    ``obj`` is what ``json`` (or ``decode_json``) produced for one record. ``defaults`` carries
+    the source's name, the model catalog lookup and the source's default models and deadline.
+    ``now`` is the ingestion time: it becomes ``Request.received_at`` and the base of relative
+    deadlines. ``origin`` is a human pointer to the record (``file:line``, ``table#id``) kept in
+    ``Request.origin``; it is never put into an error.
+
+    Returns the ``Request`` (the provider body kept verbatim for the batch formats, built for
+    the simple one), or a ``RecordError``: ``reason`` a stable ``Reason`` code, ``field`` the
+    dotted path of the offending field (or ``None``), ``message`` what was expected and what
+    was found. Checks that need more than one record (a key used twice) are the caller's.
+    """
+    if not isinstance(obj, dict):
+        kind = type(obj).__name__ if obj is not None else "null"
+        return RecordError(
+            Reason.NOT_OBJECT.value, f"expected a JSON object, got {json_type(kind)}"
+        )
+    try:
+        parser = _format_of(obj)
+        return parser(obj, now=now, defaults=defaults, origin=origin or "")
+    except Invalid as bad:
+        return bad.error
+
+
+def _format_of(obj: dict[str, Any]) -> _Parser:
+    for _name, markers, parser in FORMATS:
+        if not markers.isdisjoint(obj):
+            return parser
+    fail(
+        Reason.UNKNOWN_FORMAT,
+        None,
+        "unrecognised line format: expected an OpenAI batch line (custom_id, method, url, body), "
+        "a Gemini batch line (key, request) or a simple line (id and prompt|messages|text)",
+    )
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)  # built once: loads(**kw) rebuilds
+
+
+def decode_json(text: str) -> object:
+    """The JSON value of ``text``, or a ``RecordError`` (``invalid_json``) saying why not."""
+    try:
+        return _DECODER.decode(text)
+    except ValueError as exc:  # JSONDecodeError, and our NaN/Infinity refusal
+        return RecordError(Reason.INVALID_JSON.value, f"not valid JSON: {exc}")
+
+
+__all__ = [
+    "FORMATS",
+    "Defaults",
+    "Reason",
+    "RecordError",
+    "decode_json",
+    "parse_deadline",
+    "parse_record",
+]

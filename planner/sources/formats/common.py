@@ -1,0 +1,233 @@
+"""What every wire format shares: reason codes, the error value, the defaults, field rules.
+
+A format module judges one decoded JSON object and either returns a ``Request`` or raises
+``Invalid`` (internal) through ``fail``; ``planner.sources.formats.parse_record`` turns that into
+a ``RecordError`` value. Nothing here knows about files, lines, rows or HTTP bodies: the caller
+adds where the record came from.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any, NoReturn
+
+from planner.core.model import ProviderKind
+
+MAX_KEY_CHARS = 64
+MAX_METADATA_PAIRS = 16
+MAX_METADATA_KEY_CHARS = 64
+MAX_METADATA_VALUE_CHARS = 512
+
+
+class Reason(StrEnum):
+    """Stable codes for why a record was refused (quarantine files and metrics use them)."""
+
+    INVALID_JSON = "invalid_json"
+    ENCODING = "encoding"
+    TOO_LARGE = "too_large"
+    NOT_OBJECT = "not_object"
+    UNKNOWN_FORMAT = "unknown_format"
+    MISSING_ID = "missing_id"
+    BAD_ID = "bad_id"
+    DUPLICATE_ID = "duplicate_id"
+    BAD_ENDPOINT = "bad_endpoint"
+    UNKNOWN_MODEL = "unknown_model"
+    SCHEMA = "schema"
+    DEADLINE = "deadline"
+    METADATA = "metadata"
+    MAX_OUTPUT_TOKENS = "max_output_tokens"
+
+
+@dataclass(frozen=True, slots=True)
+class RecordError:
+    """Why one record cannot become a request, independent of where the record came from.
+
+    ``reason`` is a ``Reason`` value; ``field`` the dotted path of the offending field
+    (``body.messages[0].role``) or ``None`` when the record as a whole is wrong; ``message``
+    says what was expected and what was found. ``str()`` gives ``field 'x': message``.
+    """
+
+    reason: str
+    message: str
+    field: str | None = None
+
+    def __str__(self) -> str:
+        return f"field '{self.field}': {self.message}" if self.field else self.message
+
+
+@dataclass(frozen=True, slots=True)
+class Defaults:
+    """What a source knows that a record may leave out.
+
+    ``source`` becomes ``Request.source``; ``family_of`` maps a model id to its provider (None:
+    unknown model); ``default_model`` / ``default_embedding_model`` serve records naming no
+    model; ``default_deadline`` is added to ``now`` for records without a deadline.
+    """
+
+    source: str
+    family_of: Callable[[str], ProviderKind | None]
+    default_model: str | None = None
+    default_embedding_model: str | None = None
+    default_deadline: timedelta | None = None
+
+
+class Invalid(Exception):
+    """Internal: one validation failure, turned into a ``RecordError`` by ``parse_record``."""
+
+    def __init__(self, reason: Reason, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.error = RecordError(reason.value, message, field)
+
+
+def fail(reason: Reason, field: str | None, message: str) -> NoReturn:
+    raise Invalid(reason, message, field)
+
+
+def check_keys(obj: Mapping[str, Any], allowed: frozenset[str], what: str) -> None:
+    if obj.keys() <= allowed:
+        return
+    unknown = sorted(k for k in obj if k not in allowed)
+    fail(
+        Reason.SCHEMA, unknown[0], f"unknown field in {what}; allowed: {', '.join(sorted(allowed))}"
+    )
+
+
+# --------------------------------------------------------------------------- field rules
+
+_BAD_ID_CHARS = re.compile(r"[\x00-\x1f\x7f/]|\.\.")
+
+
+def record_key(obj: Mapping[str, Any], name: str, *, field: str | None = None) -> str:
+    field = field or name
+    if name not in obj:
+        fail(Reason.MISSING_ID, field, "required: every line needs a unique id")
+    value = obj[name]
+    if not isinstance(value, str) or not value:
+        fail(Reason.MISSING_ID, field, f"expected a non-empty string, got {show(value)}")
+    if len(value) > MAX_KEY_CHARS:
+        fail(Reason.BAD_ID, field, f"at most {MAX_KEY_CHARS} characters, got {len(value)}")
+    if _BAD_ID_CHARS.search(value):
+        fail(
+            Reason.BAD_ID, field, f"must not contain '/', '..' or control characters, got {value!r}"
+        )
+    return value
+
+
+def nonempty_str(value: Any, field: str, *, blank: bool = True) -> str:
+    if not isinstance(value, str) or not value or (not blank and not value.strip()):
+        fail(Reason.SCHEMA, field, f"expected a non-empty string, got {show(value)}")
+    return value
+
+
+def known_model(model: str, defaults: Defaults) -> ProviderKind:
+    family = defaults.family_of(model)
+    if family is None:
+        fail(Reason.UNKNOWN_MODEL, None, f"unknown model {model!r}")
+    return family
+
+
+def tokens(value: Any, field: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        fail(Reason.MAX_OUTPUT_TOKENS, field, f"expected a positive integer, got {show(value)}")
+    return value
+
+
+def first_tokens(obj: Mapping[str, Any], names: Iterable[str], where: str) -> int | None:
+    for name in names:
+        if obj.get(name) is not None:
+            return tokens(obj[name], f"{where}.{name}")
+    return None
+
+
+def metadata(value: Any, field: str) -> dict[str, str]:
+    """Metadata follows OpenAI's rule so it can be forwarded anywhere: ≤16 string pairs."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        fail(Reason.METADATA, field, f"expected an object of strings, got {show(value)}")
+    if len(value) > MAX_METADATA_PAIRS:
+        fail(Reason.METADATA, field, f"at most {MAX_METADATA_PAIRS} pairs, got {len(value)}")
+    for k, v in value.items():
+        if len(k) > MAX_METADATA_KEY_CHARS:
+            fail(
+                Reason.METADATA,
+                field,
+                f"key {k[:20]!r}… is over {MAX_METADATA_KEY_CHARS} characters",
+            )
+        if not isinstance(v, str):
+            fail(Reason.METADATA, f"{field}.{k}", f"expected a string value, got {show(v)}")
+        if len(v) > MAX_METADATA_VALUE_CHARS:
+            fail(Reason.METADATA, f"{field}.{k}", f"at most {MAX_METADATA_VALUE_CHARS} characters")
+    return value
+
+
+_DURATION = re.compile(r"(?:\d+[smhd])+")
+_DURATION_PART = re.compile(r"(\d+)([smhd])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DEADLINE_SHAPE = "expected an RFC 3339 timestamp or a duration like '90s', '15m', '12h', '2d'"
+
+
+def parse_deadline(value: str, now: datetime) -> datetime:
+    """An RFC 3339 timestamp (with offset or ``Z``) or a duration from ``now`` like ``90s``,
+    ``15m``, ``12h``, ``2d`` or ``1h30m``. Returns an aware UTC datetime; raises ValueError."""
+    text = value.strip()
+    if _DURATION.fullmatch(text):
+        seconds = sum(int(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
+        if seconds <= 0:
+            raise ValueError("a duration must be positive")
+        return now + timedelta(seconds=seconds)
+    if len(text) < 11 or text[10] not in "Tt ":
+        raise ValueError(_DEADLINE_SHAPE)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(_DEADLINE_SHAPE) from None
+    if moment.tzinfo is None:
+        raise ValueError("timestamp has no timezone; add 'Z' or an offset such as '+02:00'")
+    return moment.astimezone(UTC)
+
+
+def deadline(value: Any, field: str, now: datetime, defaults: Defaults) -> datetime | None:
+    if value is None:
+        return now + defaults.default_deadline if defaults.default_deadline is not None else None
+    if not isinstance(value, str):
+        fail(
+            Reason.DEADLINE, field, f"expected a string (RFC 3339 or a duration), got {show(value)}"
+        )
+    try:
+        return parse_deadline(value, now)
+    except ValueError as exc:
+        fail(Reason.DEADLINE, field, f"{exc}; got {value!r}")
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def json_type(py_name: str) -> str:
+    return {
+        "list": "an array",
+        "str": "a string",
+        "int": "a number",
+        "float": "a number",
+        "bool": "a boolean",
+        "null": "null",
+    }.get(py_name, py_name)
+
+
+def show(value: Any) -> str:
+    """A short description of a wrong value for an error message (never the whole thing)."""
+    if value is None:
+        return "nothing"  # missing and JSON null read the same to the user: no value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return repr(value) if len(value) <= 40 else repr(value[:40]) + "…"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json_type(type(value).__name__)
