@@ -316,7 +316,9 @@ class GeminiProviderConfig(ProviderBase):
         ("gemini-*",), description="Shell-style patterns of the model ids this provider serves."
     )
     openai_compat: bool = Field(
-        False, description="Use Gemini's OpenAI compatibility layer instead of the native API."
+        False,
+        description="Use Gemini's OpenAI compatibility layer instead of the native API (without "
+        "base_url: https://generativelanguage.googleapis.com/v1beta/openai/, Google's host).",
     )
 
 

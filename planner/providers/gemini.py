@@ -47,7 +47,7 @@ from planner.providers.errors import SDK_FAILURES, from_genai
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/"
+DEFAULT_BASE_URL = wire.PUBLIC_BASE_URL
 DEFAULT_API_VERSION = "v1beta"  # what Google's docs use; the SDK 3.x default is v1 (pitfall 1)
 
 

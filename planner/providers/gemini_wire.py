@@ -34,6 +34,10 @@ from planner.providers.base import (
     json_lines,
 )
 
+PUBLIC_BASE_URL = "https://generativelanguage.googleapis.com/"
+"""The Gemini Developer API's host: the native API and its OpenAI compatibility layer (§10)."""
+COMPAT_BASE_URL = PUBLIC_BASE_URL + "v1beta/openai/"
+"""Where the OpenAI SDK talks to Gemini (``openai_compat: true``) unless ``base_url`` says."""
 DISPLAY_PREFIX = "planner:"
 FILE_PREFIX = FILE_NAME_PREFIX
 INLINE_HARD_LIMIT_BYTES = 20 * 1024 * 1024  # §9: whole create request under 20 MB

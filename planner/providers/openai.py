@@ -2,9 +2,11 @@
 
 Works against OpenAI, self-hosted servers speaking the same files/batches surface, and Gemini's
 OpenAI-compatibility layer. The compat layer cannot upload or download files
-(specs/openai-batch-api.md §8, specs/gemini-batch-api.md §10): with ``files_via_gemini=True``
-files go through Gemini's native Files API (``google-genai`` ``files.upload`` / ``download``)
-and the returned ``files/<id>`` name is passed as ``input_file_id``.
+(specs/openai-batch-api.md §8, specs/gemini-batch-api.md §10): ``files_via_gemini=True`` says
+the server is that layer, so files go through Gemini's native Files API (``google-genai``
+``files.upload`` / ``download``; the returned ``files/<id>`` name is passed as
+``input_file_id``) and, without a ``base_url``, the client talks to Google's compat endpoint,
+never to OpenAI's host: an API key must reach only its own provider.
 
 The SDK retries every method by default, POSTs included, without an idempotency key: uploads,
 creates, cancels and interactive calls run with ``max_retries=0`` (our retry policy decides);
@@ -28,6 +30,7 @@ from planner.core.model import Endpoint
 from planner.core.orphans import OurFile
 from planner.core.states import FINISHED_BATCH_STATES
 from planner.errors import NotFound, Permanent, ProviderError, Transient
+from planner.providers import gemini_wire
 from planner.providers import openai_wire as wire
 from planner.providers.base import (
     INTERACTIVE_KEY_HEADER,
@@ -80,7 +83,8 @@ class OpenAIProvider:
         self._label_calls = label_interactive_calls
         key = api_key if isinstance(api_key, SecretStr) else SecretStr(api_key)
         self._secrets = (key.get_secret_value(),)
-        self.base_url = base_url or DEFAULT_BASE_URL
+        default = gemini_wire.COMPAT_BASE_URL if files_via_gemini else DEFAULT_BASE_URL
+        self.base_url = base_url or default
         self._client = openai.OpenAI(
             api_key=key.get_secret_value(),
             base_url=self.base_url,
