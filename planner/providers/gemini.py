@@ -21,6 +21,7 @@ import logging
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
+from itertools import chain
 from typing import Any
 
 from google import genai
@@ -295,17 +296,20 @@ class GeminiProvider:
             raise
 
     def fetch_results(self, remote: RemoteBatch, keys: Collection[str]) -> Iterator[LineResult]:
-        """Inline results from the batch resource, or the results file; joined by key.
+        """Inline results from the batch resource and/or the results file; joined by key.
 
-        The batch is read afresh first: list items omit inline results and ``inputConfig``
-        (§4.8), so a RemoteBatch adopted from ``list_ours`` cannot tell inline from file."""
+        Whatever shape the job was submitted in, both output shapes are read: Google may
+        answer a file job inline (and nothing documents that it never answers an inline job
+        with a file), so collection never depends on getting the shape it asked for. The
+        batch is read afresh first: list items omit inline results (§4.8)."""
         op = self._http.call("get", wire.batch_path(remote.remote_id), operation="batch get")
         fresh = wire.parse_operation(op)
         endpoint = fresh.endpoint or remote.endpoint
         found: Iterable[LineResult | BadLine] = wire.parse_inline_responses(op, endpoint)
         output_file = fresh.output_file_id or remote.output_file_id
-        if not fresh.inline and output_file:
-            found = wire.parse_results_file(self._files.download(output_file), endpoint)
+        if output_file:
+            data = self._files.download(output_file)
+            found = chain(found, wire.parse_results_file(data, endpoint))
         return join_by_key(keys, found, batch=remote.remote_id, log=log)
 
     def delete_files(self, remote: RemoteBatch) -> None:

@@ -28,6 +28,10 @@ Job faults (decided once per job, at creation; value = probability):
                     OpenAI create succeeds, then the job is ``failed`` / ``token_limit_exceeded``.
 Line faults (decided per line; value = probability):
   line_error_rate, malformed_line_rate, missing_line_rate;  shuffle_results=0|1.
+Output faults (decided once per job, at settlement; value = probability):
+  other_shape       a Gemini job answers in the other output shape: a file-input job returns
+                    ``inlinedResponses`` (each keyed by ``metadata.key``), an inline job a
+                    ``responsesFile`` (as field reports say Google sometimes does).
 Other:
   seed=INT (default 0). Every draw is a hash of (seed, what, identity), so a run repeats exactly.
 Targeting, for any fault name F:
@@ -76,7 +80,7 @@ LINE_FAULTS: dict[str, LineFaultKind] = {
     "malformed_line_rate": "malformed",
     "missing_line_rate": "missing",
 }
-_PROBABILITIES = (*HTTP_FAULTS, *JOB_FAULTS, *LINE_FAULTS, "slow_rate")
+_PROBABILITIES = (*HTTP_FAULTS, *JOB_FAULTS, *LINE_FAULTS, "slow_rate", "other_shape")
 _SECONDS = ("retry_after", "slow", "timeout_sleep", "list_lag")
 _FRACTIONS = ("expire_done_fraction", "done_fraction")
 _TARGETABLE = (*HTTP_FAULTS, *JOB_FAULTS, "slow")
@@ -362,6 +366,11 @@ class FaultPlan:
                     fraction = self.done_fraction if kind in ("expire", "cancel") else 0.0
                     return JobFault(kind=kind, done_fraction=fraction)
             return None
+
+    def other_shape(self, job_ident: str) -> bool:
+        """Whether this job's results come back in the shape it did not ask for."""
+        p = float(self.settings.get("other_shape", 0.0))
+        return p > 0 and _draw(self.seed, "other_shape", job_ident) < p
 
     def line_fault(self, job_ident: str, key: str) -> LineFaultKind | None:
         for name, kind in LINE_FAULTS.items():

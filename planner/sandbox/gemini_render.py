@@ -214,6 +214,13 @@ def operation(job: Job, now: float, *, include_inline: bool = True) -> dict[str,
     if job.input_file_id is not None:
         key = "fileName"
         metadata["inputConfig"] = {key: f"files/{job.input_file_id}"}
+    elif include_inline:  # the batch resource's inputConfig (§5.2); list items omit it (§4.8)
+        meta = job.extra.get("inline_metadata", {})
+        echoed = [
+            {"request": line.request, **({"metadata": meta[i]} if i in meta else {})}
+            for i, line in enumerate(job.lines)
+        ]
+        metadata["inputConfig"] = {"requests": {"requests": echoed}}
     metadata["createTime"] = timestamp(job.created_at)
     metadata["updateTime"] = timestamp(job.phase_started_at(now))
     if phase in ("succeeded", "failed", "cancelled", "expired"):
@@ -271,10 +278,13 @@ def settle_hook(state: SandboxState, job: Job) -> list[tuple[str, dict[str, Any]
         job.executed = []
         return []
     billed: list[tuple[str, dict[str, Any]]] = []
-    if job.inline:
+    # the other_shape fault answers a file job inline and an inline job with a file
+    if job.inline != state.faults.other_shape(job.id):
         items: list[dict[str, Any]] = []
         for outcome in job.executed:
             meta = job.extra.get("inline_metadata", {}).get(outcome.index)
+            if not job.inline:
+                meta = {"key": outcome.key}
             if outcome.fault == "error":
                 item: dict[str, Any] = {"error": _line_error(outcome)}
             else:
