@@ -35,7 +35,7 @@ from planner.pipeline.interactive import run_interactive_stage
 from planner.pipeline.plan import run_plan_stage
 from planner.providers.base import BatchLine
 from planner.runtime import clock
-from planner.runtime.runner import build_context
+from planner.runtime.wiring import build_context
 from planner.sandbox import serve
 from planner.store import requests as store_requests
 from planner.store import sends

@@ -48,7 +48,7 @@ def phase(which: str, folder: Path) -> dict[str, float]:
     from planner.config import load_config
     from planner.pipeline.intake import ingest_all
     from planner.pipeline.plan import run_plan_stage
-    from planner.runtime.runner import build_context
+    from planner.runtime.wiring import build_context
     from planner.store import requests as store_requests
 
     ctx = build_context(load_config(folder / "planner.yaml"), sandbox_url="http://127.0.0.1:9")

@@ -159,7 +159,7 @@ def report(
     from planner.cli_render import render_report
     from planner.config import load_config
     from planner.config.units import parse_duration
-    from planner.runtime.runner import report as store_report
+    from planner.runtime.store_commands import report as store_report
 
     with _exit_codes():
         try:
@@ -191,7 +191,7 @@ def requeue(
 ) -> None:
     """Send dead-lettered requests back to the queue for one more attempt."""
     from planner.config import load_config
-    from planner.runtime.runner import requeue as store_requeue
+    from planner.runtime.store_commands import requeue as store_requeue
 
     with _exit_codes():
         cfg = load_config(config)
@@ -261,7 +261,8 @@ def run(
     """The daemon; with --once, every stage once (see the README)."""
     from planner.config import load_config
     from planner.runtime.logging import setup_logging
-    from planner.runtime.runner import build_context, run_once
+    from planner.runtime.runner import run_once
+    from planner.runtime.wiring import build_context
 
     if use_sandbox and sandbox_url:
         _fail(2, ["error: give --sandbox or --sandbox-url, not both"])
@@ -280,11 +281,13 @@ def run(
             summary = run_once(ctx)
     if as_json:
         _print_json(summary.stages)
-        return
-    for stage, figures in summary.stages.items():
-        out.print(f"[bold]{stage:12}[/] " + ", ".join(f"{k} {v}" for k, v in figures.items()))
-    sinks = ", ".join(str(s.path) for s in cfg.sinks.values()) or "no sink configured"
-    out.print(f"results: {sinks}; money so far: planner status -c {config}")
+    else:
+        for stage, figures in summary.stages.items():
+            out.print(f"[bold]{stage:12}[/] " + ", ".join(f"{k} {v}" for k, v in figures.items()))
+        sinks = ", ".join(str(s.path) for s in cfg.sinks.values()) or "no sink configured"
+        out.print(f"results: {sinks}; money so far: planner status -c {config}")
+    if summary.every_call_failed:  # a cron script must see it: no key, a bad key, no network
+        _fail(1, ["error: every provider call failed (see the log above); nothing was sent"])
 
 
 @contextmanager
@@ -305,7 +308,7 @@ def status(config: ConfigOption, as_json: JsonOption = False) -> None:
     """Requests and batches by state, and what was spent and saved."""
     from planner.cli_render import render_status
     from planner.config import load_config
-    from planner.runtime.runner import status as store_status
+    from planner.runtime.store_commands import status as store_status
 
     with _exit_codes():
         cfg = load_config(config)

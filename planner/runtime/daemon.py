@@ -23,9 +23,8 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,27 +37,17 @@ from prometheus_client import CollectorRegistry
 
 from planner.config import load_config
 from planner.config.schema import PlannerConfig
-from planner.core.flush import DeadlineRules, FlushRules, QueueSummary, flush_reasons
-from planner.core.model import Lane
-from planner.errors import PlannerError, ProviderError
+from planner.core.flush import QueueSummary, flush_reasons
+from planner.errors import PlannerError
 from planner.metrics import Metrics, ingest_stage
-from planner.pipeline.collect import run_collect_stage
 from planner.pipeline.context import StageContext
-from planner.pipeline.deliver import SettleResult
-from planner.pipeline.escape import run_escape_stage
-from planner.pipeline.housekeeping import run_housekeeping_stage
-from planner.pipeline.intake import ingest_all
-from planner.pipeline.interactive import run_interactive_stage
-from planner.pipeline.plan import run_plan_stage
-from planner.pipeline.poll import run_poll_stage
-from planner.pipeline.submit import run_submit_stage
-from planner.runtime import clock
+from planner.runtime import clock, passes
 from planner.runtime.http import MetricsServer, serve_metrics
 from planner.runtime.lifecycle import Lifecycle
-from planner.runtime.runner import build_context
+from planner.runtime.observer import MetricsObserver
+from planner.runtime.wiring import build_context, flush_rules
 from planner.store import batches as store_batches
 from planner.store import requests as store_requests
-from planner.store import stages as store_stages
 
 _log = logging.getLogger(__name__)
 logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one INFO line per job run
@@ -86,16 +75,25 @@ class Daemon:
         None  # the queue as the last pass that planned nothing left it
     )
 
+    observer: MetricsObserver = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.observer = MetricsObserver(self.metrics)
+
     # -- stages ------------------------------------------------------------------------------
+    def _run(
+        self, now: datetime, names: Collection[str], only_source: str | None = None
+    ) -> passes.Figures:
+        """The steps ``names`` of ``passes.PASS``, in pass order, inside the running job."""
+        pace = passes.Pace(poll_base=self.cfg.schedule.poll, only_source=only_source)
+        return passes.run_steps(self.ctx, now, self.observer, pace, names)
+
     def _stage(self, name: str, work: Callable[[datetime], Any]) -> Callable[[], None]:
         def job() -> None:
-            started = clock.monotonic()
             now = clock.utc_now()
-            ok = True
             try:
-                work(now)
+                passes.run_step(name, self.ctx, now, self.observer, lambda: work(now))
             except (PlannerError, OSError) as exc:
-                ok = False
                 _log.error(
                     "stage %s failed: %s",
                     name,
@@ -103,48 +101,21 @@ class Daemon:
                     extra={"event": "stage_failed", "stage": name},
                 )
             finally:
-                for provider, is_open in self.ctx.guard.states(self.ctx.providers).items():
-                    self.metrics.set_circuit_open(provider, is_open)
                 self.last_job_finished = clock.monotonic()
-                self.metrics.record_stage_run(
-                    name,
-                    ok=ok,
-                    finished_at=clock.utc_now(),
-                    duration_seconds=self.last_job_finished - started,
-                )
-                with self.ctx.session_factory() as session, session.begin():
-                    if ok:
-                        store_stages.record_success(session, name, now)
-                    else:
-                        store_stages.record_failure(session, name, now, "see the log")
 
         return job
 
     def ingest(self, now: datetime, only: str | None = None) -> None:
         """Ingest every source, or only the one named ``only`` (one job per source)."""
-        sources = [s for s in self.ctx.sources if only is None or s.name == only]
-        result = ingest_all(sources, self.ctx.session_factory, now)
-        for source, n in result.inserted.items():
-            self.metrics.record_ingested(source, n)
-        for source, reasons in result.quarantined.items():
-            for reason, n in reasons.items():
-                self.metrics.record_quarantined(source, reason, n)
+        self._run(now, {"ingest"}, only_source=only)
 
     def plan_and_submit(self, now: datetime) -> None:
-        planned = run_plan_stage(
-            self.ctx.planner, self.ctx.session_factory, now, self.ctx.plan_chunk
-        )
-        idle = planned.batches == 0 and not any(planned.lanes.values())
+        """Plan and submit, then the interactive lane at once (what the plan put there)."""
+        figures = self._run(now, {"submit"})
+        plan = figures["plan"]
+        idle = plan["batches"] == 0 and not any(plan["lanes"].values())
         with self.ctx.session_factory() as session:
             self.idle_queue = store_requests.queue_summary(session) if idle else None
-        result = run_submit_stage(self.ctx, now)
-        for batch_id in result.submitted:
-            with self.ctx.session_factory() as session:
-                batch = store_batches.get_batch(session, batch_id)
-                estimated = store_requests.estimated_tokens(session, batch_id)
-            if batch is not None:
-                self.metrics.record_batch_submitted(batch.provider, batch.model)
-                self.metrics.record_estimate(batch.provider, batch.model, *estimated)
         self.interactive(now)
 
     def flush_check(self, now: datetime) -> None:
@@ -169,62 +140,16 @@ class Daemon:
             self.plan_and_submit(now)
 
     def interactive(self, now: datetime) -> None:
-        result = run_interactive_stage(self.ctx, now, sleep=time.sleep, clock=clock.monotonic)
-        self._record_settled(result.settled)
-        for provider, n in result.unknown.items():
-            self.metrics.record_unknown_outcomes(provider, n)
+        self._run(now, {"interactive"})
 
     def poll_and_collect(self, now: datetime) -> None:
-        escaped = run_escape_stage(self.ctx, now)  # cancel batches whose slack is gone
-        for batch_id in escaped.cancelled:
-            with self.ctx.session_factory() as session:
-                batch = store_batches.get_batch(session, batch_id)
-            if batch is not None:
-                self.metrics.record_batch_escape(batch.provider)
-        polled = run_poll_stage(self.ctx, now, self.cfg.schedule.poll)
-        for batch_id in polled.finished:  # turnaround, from submit to the provider's last word
-            with self.ctx.session_factory() as session:
-                batch = store_batches.get_batch(session, batch_id)
-            if batch is not None and batch.submitted_at is not None:
-                finished = batch.finished_at or now
-                self.metrics.record_batch_finished(
-                    batch.provider, batch.model, batch.submitted_at, finished
-                )
-        collected = run_collect_stage(self.ctx, now)
-        if polled.finished or collected.batches:  # room in the enqueued-token queues again:
-            self.idle_queue = None  # the next flush check may plan what was deferred
-        for refused in collected.token_limited:
-            self.metrics.record_token_limit_refusal(refused.provider, refused.model)
-        self._record_settled(collected.settled)
-
-    def provider_outcome(self, provider: str, error: ProviderError | None) -> None:
-        """Every provider call the stages report to the guard, counted (never its text)."""
-        self.metrics.record_provider_call(provider)
-        if error is not None:
-            self.metrics.record_provider_error(provider, error)
+        figures = self._run(now, {"poll"})
+        if figures["poll"]["finished"] or figures["collect"]["batches"]:
+            self.idle_queue = None  # room in the enqueued-token queues: plan what was deferred
 
     def housekeeping(self, now: datetime) -> None:
         """Expired claims, orphan uploads at the providers, store retention."""
-        result = run_housekeeping_stage(self.ctx, now)
-        for provider, n in result.deleted_by_provider.items():
-            self.metrics.record_orphan_files_deleted(provider, n)
-
-    def _record_settled(self, settled: list[SettleResult]) -> None:
-        for result in settled:
-            for stored, lane, usage, cost, equiv in result.billed:
-                if cost is None or equiv is None:
-                    continue
-                self.metrics.record_result(
-                    stored.provider or "unknown",
-                    stored.request.model,
-                    lane if isinstance(lane, Lane) else Lane(lane),
-                    usage.input_tokens,
-                    usage.output_tokens,
-                    usage.cached_input_tokens,
-                    cost,
-                    equiv,
-                    estimated_in=stored.estimate.input_tokens if stored.estimate else None,
-                )
+        self._run(now, {"housekeeping"})
 
     # -- schedule ----------------------------------------------------------------------------
     def schedule(self) -> None:
@@ -305,28 +230,6 @@ class Daemon:
         self.lifecycle.notifier.ready()
 
 
-def flush_rules(cfg: PlannerConfig) -> FlushRules:
-    """The flush triggers of ``schedule.flush``, with each source's policy's batch window and
-    default deadline (a source's own default deadline is already on its requests: it is
-    applied when lines are read)."""
-    flush = cfg.schedule.flush
-    by_policy = {
-        name: DeadlineRules(p.batch_window, p.default_deadline) for name, p in cfg.policies.items()
-    }
-    windows = [r.batch_window for r in by_policy.values()] or [timedelta(days=1)]
-    defaults = [r.default_deadline for r in by_policy.values() if r.default_deadline is not None]
-    return FlushRules(
-        max_requests=flush.max_requests,
-        max_tokens=flush.max_tokens,
-        max_wait=flush.max_wait,
-        # a source no longer configured: the longest window, the shortest default (early)
-        default=DeadlineRules(max(windows), min(defaults) if defaults else None),
-        by_source={
-            name: by_policy[s.policy] for name, s in cfg.sources.items() if s.policy in by_policy
-        },
-    )
-
-
 def _store_counts(ctx_ref: Callable[[], StageContext]) -> Callable[[], dict[str, Any]]:
     def counts() -> dict[str, Any]:
         with ctx_ref().session_factory() as session:
@@ -363,7 +266,9 @@ def run_daemon(
         ctx = replace(ctx, stop_requested=lambda: lifecycle.stop_requested)
         holder["ctx"] = ctx
         daemon = Daemon(config_path, sandbox_url, lifecycle, cfg, ctx, metrics, scheduler)
-        ctx.guard.observe(daemon.provider_outcome)  # the guard, and so this, outlives reloads
+        ctx.guard.observe(
+            daemon.observer.provider_outcome
+        )  # the guard, and so this, outlives reloads
         for source in ctx.sources:
             source.recover(clock.utc_now())
         if cfg.metrics.enabled:

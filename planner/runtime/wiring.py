@@ -1,31 +1,44 @@
 """The composition root: turns a loaded configuration into the objects the stages use.
 
-Nothing else maps config sections to constructors, so every component stays testable with
-plain values, and a reload (SIGHUP) is a call to the same functions with the new config.
+Nothing else maps config sections to constructors (the store, the providers with their keys
+or the sandbox, the sources, the sinks and their routes, the planner, the flush rules), so
+every component stays testable with plain values, and a reload (SIGHUP) is a call to the same
+functions with the new config. ``build_context`` is the whole of it for ``run``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
-from datetime import datetime
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime, timedelta
 from itertools import chain
 from pathlib import Path
+from typing import Any
 
-from planner.config import load_config, resolve_store_url
+from sqlalchemy.orm import Session
+
+from planner.config import load_config, resolve_api_key, resolve_store_url
 from planner.config.prices import shipped_catalog
 from planner.config.schema import GeminiProviderConfig, PlannerConfig
 from planner.core.catalog import Catalog
-from planner.core.limits import BatchLimits, default_limits, merge_limits
+from planner.core.flush import DeadlineRules, FlushRules
+from planner.core.limits import BatchLimits, RateLimits, default_limits, merge_limits
 from planner.core.model import Endpoint, ProviderKind, Request
 from planner.core.pack import PackGroup
 from planner.core.policy import PolicyRules
+from planner.errors import ConfigError
+from planner.pipeline.context import StageContext
 from planner.pipeline.plan import Planner
 from planner.pipeline.preview import PlanReport, build_report
-from planner.providers import gemini_wire, openai_wire
+from planner.providers import create_provider, gemini_wire, openai_wire
+from planner.providers.base import BatchProvider
+from planner.runtime.logging import register_secret
+from planner.sinks import SINKS
+from planner.sinks.base import Sink
 from planner.sources import JsonlDirSource
 from planner.sources.base import ParsedLine, Source
+from planner.store.engine import make_engine, make_session_factory, upgrade
 from planner.tokenizers import TiktokenCounter
 
 
@@ -133,6 +146,129 @@ def build_sources(cfg: PlannerConfig, catalog: Catalog) -> list[Source]:
     return sources
 
 
+SANDBOX_KEY = "sandbox-key"  # the sandbox accepts any key; this one is not a secret
+
+
+def _provider_options(
+    name: str, p: Any, sandbox_url: str | None, environ: Mapping[str, str]
+) -> dict[str, Any]:
+    compat = isinstance(p, GeminiProviderConfig) and p.openai_compat
+    if sandbox_url is not None:
+        key: Any = SANDBOX_KEY
+        base = sandbox_url.rstrip("/")
+        if p.kind == "openai":
+            url: str | None = base + "/v1"
+        else:
+            url = base + "/v1beta/openai/" if compat else base
+    else:
+        key = resolve_api_key(p, environ)
+        if key is None:
+            variable = p.key_env_name() or "api_key_file"
+            raise ConfigError(
+                [
+                    f"providers.{name}: no API key ({variable} is not set); set it, or run "
+                    "with --sandbox to use the local emulator"
+                ]
+            )
+        register_secret(key)
+        url = p.base_url
+    options: dict[str, Any] = {
+        "api_key": key,
+        "base_url": url,
+        "timeout": p.timeout.total_seconds(),
+    }
+    if compat:
+        options["files_via_gemini"] = True
+    if sandbox_url is not None:  # lets the sandbox's ledger show each interactive bill per key
+        options["label_interactive_calls"] = True
+    return options
+
+
+def build_providers(
+    cfg: PlannerConfig, sandbox_url: str | None, environ: Mapping[str, str]
+) -> dict[str, BatchProvider]:
+    providers: dict[str, BatchProvider] = {}
+    for name, p in cfg.providers.items():
+        kind = "openai" if isinstance(p, GeminiProviderConfig) and p.openai_compat else p.kind
+        providers[name] = create_provider(kind, **_provider_options(name, p, sandbox_url, environ))
+    return providers
+
+
+def build_sinks(cfg: PlannerConfig) -> Callable[[str], list[Sink]]:
+    sinks: dict[str, Sink] = {name: SINKS[s.kind](name, s.path) for name, s in cfg.sinks.items()}
+    every = list(sinks.values())
+    routes = {
+        name: ([sinks[s.sink]] if s.sink is not None else every) for name, s in cfg.sources.items()
+    }
+
+    def sinks_for(source: str) -> list[Sink]:
+        return routes.get(source, every)
+
+    return sinks_for
+
+
+def open_store(cfg: PlannerConfig) -> Callable[[], Session]:
+    engine = make_engine(resolve_store_url(cfg, os.environ))
+    upgrade(engine)
+    return make_session_factory(engine)
+
+
+def build_context(cfg: PlannerConfig, *, sandbox_url: str | None) -> StageContext:
+    if cfg.intake.enabled:  # configured but not built yet: say so instead of ignoring it
+        raise ConfigError(
+            [
+                "intake.enabled: the HTTP intake is not available in this version; "
+                "use a jsonl_dir source"
+            ]
+        )
+    budgets = [name for name, p in cfg.policies.items() if p.budget_usd_per_day is not None]
+    if budgets:  # a cap that silently did nothing would be worse than none
+        raise ConfigError(
+            [
+                f"policies.{name}.budget_usd_per_day: budgets are not enforced in this version; "
+                "remove it"
+                for name in budgets
+            ]
+        )
+    catalog = catalog_for(cfg)
+    return StageContext(
+        session_factory=open_store(cfg),
+        catalog=catalog,
+        planner=build_planner(cfg, catalog),
+        providers=build_providers(cfg, sandbox_url, os.environ),
+        sources=build_sources(cfg, catalog),
+        sinks_for=build_sinks(cfg),
+        rate_limits={
+            name: RateLimits(p.requests_per_minute, p.tokens_per_minute)
+            for name, p in cfg.providers.items()
+        },
+        retention=cfg.store.retention,
+        list_lag=cfg.schedule.list_lag,
+    )
+
+
+def flush_rules(cfg: PlannerConfig) -> FlushRules:
+    """The flush triggers of ``schedule.flush``, with each source's policy's batch window and
+    default deadline (a source's own default deadline is already on its requests: it is
+    applied when lines are read)."""
+    flush = cfg.schedule.flush
+    by_policy = {
+        name: DeadlineRules(p.batch_window, p.default_deadline) for name, p in cfg.policies.items()
+    }
+    windows = [r.batch_window for r in by_policy.values()] or [timedelta(days=1)]
+    defaults = [r.default_deadline for r in by_policy.values() if r.default_deadline is not None]
+    return FlushRules(
+        max_requests=flush.max_requests,
+        max_tokens=flush.max_tokens,
+        max_wait=flush.max_wait,
+        # a source no longer configured: the longest window, the shortest default (early)
+        default=DeadlineRules(max(windows), min(defaults) if defaults else None),
+        by_source={
+            name: by_policy[s.policy] for name, s in cfg.sources.items() if s.policy in by_policy
+        },
+    )
+
+
 def build_plan_report(
     cfg: PlannerConfig, *, now: datetime, on_request: Callable[[int], None] | None = None
 ) -> PlanReport:
@@ -146,7 +282,7 @@ def build_plan_report(
 
 def upgrade_store(cfg: PlannerConfig) -> str:
     """Apply migrations; returns the store URL with any password hidden, for messages."""
-    from planner.store.engine import redact_url, upgrade
+    from planner.store.engine import redact_url
 
     url = resolve_store_url(cfg, os.environ)
     upgrade(url)

@@ -22,7 +22,7 @@ import tiktoken
 import yaml
 
 from planner.config import load_config
-from planner.runtime.runner import report
+from planner.runtime.store_commands import report
 from tests.conftest import REPO
 
 PRICES = yaml.safe_load((REPO / "planner" / "data" / "prices.yaml").read_text())["models"]
@@ -310,3 +310,17 @@ def test_plan_without_bpe_files_warns_and_falls_back(
     chat = next(m for m in report["models"] if m["model"] == "gpt-4o-mini")
     assert all(method.startswith("chars4-fallback") for method in chat["estimate_methods"])
     assert chat["input_tokens"] > 0
+
+
+def test_run_once_exits_1_when_every_provider_call_failed(workspace: Path) -> None:
+    """A cron script must tell "nothing could be sent" (a bad key) from a quiet success."""
+    from planner.sandbox import serve
+
+    config = str(workspace / "planner.yaml")
+    with serve(speed=0.0, faults="auth_error=1") as sandbox:
+        refused = run("run", "--once", "--sandbox-url", sandbox.url, "-c", config)
+    assert refused.returncode == 1, refused.stderr
+    assert "every provider call failed" in refused.stderr
+    with serve(speed=0.0) as sandbox:
+        done = run("run", "--once", "--sandbox-url", sandbox.url, "-c", config)
+    assert done.returncode == 0, done.stderr

@@ -18,7 +18,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from planner.config import load_config
-from planner.runtime.runner import build_context, run_once
+from planner.runtime.runner import run_once
+from planner.runtime.wiring import build_context
 from planner.sandbox import RunningSandbox, serve
 from planner.store.tables import BATCH
 

@@ -28,7 +28,8 @@ from planner.pipeline.context import StageContext
 from planner.pipeline.intake import ingest_all
 from planner.pipeline.plan import run_plan_stage
 from planner.runtime import clock as wall
-from planner.runtime.runner import build_context, run_once
+from planner.runtime.runner import run_once
+from planner.runtime.wiring import build_context
 from planner.sandbox import RunningSandbox, serve
 from planner.sandbox.kernel import Limits
 from planner.store import batches as store_batches

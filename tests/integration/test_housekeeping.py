@@ -35,10 +35,11 @@ from planner.errors import Transient
 from planner.metrics import Metrics
 from planner.pipeline.context import StageContext
 from planner.pipeline.housekeeping import HousekeepingResult, run_housekeeping_stage
-from planner.runtime import clock, runner
+from planner.runtime import clock, passes, wiring
 from planner.runtime.daemon import HOUSEKEEPING, Daemon
 from planner.runtime.lifecycle import Lifecycle
-from planner.runtime.runner import build_context, run_once
+from planner.runtime.runner import run_once
+from planner.runtime.wiring import build_context
 from planner.sandbox import RunningSandbox, serve
 from planner.sandbox.faults import FaultPlan
 from planner.store import batches as store_batches
@@ -125,9 +126,9 @@ LIST_LAG = timedelta(seconds=61)
 
 def _clients(sandbox: RunningSandbox) -> tuple[openai.OpenAI, genai.Client]:
     return (
-        openai.OpenAI(api_key=runner.SANDBOX_KEY, base_url=sandbox.url + "/v1", max_retries=0),
+        openai.OpenAI(api_key=wiring.SANDBOX_KEY, base_url=sandbox.url + "/v1", max_retries=0),
         genai.Client(
-            api_key=runner.SANDBOX_KEY,
+            api_key=wiring.SANDBOX_KEY,
             http_options={"base_url": sandbox.url, "api_version": "v1beta"},
         ),
     )
@@ -156,7 +157,7 @@ def test_an_upload_left_by_an_unconfirmed_create_is_deleted_once_its_batch_is_co
     sandbox = serve(speed=0.0, faults="server_error=0,server_error_first=2,server_error_on=create")
     sandboxes.append(sandbox)
     skipped = HousekeepingResult()
-    monkeypatch.setattr(runner, "run_housekeeping_stage", lambda ctx, now: skipped)
+    monkeypatch.setattr(passes, "run_housekeeping_stage", lambda ctx, now: skipped)
     t0 = clock.utc_now()
     for i in range(3):  # a list lag (schedule.list_lag, 60 s) apart: the second listing may resend
         run_once(_context(workspace, sandbox), now=lambda i=i: t0 + LIST_LAG * i)

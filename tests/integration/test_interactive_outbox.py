@@ -39,7 +39,7 @@ from planner.pipeline.interactive import (
 from planner.pipeline.plan import run_plan_stage
 from planner.providers.base import BatchLine
 from planner.runtime import clock
-from planner.runtime.runner import build_context
+from planner.runtime.wiring import build_context
 from planner.sandbox import RunningSandbox
 from planner.sandbox.faults import FaultPlan
 from planner.store import requests, sends

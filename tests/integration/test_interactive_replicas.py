@@ -23,7 +23,7 @@ from planner.pipeline.intake import ingest_all
 from planner.pipeline.interactive import InteractiveResult, run_interactive_stage
 from planner.pipeline.plan import run_plan_stage
 from planner.runtime import clock
-from planner.runtime.runner import build_context
+from planner.runtime.wiring import build_context
 from planner.store import requests, sends
 from tests.contract.store_backends import pg_schema_url
 from tests.integration.test_run_once import ledger_of, read_sink

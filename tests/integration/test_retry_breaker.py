@@ -38,7 +38,8 @@ from planner.providers.base import BatchProvider
 from planner.runtime import clock
 from planner.runtime.daemon import Daemon
 from planner.runtime.lifecycle import Lifecycle
-from planner.runtime.runner import build_context, run_once
+from planner.runtime.runner import run_once
+from planner.runtime.wiring import build_context
 from planner.sandbox import RunningSandbox, serve
 from planner.sandbox.faults import FaultPlan
 from planner.store import batches as store_batches

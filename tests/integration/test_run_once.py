@@ -20,7 +20,8 @@ import yaml
 from sqlalchemy import select
 
 from planner.config import load_config
-from planner.runtime.runner import build_context, run_once
+from planner.runtime.runner import run_once
+from planner.runtime.wiring import build_context
 from planner.sandbox import RunningSandbox
 from planner.store.tables import LEDGER, REQUEST
 from tests.conftest import REPO
