@@ -26,7 +26,7 @@ import yaml
 from planner.config import load_config
 from planner.providers.gemini import GeminiProvider
 from planner.providers.openai import OpenAIProvider
-from planner.runtime.runner import build_providers
+from planner.runtime.wiring import build_providers
 from tests.conftest import REPO
 
 GEMINI = "generativelanguage.googleapis.com"
