@@ -44,7 +44,7 @@ from typing import BinaryIO
 from planner.core.model import ProviderKind
 from planner.sources.base import LineError, ParsedLine
 from planner.sources.formats import Defaults
-from planner.sources.lines import RAW_PREVIEW_CHARS, LineParser, RawLine
+from planner.sources.lines import RAW_PREVIEW_CHARS, LineParser, RawLine, safe_name
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,11 @@ class JsonlDirSource:
                 if not stat.S_ISREG(st.st_mode):
                     log.warning(
                         "spool entry is not a regular file; ignored",
-                        extra={"event": "spool_not_regular", "source": self._name, "file": name},
+                        extra={
+                            "event": "spool_not_regular",
+                            "source": self._name,
+                            "file": safe_name(name),
+                        },
                     )
                     continue
                 if now - datetime.fromtimestamp(st.st_mtime, UTC) < self.settle:
@@ -145,7 +149,7 @@ class JsonlDirSource:
             except FileNotFoundError:
                 continue
             with stream:
-                yield from self._parse(stream, name, now)
+                yield from self._parse(stream, safe_name(name), now)
 
     def _parse(self, stream: BinaryIO, name: str, now: datetime) -> Iterator[ParsedLine]:
         keys = SpillingKeySet(self.memory_keys)
@@ -166,10 +170,17 @@ class JsonlDirSource:
     def claim(self, now: datetime) -> Iterator[ClaimedFile]:
         """Claim ready files one by one; each is yielded before the next is claimed."""
         self.claimed_dir.mkdir(exist_ok=True)
-        for name in self.ready_files(now):
+        for found in self.ready_files(now):
+            name = safe_name(found)  # a name that is not UTF-8 or too long is claimed renamed
             target = self.claimed_dir / name
-            if not _move_no_replace(self.path / name, target):
+            if not _move_no_replace(self.path / found, target):
                 continue  # another claimer has it (or a file of that name is in progress)
+            if name != found:
+                log.warning(
+                    "spool file name is not valid UTF-8 or too long; claimed as %s",
+                    name,
+                    extra={"event": "spool_renamed", "source": self._name, "file": name},
+                )
             log.info(
                 "spool file claimed",
                 extra={"event": "spool_claimed", "source": self._name, "file": name},

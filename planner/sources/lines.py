@@ -9,6 +9,10 @@ value, as ``json`` does.
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +24,27 @@ from planner.sources.formats import Defaults, Reason, RecordError, decode_json, 
 
 BOM = b"\xef\xbb\xbf"
 RAW_PREVIEW_CHARS = 1024  # how much of an over-long line is kept for the quarantine
+MAX_NAME_BYTES = 200  # leaves room for ".errors.pending" and ".recovered-N" under NAME_MAX 255
+
+log = logging.getLogger(__name__)
+_UNSAFE_NAME_CHARS = re.compile(r"[\x00-\x1f\x7f\udc80-\udcff]")
+
+
+def safe_name(name: str) -> str:
+    """The name a spool file is claimed, reported and quarantined under.
+
+    A name from ``os.scandir`` carries bytes that are not UTF-8 as lone surrogates
+    (``surrogateescape``); those and control characters become ``%XX``, and a name over
+    ``MAX_NAME_BYTES`` is cut and given a hash of the whole, so every later file name
+    (``x.jsonl.errors.jsonl``) is valid UTF-8 and fits the file system. Good names are kept.
+    """
+    safe = _UNSAFE_NAME_CHARS.sub(lambda m: "".join(f"%{b:02X}" for b in os.fsencode(m[0])), name)
+    data = safe.encode()
+    if len(data) <= MAX_NAME_BYTES:
+        return safe
+    digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:12]
+    head = data[: MAX_NAME_BYTES - len(digest) - 8].decode(errors="ignore")
+    return f"{head}~{digest}.jsonl"
 
 
 def _error(file: str, line: int, reason: Reason | str, message: str, raw: str) -> LineError:
@@ -152,9 +177,18 @@ class LineParser:
             if isinstance(text, LineError):
                 yield text
                 continue
-            item = parse_line(
-                text, file=self.file, line=raw.number, now=self.now, settings=self.settings
-            )
+            try:
+                item = parse_line(
+                    text, file=self.file, line=raw.number, now=self.now, settings=self.settings
+                )
+            except Exception as exc:  # a bug of ours must cost one line, never the whole file
+                log.exception(
+                    "line could not be judged",
+                    extra={"event": "line_parser_failed", "file": self.file, "line": raw.number},
+                )
+                message = f"could not be judged ({type(exc).__name__}); please report this line"
+                yield _error(self.file, raw.number, Reason.INTERNAL, message, text)
+                continue
             if isinstance(item, Request) and not self.keys.add(item.key):
                 item = _error(
                     self.file,

@@ -22,10 +22,12 @@ from typing import Any, NoReturn
 from planner.core.model import Request
 from planner.sources.formats import gemini, openai, simple
 from planner.sources.formats.common import (
+    MAX_DEPTH,
     Defaults,
     Invalid,
     Reason,
     RecordError,
+    check_value,
     fail,
     json_type,
     parse_deadline,
@@ -62,6 +64,7 @@ def parse_record(
             Reason.NOT_OBJECT.value, f"expected a JSON object, got {json_type(kind)}"
         )
     try:
+        check_value(obj)
         parser = _format_of(obj)
         return parser(obj, now=now, defaults=defaults, origin=origin or "")
     except Invalid as bad:
@@ -93,6 +96,10 @@ def decode_json(text: str) -> object:
         return _DECODER.decode(text)
     except ValueError as exc:  # JSONDecodeError, and our NaN/Infinity refusal
         return RecordError(Reason.INVALID_JSON.value, f"not valid JSON: {exc}")
+    except RecursionError:
+        return RecordError(
+            Reason.TOO_DEEP.value, f"nested too deeply to read (at most {MAX_DEPTH} levels)"
+        )
 
 
 __all__ = [

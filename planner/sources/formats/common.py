@@ -21,6 +21,10 @@ MAX_KEY_CHARS = 64
 MAX_METADATA_PAIRS = 16
 MAX_METADATA_KEY_CHARS = 64
 MAX_METADATA_VALUE_CHARS = 512
+MAX_DEPTH = 64  # nesting levels; deeper JSON is refused before anything recurses over it
+MAX_INT = 2**63 - 1  # no provider field takes more; the store's integer columns stop here
+MAX_TOKENS = 2**31 - 1  # the store's max_output_tokens column; the catalog's limit is lower
+MAX_DEADLINE = timedelta(days=3650)  # a deadline this far off (either way) is a typo
 
 
 class Reason(StrEnum):
@@ -40,6 +44,9 @@ class Reason(StrEnum):
     DEADLINE = "deadline"
     METADATA = "metadata"
     MAX_OUTPUT_TOKENS = "max_output_tokens"
+    TOO_DEEP = "too_deep"
+    NUMBER = "number_out_of_range"
+    INTERNAL = "internal_error"  # a bug of ours met this record; it is kept, not lost
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +87,13 @@ class Invalid(Exception):
 
     def __init__(self, reason: Reason, message: str, field: str | None = None) -> None:
         super().__init__(message)
-        self.error = RecordError(reason.value, message, field)
+        where = None if field is None else printable(field)
+        self.error = RecordError(reason.value, printable(message), where)
+
+
+def printable(text: str) -> str:
+    """``text`` safe to write as UTF-8: a lone surrogate from the input becomes ``\\udXXX``."""
+    return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def fail(reason: Reason, field: str | None, message: str) -> NoReturn:
@@ -135,6 +148,8 @@ def tokens(value: Any, field: str) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         fail(Reason.MAX_OUTPUT_TOKENS, field, f"expected a positive integer, got {show(value)}")
+    if value > MAX_TOKENS:
+        fail(Reason.MAX_OUTPUT_TOKENS, field, f"at most {MAX_TOKENS:,}, got {show(value)}")
     return value
 
 
@@ -181,16 +196,25 @@ def parse_deadline(value: str, now: datetime) -> datetime:
         seconds = sum(int(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
         if seconds <= 0:
             raise ValueError("a duration must be positive")
+        if seconds > MAX_DEADLINE.total_seconds():
+            raise ValueError(f"a duration must be at most {MAX_DEADLINE.days}d")
         return now + timedelta(seconds=seconds)
     if len(text) < 11 or text[10] not in "Tt ":
         raise ValueError(_DEADLINE_SHAPE)
     try:
         moment = datetime.fromisoformat(text)
-    except ValueError:
+        if moment.tzinfo is None:
+            raise ValueError("timestamp has no timezone; add 'Z' or an offset such as '+02:00'")
+        moment = moment.astimezone(UTC)
+    except OverflowError:
+        moment = None  # beyond year 9999 once moved to UTC
+    except ValueError as exc:
+        if "timezone" in str(exc):
+            raise
         raise ValueError(_DEADLINE_SHAPE) from None
-    if moment.tzinfo is None:
-        raise ValueError("timestamp has no timezone; add 'Z' or an offset such as '+02:00'")
-    return moment.astimezone(UTC)
+    if moment is None or abs(moment - now) > MAX_DEADLINE:
+        raise ValueError(f"a timestamp must be within {MAX_DEADLINE.days} days of now")
+    return moment
 
 
 def deadline(value: Any, field: str, now: datetime, defaults: Defaults) -> datetime | None:
@@ -204,6 +228,59 @@ def deadline(value: Any, field: str, now: datetime, defaults: Defaults) -> datet
         return parse_deadline(value, now)
     except ValueError as exc:
         fail(Reason.DEADLINE, field, f"{exc}; got {value!r}")
+
+
+# --------------------------------------------------------------------------- any JSON value
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class _Found(Exception):
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason, self.message = reason, message
+        self.path: list[str | int] = []
+
+
+def check_value(value: Any) -> None:
+    """Refuse what no provider takes and what would break our own storage, wherever it sits:
+    nesting over ``MAX_DEPTH``, lone surrogates (not encodable as UTF-8), non-finite numbers
+    (``1e400`` reads as infinity) and integers outside 64 bits. Fails with the field's path."""
+    try:
+        _walk(value, 0)
+    except _Found as found:
+        fail(found.reason, _path(reversed(found.path)) or None, found.message)
+
+
+def _walk(value: Any, depth: int) -> None:
+    if isinstance(value, str):
+        if not value.isascii() and (bad := _SURROGATE.search(value)):
+            code = f"\\u{ord(bad.group()):04x}"
+            raise _Found(Reason.ENCODING, f"lone surrogate {code} (not valid Unicode text)")
+    elif isinstance(value, dict | list):
+        if depth >= MAX_DEPTH:
+            raise _Found(Reason.TOO_DEEP, f"nested more than {MAX_DEPTH} levels deep")
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for k, v in items:
+            try:
+                if isinstance(k, str):
+                    _walk(k, depth)
+                _walk(v, depth + 1)
+            except _Found as found:
+                found.path.append(k)
+                raise
+    elif isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise _Found(Reason.NUMBER, "number out of range: not a finite number")
+    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+        raise _Found(Reason.NUMBER, f"number out of range: {show(value)} is beyond 64 bits")
+
+
+def _path(parts: Iterable[str | int]) -> str:
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
 
 
 # --------------------------------------------------------------------------- messages
@@ -228,6 +305,9 @@ def show(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, str):
         return repr(value) if len(value) <= 40 else repr(value[:40]) + "…"
+    if isinstance(value, int) and abs(value) > MAX_INT:
+        digits = str(abs(value)) if abs(value) < 10**4000 else "9" * 4000
+        return f"{'-' if value < 0 else ''}{digits[:12]}… ({len(digits)} digits)"
     if isinstance(value, int | float):
         return repr(value)
     return json_type(type(value).__name__)
