@@ -1,13 +1,25 @@
 """Gemini native Batch API through the ``google-genai`` SDK.
 
-Files go through the SDK's public Files API (resumable upload, download, delete). Batch calls
-(create, get, list, cancel) and interactive calls go through the SDK's own HTTP client
-(``client._api_client.request``: same auth header, base URL, API version, timeout and error
-classes as the public methods) with the JSON bodies ``gemini_wire`` builds, because the typed
-methods drop what we need (specs/gemini-batch-api.md §5.3, pitfalls 9 and 13: ``batchStats``,
-the Operation ``error`` and ``inputConfig`` are never surfaced, inline per-request ``details``
-objects make ``get`` raise) and would force our REST bodies through a lossy conversion.
-That helper is private SDK API; it is used in ``_GeminiHttp`` only.
+The SDK's public surface carries every call it can express: files (``files.upload`` with the
+resumable protocol, ``files.download``, ``files.list``, ``files.delete``), the creation of
+file-input batches (``batches.create`` for generateContent, ``batches.create_embeddings`` for
+embeddings, which sends ``inputConfig.file_name`` as Google expects) and ``batches.cancel``.
+
+The rest goes through :class:`_RawRest`, the one place that uses the SDK's private HTTP
+helper (``client._api_client.request``: same auth header, base URL, API version, timeout and
+error classes as the public methods), each for a stated reason the SDK cannot meet
+(specs/gemini-batch-api.md §5.3-§5.5, pitfalls 9 and 13):
+
+- inline creates: ``types.InlinedRequest`` takes typed ``contents``/``config`` and re-encodes
+  them, so a REST ``GenerateContentRequest`` as our sources carry it (``generationConfig`` in
+  REST spelling, fields newer than the SDK) cannot be sent unchanged;
+- ``get`` and ``list``: the typed ``BatchJob`` drops ``batchStats``, the Operation ``error``
+  and ``inputConfig``, and inline per-request ``details`` objects make ``get`` raise;
+- interactive calls: the same REST-body pass-through as inline creates.
+
+``tests/contract/test_gemini_sdk_contract.py`` checks each reason against the installed SDK (in
+the range pinned in pyproject.toml), so an SDK that learns to do one of these fails it and the
+call moves to the public surface.
 
 No SDK retries on any POST (create is not idempotent); GETs retry ``max_retries`` times.
 Every call has an explicit timeout (the SDK's default is none at all).
@@ -18,6 +30,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import warnings
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -128,8 +141,9 @@ class GeminiFiles:
                 raise error from exc
 
 
-class _GeminiHttp:
-    """Raw JSON calls through the SDK's HTTP client (see the module docstring for why)."""
+class _RawRest:
+    """Raw JSON calls through the SDK's private HTTP helper, only where the public surface
+    cannot express the call (the module docstring lists each reason)."""
 
     def __init__(
         self, client: genai.Client, *, timeout: float, max_retries: int, secrets: Sequence[str]
@@ -206,7 +220,9 @@ class GeminiProvider:
         self._secrets = secrets
         self.base_url = base_url or DEFAULT_BASE_URL
         client = make_client(key, self.base_url, api_version, timeout)
-        self._http = _GeminiHttp(client, timeout=timeout, max_retries=max_retries, secrets=secrets)
+        self._client = client
+        self._timeout_ms = int(timeout * 1000)
+        self._http = _RawRest(client, timeout=timeout, max_retries=max_retries, secrets=secrets)
         self._files = GeminiFiles(client, upload_timeout=upload_timeout, secrets=secrets)
         self._flex_timeout = flex_timeout
         self._inline_max_bytes = inline_max_bytes
@@ -240,6 +256,9 @@ class GeminiProvider:
         uploaded = None
         if payload.inline is not None:
             body = wire.create_body(display, endpoint, inline=payload.inline)
+            op = self._http.call(
+                "post", wire.create_path(model, endpoint), body, operation="batch create"
+            )
         else:
             if input_file_id is None:
                 if payload.jsonl is None:
@@ -248,15 +267,12 @@ class GeminiProvider:
                     payload.jsonl, wire.file_display_name(batch_id)
                 )
                 crashpoints.reached("after_upload")
-            body = wire.create_body(display, endpoint, file_name=input_file_id)
-        try:
-            op = self._http.call(
-                "post", wire.create_path(model, endpoint), body, operation="batch create"
-            )
-        except ProviderError as error:
-            if uploaded is not None and not isinstance(error, Transient):
-                self._forget_upload(uploaded)  # proven not created: the upload is an orphan
-            raise
+            try:
+                op = self._create_from_file(model, endpoint, input_file_id, display)
+            except ProviderError as error:
+                if uploaded is not None and not isinstance(error, Transient):
+                    self._forget_upload(uploaded)  # proven not created: the upload is an orphan
+                raise
         remote = wire.parse_operation(op)
         return _fill(
             remote,
@@ -266,6 +282,29 @@ class GeminiProvider:
             model=model,
             inline=payload.inline is not None,
         )
+
+    def _create_from_file(
+        self, model: str, endpoint: Endpoint, file_name: str, display: str
+    ) -> dict[str, Any]:
+        """``batches.create`` / ``batches.create_embeddings`` (public SDK) for a file-input
+        batch; the typed answer as the Operation shape ``gemini_wire`` reads."""
+        config: Any = {"display_name": display, "http_options": {"timeout": self._timeout_ms}}
+        try:
+            if endpoint is Endpoint.EMBED_CONTENT:
+                with warnings.catch_warnings():  # "experimental" to the SDK; documented by Google
+                    warnings.filterwarnings("ignore", message=r"batches\.create_embeddings")
+                    job = self._client.batches.create_embeddings(
+                        model=wire.model_resource(model),
+                        src={"file_name": file_name},
+                        config=config,
+                    )
+            else:
+                job = self._client.batches.create(
+                    model=wire.model_resource(model), src=file_name, config=config
+                )
+        except SDK_FAILURES as exc:
+            raise from_genai(exc, operation="batch create", secrets=self._secrets) from exc
+        return wire.operation_from_batch_job(job.model_dump(mode="json", exclude_none=True))
 
     def _forget_upload(self, name: str) -> None:
         try:
@@ -287,13 +326,17 @@ class GeminiProvider:
 
     def cancel(self, remote_id: str) -> None:
         try:
-            self._http.call(
-                "post", wire.batch_path(remote_id) + ":cancel", operation="batch cancel"
+            self._client.batches.cancel(
+                name=wire.batch_path(remote_id),
+                config={"http_options": {"timeout": self._timeout_ms}},
             )
-        except (Permanent, Transient):
+        except SDK_FAILURES as exc:
+            error = from_genai(exc, operation="batch cancel", secrets=self._secrets)
+            if not isinstance(error, Permanent | Transient):
+                raise error from exc
             if self.get(remote_id).state in FINISHED_BATCH_STATES:
                 return  # already finished: nothing to cancel
-            raise
+            raise error from exc
 
     def fetch_results(self, remote: RemoteBatch, keys: Collection[str]) -> Iterator[LineResult]:
         """Inline results from the batch resource and/or the results file; joined by key.

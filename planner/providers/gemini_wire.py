@@ -391,6 +391,19 @@ def parse_operation(op: Mapping[str, Any]) -> RemoteBatch:
     )
 
 
+def operation_from_batch_job(job: Mapping[str, Any]) -> dict[str, Any]:
+    """The SDK's typed ``BatchJob`` (``model_dump(mode="json")``, snake_case) as the Operation
+    shape :func:`parse_operation` reads. The SDK keeps only these fields (§5.3)."""
+    meta = {
+        "name": job.get("name"),
+        "displayName": job.get("display_name"),
+        "state": job.get("state"),
+        "model": job.get("model"),
+        "createTime": job.get("create_time"),
+    }
+    return {"name": job.get("name"), "metadata": {k: v for k, v in meta.items() if v is not None}}
+
+
 # --- results ----------------------------------------------------------------------------------
 
 
