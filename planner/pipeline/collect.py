@@ -1,7 +1,11 @@
 """The collect stage: turn a finished batch into one outcome per request, then clean up.
 
-Results are fetched by key (never by position); a request the provider reports nothing for is
-``not_executed`` and goes back to the queue. The batch becomes ``collected`` in the same
+Results are fetched by key (never by position). A request the provider reports nothing for
+goes back to the queue (``not_executed``) only when its batch ended without running everything
+(expired, cancelled, failed); absent from a batch the provider reports completed, it may have
+run and been billed, so it is dead-lettered as ``missing_result``, as a result line that could
+not be read is (``malformed_result``): only the operator's ``planner requeue`` sends either
+again, so nothing is billed twice. The batch becomes ``collected`` in the same
 transaction that records its outcomes; only after that are its remote files deleted (deleting
 first would lose results for good if we crashed before committing).
 
@@ -26,7 +30,7 @@ from planner.errors import ProviderError
 from planner.pipeline.context import StageContext
 from planner.pipeline.deliver import Outcome, SettleResult, settle
 from planner.pipeline.shrink import is_token_limited, requeue_token_limited
-from planner.providers.base import NOT_EXECUTED, LineResult, RemoteBatch
+from planner.providers.base import MISSING, NOT_EXECUTED, LineResult, RemoteBatch
 from planner.store import batches as store_batches
 from planner.store import requests as store_requests
 from planner.store.batches import Batch
@@ -50,6 +54,19 @@ class CollectResult:
 
 def _never_sent(key: str, why: str) -> LineResult:
     return LineResult(key=key, ok=False, error_code=NOT_EXECUTED, error_message=why, retryable=True)
+
+
+def _missing(result: LineResult) -> LineResult:
+    """A key absent from a completed batch's output: it may have been billed (module doc)."""
+    if result.error_code != NOT_EXECUTED:
+        return result
+    return replace(
+        result,
+        error_code=MISSING,
+        error_message="no result line for this request, although the provider reports the "
+        "batch completed: it may have run and been billed, so it is not sent again by itself",
+        retryable=False,
+    )
 
 
 def _remote_of(batch: Batch) -> RemoteBatch:
@@ -104,6 +121,8 @@ def collect_batch(ctx: StageContext, batch: Batch, now: datetime) -> SettleResul
     else:
         remote = provider.get(batch.remote_id)
         results = list(provider.fetch_results(remote, list(by_key)))
+        if batch.state is BatchState.SUCCEEDED:
+            results = [_missing(r) for r in results]
     outcomes = [Outcome(by_key[r.key], r, Lane.BATCH) for r in results if r.key in by_key]
     outcomes, refunded = _refund_escaped(batch, outcomes)
 

@@ -7,7 +7,9 @@ state changes. A crash in between repeats the delivery, which rewrites the same 
 request ends with exactly one result line or one dead-letter line.
 
 Failed lines are retried (back to ``queued``, re-planned) while the failure is retryable and
-the request has attempts left; otherwise they are dead-lettered with the provider's message.
+the request has attempts left; otherwise they are dead-lettered with the provider's message,
+their ``reason`` (the error code, which ``planner requeue --reason`` names) and, for a result
+line that could not be read, its ``raw`` text.
 """
 
 from __future__ import annotations
@@ -118,13 +120,14 @@ def settle(
             billed.append(store_ledger.Billed(o.stored.id, usage, cost, equiv, o.lane))
             result.billed.append((o.stored, o.lane, usage, cost, equiv))
         elif not _retry(o, ctx.max_attempts):
-            dead[source].append(
-                _base_record(o, now)
-                | {
-                    "error": {"code": o.result.error_code, "message": o.result.error_message},
-                    "attempts": o.stored.attempts,
-                }
-            )
+            record = _base_record(o, now) | {
+                "reason": o.result.error_code,
+                "error": {"code": o.result.error_code, "message": o.result.error_message},
+                "attempts": o.stored.attempts,
+            }
+            if o.result.raw is not None:
+                record["raw"] = o.result.raw
+            dead[source].append(record)
     for source in set(results) | set(dead):
         for sink in ctx.sinks_for(source):
             sink.deliver(delivery_id, results.get(source, []), dead.get(source, []))

@@ -133,6 +133,7 @@ def encode_answer(result: LineResult) -> str:
             "error_code": result.error_code,
             "error_message": result.error_message,
             "retryable": result.retryable,
+            "raw": result.raw,
         },
         separators=(",", ":"),
         ensure_ascii=False,
@@ -150,6 +151,7 @@ def decode_answer(key: str, text: str) -> LineResult:
         error_code=data["error_code"],
         error_message=data["error_message"],
         retryable=bool(data["retryable"]),
+        raw=data.get("raw"),  # absent from answers an older version recorded
     )
 
 

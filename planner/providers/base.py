@@ -43,7 +43,13 @@ LIST_SKEW = timedelta(minutes=10)
 """``LineResult.error_code`` of a key that appears in no result (never ran, or lost)."""
 
 MALFORMED = "malformed_result"
-"""``LineResult.error_code`` of a key whose result line could not be understood."""
+"""``LineResult.error_code`` of a key whose result line could not be understood. Never retried
+by itself: the provider did the work and may have billed it (``planner requeue`` sends it again)."""
+
+MISSING = "missing_result"
+"""``LineResult.error_code`` of a key absent from the output of a batch the provider reports
+completed (``pipeline/collect.py`` turns ``not_executed`` into it): it may have run and been
+billed, so, like a malformed line, it is dead-lettered instead of being sent again."""
 
 SDK_LOGGERS = ("httpx", "httpcore", "httpx2", "httpcore2", "openai", "google_genai")
 """Loggers that can print URLs, headers or bodies; Gemini's upload URLs act as credentials."""
@@ -151,6 +157,7 @@ class LineResult:
     error_code: str | None = None
     error_message: str | None = None
     retryable: bool = False
+    raw: str | None = None  # the result line as received, when it could not be understood
 
 
 @runtime_checkable
@@ -215,6 +222,7 @@ class BadLine:
     line_no: int
     reason: str
     key: str | None = None
+    raw: str | None = None  # the line's text (a parsed line's JSON when its shape was wrong)
 
 
 def json_lines(data: bytes, key_field: str) -> Iterator[tuple[int, Mapping[str, Any]] | BadLine]:
@@ -230,10 +238,10 @@ def json_lines(data: bytes, key_field: str) -> Iterator[tuple[int, Mapping[str, 
         except ValueError:
             match = key_re.search(text)
             key = json.loads(f'"{match.group(1)}"') if match else None
-            yield BadLine(line_no, "not valid JSON", key)
+            yield BadLine(line_no, "not valid JSON", key, text)
             continue
         if not isinstance(item, Mapping):
-            yield BadLine(line_no, "not a JSON object")
+            yield BadLine(line_no, "not a JSON object", raw=text)
             continue
         yield line_no, item
 
@@ -247,13 +255,17 @@ def join_by_key(
 ) -> Iterator[LineResult]:
     """Yield exactly one result per expected key: the first one found, else ``not_executed``.
 
-    A bad line whose key is known becomes that key's ``malformed_result`` (retryable); a bad
-    line without a key, a result for a key we did not send and a second result for a key are
-    logged (batch id and line number, never content) and cannot be attributed, so the key they
-    might belong to ends up ``not_executed`` and is retried rather than lost.
+    A bad line whose key is known becomes that key's ``malformed_result``, carrying the line's
+    text, and is not retryable (the work was done and may have been billed). A bad line without
+    a key, a result for a key we did not send and a second result for a key are logged (batch
+    id and line number, never content) and cannot be attributed, so the key they might belong
+    to ends up ``not_executed`` (the collector decides whether that is ``missing_result``); when
+    exactly one key is left over and exactly one unreadable line had no key, that line's text
+    goes with the left-over key, as the only candidate.
     """
     expected = set(keys)
     seen: set[str] = set()
+    orphans: list[str] = []  # text of bad lines without a key
     for item in found:
         if isinstance(item, BadLine):
             log.warning(
@@ -264,13 +276,15 @@ def join_by_key(
                 extra={"event": "provider_result_malformed", "batch": batch},
             )
             if item.key is None:
+                if item.raw is not None:
+                    orphans.append(item.raw)
                 continue
             item = LineResult(
                 key=item.key,
                 ok=False,
                 error_code=MALFORMED,
                 error_message=f"result line {item.line_no} unreadable: {item.reason}",
-                retryable=True,
+                raw=item.raw,
             )
         if item.key not in expected or item.key in seen:
             event = "provider_result_duplicate" if item.key in seen else "provider_result_unknown"
@@ -278,13 +292,13 @@ def join_by_key(
             continue
         seen.add(item.key)
         yield item
-    for key in keys:
-        if key not in seen:
-            seen.add(key)
-            yield LineResult(
-                key=key,
-                ok=False,
-                error_code=NOT_EXECUTED,
-                error_message="no result for this request in the provider's output",
-                retryable=True,
-            )
+    left = [key for key in dict.fromkeys(keys) if key not in seen]
+    for key in left:
+        yield LineResult(
+            key=key,
+            ok=False,
+            error_code=NOT_EXECUTED,
+            error_message="no result for this request in the provider's output",
+            retryable=True,
+            raw=orphans[0] if len(left) == 1 and len(orphans) == 1 else None,
+        )

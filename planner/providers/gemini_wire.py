@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +25,7 @@ from planner.core.model import Endpoint, Usage
 from planner.core.orphans import FILE_NAME_PREFIX, OurFile, batch_id_from_file_name
 from planner.core.states import BatchState
 from planner.providers.base import (
+    MALFORMED,
     BadLine,
     BatchLine,
     BatchPayload,
@@ -479,9 +481,9 @@ def parse_results_file(data: bytes, endpoint: Endpoint | None) -> Iterator[LineR
         line_no, item = found
         key = item.get("key")
         if not isinstance(key, str):
-            yield BadLine(line_no, "no string 'key'")
+            yield BadLine(line_no, "no string 'key'", raw=json.dumps(item))
             continue
-        yield _result(key, endpoint, item, line_no)
+        yield _with_raw(_result(key, endpoint, item, line_no), item)
 
 
 def parse_inline_responses(
@@ -496,14 +498,19 @@ def parse_inline_responses(
         return
     for n, item in enumerate(items, start=1):
         if not isinstance(item, Mapping):
-            yield BadLine(n, "inline response is not an object")
+            yield BadLine(n, "inline response is not an object", raw=json.dumps(item))
             continue
         metadata = item.get("metadata")
         key = metadata.get("key") if isinstance(metadata, Mapping) else None
         if not isinstance(key, str):
-            yield BadLine(n, "inline response without metadata.key")
+            yield BadLine(n, "inline response without metadata.key", raw=json.dumps(item))
             continue
-        yield _result(key, endpoint, item, n)
+        yield _with_raw(_result(key, endpoint, item, n), item)
+
+
+def _with_raw(found: LineResult | BadLine, item: Mapping[str, Any]) -> LineResult | BadLine:
+    """A line whose shape was wrong keeps its text, for the dead-letter line."""
+    return replace(found, raw=json.dumps(item)) if isinstance(found, BadLine) else found
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -562,8 +569,8 @@ def interactive_result(line: BatchLine, response: Mapping[str, Any]) -> LineResu
         return LineResult(
             line.key,
             ok=False,
-            error_code="malformed_result",
+            error_code=MALFORMED,
             error_message=found.reason,
-            retryable=True,
-        )
+            raw=found.raw or json.dumps(response),
+        )  # not retryable: the call was answered, so it was billed
     return found

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -17,6 +18,7 @@ from planner.core.model import Endpoint, Usage
 from planner.core.orphans import FILE_NAME_PREFIX, OurFile, batch_id_from_file_name
 from planner.core.states import BatchState
 from planner.providers.base import (
+    MALFORMED,
     BadLine,
     BatchLine,
     BatchPayload,
@@ -310,7 +312,13 @@ def classify_line(item: Mapping[str, Any], line_no: int) -> LineResult | BadLine
 def parse_results_file(data: bytes) -> Iterator[LineResult | BadLine]:
     """An output or error file: one JSON object per line, in any order (pitfall 7)."""
     for found in json_lines(data, "custom_id"):
-        yield found if isinstance(found, BadLine) else classify_line(found[1], found[0])
+        if isinstance(found, BadLine):
+            yield found
+            continue
+        classified = classify_line(found[1], found[0])
+        if isinstance(classified, BadLine):  # keep its text for the dead-letter line
+            classified = replace(classified, raw=json.dumps(found[1]))
+        yield classified
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -366,10 +374,10 @@ def interactive_result(line: BatchLine, body: object) -> LineResult:
         return LineResult(
             line.key,
             ok=False,
-            error_code="malformed_result",
+            error_code=MALFORMED,
             error_message="response is not a JSON object",
-            retryable=True,
-        )
+            raw=json.dumps(body),
+        )  # not retryable: the call was answered, so it was billed
     return LineResult(
         line.key, ok=True, response=dict(body), usage=usage_from_body(body.get("usage"))
     )

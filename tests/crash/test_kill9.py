@@ -150,8 +150,15 @@ def faulty_sandbox() -> Iterator[Sandbox]:
     # faults hit planner's own calls (not the ledger reads): 429s anywhere, failed lines, and
     # interactive answers cut off after the call was carried out
     yield from _start_sandbox(
-        "line_error_rate=0.05,rate_limit=0.1,retry_after=0,drop=0.3,drop_on=generate,seed=3"
+        "line_error_rate=0.05,rate_limit=0.1,retry_after=0,drop=0.3,drop_on=generate,"
+        "malformed_line_rate=0.03,missing_line_rate=0.02,seed=3"
     )
+
+
+@pytest.fixture(scope="module")
+def lossy_sandbox() -> Iterator[Sandbox]:
+    # result lines lost on the way: the provider did (and billed) the work, we cannot read it
+    yield from _start_sandbox("malformed_line_rate=0.05,missing_line_rate=0.03,seed=5")
 
 
 # --- the workspace ---------------------------------------------------------------------------
@@ -383,6 +390,7 @@ def check_invariants(
     if not faults:
         allowed = unknown if unknown_ok else set()
         assert set(dead) <= allowed, f"dead without faults: {sorted(set(dead) - allowed)[:10]}"
+    lost = {r["id"] for r in dead_records if r["reason"] in ("malformed_result", "missing_result")}
     state = status(ws)
     assert {s for s, n in state["requests"].items() if n} <= TERMINAL, state["requests"]
     assert state["requests"].get("succeeded", 0) == len(results)
@@ -394,6 +402,8 @@ def check_invariants(
     assert twice == {}, f"billed twice: {dict(list(twice.items())[:10])}"
     billed = {r["key"] for r in mine if r["times_billed"] >= 1}
     assert set(results) <= billed, sorted(set(results) - billed)[:10]
+    # a result line lost or unreadable: billed by the provider once, dead-lettered, not resent
+    assert lost <= billed, sorted(lost - billed)[:10]
     if not faults:  # no line faults: nothing billed for a key with no result or unknown outcome
         assert billed <= set(results) | unknown, sorted(billed - set(results) - unknown)[:10]
     for r in mine:  # what we recorded is what the provider billed, token for token
@@ -444,6 +454,7 @@ def check_invariants(
         "results": len(results),
         "interactive_calls": len(calls),
         "unknown_outcome": len(unknown),
+        "lost_result_lines": len(lost),
         "cleanup_due": len(cleanup_due),
         "orphan_uploads": len(orphan_uploads),
     }
@@ -528,3 +539,28 @@ def test_random_kills_with_provider_faults(tmp_path: Path, faulty_sandbox: Sandb
         raise AssertionError(f"CRASH_SEED={seed}: {exc}") from exc
     print(f"random (seed {seed}): {kills} kills, then {runs} runs, {figures}")
     assert kills >= 1, f"seed {seed}: no run was killed; lower the delays"
+
+
+@pytest.mark.parametrize("point", ["after_sink_write", "before_cleanup"])
+def test_lost_result_lines_are_dead_lettered_once_across_a_kill(
+    tmp_path: Path, lossy_sandbox: Sandbox, point: str
+) -> None:
+    """Issue 11: malformed and missing result lines were queued again and billed twice. With
+    both faults and a kill while results are settled, each such request ends with exactly one
+    dead-letter line (``malformed_result`` with its raw text, or ``missing_result``), billed
+    once by the provider, and nothing is sent again."""
+    tag = "lost" + point.replace("_", "")
+    ws = make_workspace(tmp_path, tag, urgent=False, scale=0.5)
+    marker = tmp_path / "crashed"
+    first = run_once(ws, lossy_sandbox, PLANNER_CRASH_AT=point, PLANNER_CRASH_ONCE=str(marker))
+    assert first.returncode == -signal.SIGKILL, (first.returncode, first.stderr[-2000:])
+    run_until_done(ws, lossy_sandbox)
+    figures = check_invariants(ws, lossy_sandbox, faults=True)
+    dead = _lines(ws.root / "results" / "dead")
+    reasons = Counter(r["reason"] for r in dead)
+    assert set(reasons) == {"malformed_result", "missing_result"}, reasons
+    assert all(r.get("raw") for r in dead if r["reason"] == "malformed_result")
+    mine = [r for r in lossy_sandbox.ledger()["requests"] if r["key"].startswith(tag + "-")]
+    assert {r["key"] for r in mine if r["times_billed"] != 1} == set()
+    assert {r["key"] for r in mine} == ws.keys  # every request billed exactly once
+    print(f"{point} with lost lines: {dict(reasons)}, {figures}")

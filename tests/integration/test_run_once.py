@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from planner.config import load_config
 from planner.runtime.runner import run_once
 from planner.runtime.wiring import build_context
 from planner.sandbox import RunningSandbox
+from planner.sandbox.faults import FaultPlan
 from planner.store.tables import LEDGER, REQUEST
 from tests.conftest import REPO
 
@@ -240,13 +243,51 @@ def test_faults_still_account_for_every_request(
     assert not set(results) & set(dead)
     assert all(len(v) == 1 for v in results.values())
     assert all(len(v) == 1 for v in dead.values())
-    billed = {r["key"]: r for r in ledger_of(sandbox)["requests"]}
-    for key, records in results.items():
-        if records[0]["lane"] == "batch":
-            # retried lines may have been billed by a failed earlier attempt (a provider's
-            # per-line error is not billed; a malformed or missing line is) but never twice
-            # for a success
-            assert billed[key]["times_billed"] >= 1
+    billed = {r["key"]: r["times_billed"] for r in ledger_of(sandbox)["requests"]}
+    # a per-line error is not billed and is retried; a malformed or missing line is billed and
+    # dead-lettered, never sent again: nothing is billed twice, every result was billed once
+    assert {key: n for key, n in billed.items() if n > 1} == {}
+    assert all(billed[key] == 1 for key in results)
+    for key, records in dead.items():
+        if records[0]["reason"] in ("malformed_result", "missing_result"):
+            assert billed.get(key) == 1, key
+
+
+def test_malformed_and_missing_result_lines_are_dead_lettered_not_billed_twice(
+    workspace: Path, sandbox_factory: Any
+) -> None:
+    """Issue 11: with malformed and missing lines, requests were queued again and billed
+    twice. A line that may have been billed is dead-lettered with its reason (and raw text when
+    there was one); only ``planner requeue --reason`` sends it again."""
+    sandbox = sandbox_factory("malformed_line_rate=0.2,missing_line_rate=0.1,seed=3")
+    run_until_settled(workspace, sandbox, passes=4)
+    results, dead = read_sink(workspace / "results")
+    reasons = {key: records[0]["reason"] for key, records in dead.items()}
+    assert set(reasons.values()) == {"malformed_result", "missing_result"}, reasons
+    malformed = [
+        records[0] for records in dead.values() if records[0]["reason"] == "malformed_result"
+    ]
+    assert all(record["raw"] for record in malformed)  # the line's text, as received
+    billed = {r["key"]: r["times_billed"] for r in ledger_of(sandbox)["requests"]}
+    assert {key: n for key, n in billed.items() if n != 1} == {}
+    assert set(billed) == set(results) | set(dead)
+    # the operator's requeue sends the malformed ones once more (a second charge, accepted)
+    sandbox.state.faults = FaultPlan()  # the provider is healthy again
+    config = str(workspace / "planner.yaml")
+    requeue = ["requeue", "-c", config, "--reason", "malformed_result", "--json"]
+    done = subprocess.run(
+        [sys.executable, "-m", "planner", *requeue],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["requeued"] == len(malformed)
+    run_until_settled(workspace, sandbox, passes=2)
+    results, _ = read_sink(workspace / "results")
+    again = {r["key"]: r["times_billed"] for r in ledger_of(sandbox)["requests"]}
+    for record in malformed:
+        assert record["id"] in results and again[record["id"]] == 2
 
 
 def test_a_second_run_ingests_nothing_twice(workspace: Path, sandbox_factory: Any) -> None:

@@ -317,16 +317,26 @@ def test_malformed_lines_are_reported_not_fatal() -> None:
         b'{"key": "c", "response": {"usageMetadata": {"promptTokenCount": 1}}}\n'
     )
     items = list(wire.parse_results_file(data, GEN))
-    assert items[0] == BadLine(1, "not valid JSON", "a")
-    assert items[1] == BadLine(2, "not valid JSON", None)
-    assert items[2] == BadLine(3, "not a JSON object")
-    assert items[3] == BadLine(4, "neither 'response' nor 'error' is an object", "b")
+    # each keeps its text, for the dead-letter line
+    assert items[0] == BadLine(
+        1, "not valid JSON", "a", '{"key": "a", "response": {"candidates": []}'
+    )
+    assert items[1] == BadLine(2, "not valid JSON", None, "garbage")
+    assert items[2] == BadLine(3, "not a JSON object", raw='["not", "an", "object"]')
+    assert items[3] == BadLine(
+        4, "neither 'response' nor 'error' is an object", "b", '{"key": "b"}'
+    )
     assert isinstance(items[4], LineResult) and items[4].ok
 
 
 def test_embedding_response_without_embedding_is_malformed() -> None:
     (item,) = list(wire.parse_results_file(b'{"key": "e", "response": {"tokenCount": "1"}}', EMB))
-    assert item == BadLine(1, "embedding response without 'embedding'", "e")
+    assert item == BadLine(
+        1,
+        "embedding response without 'embedding'",
+        "e",
+        '{"key": "e", "response": {"tokenCount": "1"}}',
+    )
 
 
 def test_inline_responses_doubly_nested_and_keyed() -> None:  # §7.4
@@ -351,7 +361,7 @@ def test_inline_responses_doubly_nested_and_keyed() -> None:  # §7.4
     items = list(wire.parse_inline_responses(op, GEN))
     assert isinstance(items[0], LineResult) and items[0].key == "in-2" and not items[0].ok
     assert isinstance(items[1], LineResult) and items[1].usage == Usage(3, 2, 0)
-    assert items[2] == BadLine(3, "inline response without metadata.key")
+    assert items[2] == BadLine(3, "inline response without metadata.key", raw='{"response": {}}')
     # a bare list under the outer key yields nothing rather than crashing (pitfall 11)
     assert (
         list(wire.parse_inline_responses({"metadata": {"output": {"inlinedResponses": []}}}, GEN))
@@ -375,7 +385,9 @@ def test_join_by_key_exactly_one_per_key(caplog: pytest.LogCaptureFixture) -> No
     assert sorted(by_key) == ["a", "b", "c"] and len(results) == 3
     assert by_key["a"].error_code == NOT_EXECUTED and by_key["a"].retryable
     assert by_key["b"].ok
-    assert by_key["c"].error_code == MALFORMED and by_key["c"].retryable
+    # a malformed line may have been billed: never retried by itself, its text kept
+    assert by_key["c"].error_code == MALFORMED and not by_key["c"].retryable
+    assert by_key["c"].raw is None  # (this BadLine was built without text)
     assert len(caplog.records) == 4  # two bad lines, one duplicate, one unknown key
 
 
@@ -447,4 +459,4 @@ def test_interactive_result() -> None:
     result = wire.interactive_result(emb_line("e"), {"embedding": {"values": [0.1]}})
     assert result.ok and result.usage is None
     bad = wire.interactive_result(emb_line("e"), {"something": 1})
-    assert not bad.ok and bad.error_code == MALFORMED and bad.retryable
+    assert not bad.ok and bad.error_code == MALFORMED and not bad.retryable and bad.raw

@@ -209,15 +209,17 @@ def test_malformed_output_lines() -> None:
         b'{"custom_id": "e", "error": "boom"}\n'
         b"42\n"
     )
+    lines = data.decode().splitlines()
+    lines[1:6] = [json.dumps(json.loads(line)) for line in lines[1:6]]
     assert list(wire.parse_results_file(data)) == [
-        BadLine(1, "not valid JSON", "a"),
-        BadLine(2, "no string 'custom_id'"),
-        BadLine(3, "response without an integer status_code", "b"),
-        BadLine(4, "2xx response without a JSON object body", "c"),
-        BadLine(5, "neither 'response' nor 'error' is an object", "d"),
-        BadLine(6, "'error' is neither null nor an object", "e"),
-        BadLine(7, "not a JSON object"),
-    ]
+        BadLine(1, "not valid JSON", "a", lines[0]),
+        BadLine(2, "no string 'custom_id'", raw=lines[1]),
+        BadLine(3, "response without an integer status_code", "b", lines[2]),
+        BadLine(4, "2xx response without a JSON object body", "c", lines[3]),
+        BadLine(5, "neither 'response' nor 'error' is an object", "d", lines[4]),
+        BadLine(6, "'error' is neither null nor an object", "e", lines[5]),
+        BadLine(7, "not a JSON object", raw=lines[6]),
+    ]  # each keeps its text (the JSON of a parsed line), for the dead-letter line
 
 
 @pytest.mark.parametrize(
