@@ -21,7 +21,7 @@ from planner.core.catalog import (
     catalog_warnings,
     entry_warnings,
 )
-from planner.pipeline.preview import ModelRow, PlanReport
+from planner.pipeline.preview import ModelRow, PlanReport, budget_rows
 
 STALE_AFTER_DAYS = 90
 RETIRING_WITHIN_DAYS = 30
@@ -144,6 +144,9 @@ def render_plan(console: Console, report: PlanReport) -> None:
             + (f"\n[red]{row.oversized} too large for any batch[/]" if row.oversized else ""),
         )
     _show(console, decisions)
+    budgets = budget_rows(report.book)
+    if budgets:
+        _show(console, budget_table("budgets (this plan included)", budgets))
     console.print(
         "interactive = every request at the interactive price; all batch = every request by "
         "batch; planned = each request in the lane chosen for it; savings = interactive - planned.",
@@ -246,6 +249,40 @@ def render_prices(
         console.print(f"[yellow]warning[/] {w.model}: {w.message}")
 
 
+def budget_table(title: str, rows: list[dict[str, Any]]) -> Table:
+    """One row per budget window: limit, spent, reserved, (planned), remaining, held back."""
+    table = Table(title=title)
+    table.add_column("budget")
+    table.add_column("period")
+    money = ["limit", "spent", "reserved", "planned", "remaining", "held back"]
+    if not any("planned_usd" in r for r in rows):
+        money.remove("planned")
+    for name in money:
+        table.add_column(name, justify="right")
+    for r in rows:
+        held = r.get("held_requests", 0) + r.get("rejected_requests", 0)
+        cells = [r["budget"], f"{r['period']} (at cap: {r['at_cap']})"]
+        cells += [_usd(r["limit_usd"]), _usd(r["spent_usd"]), _usd(r["reserved_usd"])]
+        if "planned" in money:
+            cells.append(_usd(r.get("planned_usd")))
+        cells.append(_usd(r["remaining_usd"]))
+        usd = f" / {_usd(r['held_usd'])}" if "held_usd" in r else ""
+        cells.append(f"{held:,} req{usd}")
+        table.add_row(*cells)
+    return table
+
+
+def decisions_table(title: str, rows: list[dict[str, Any]]) -> Table:
+    """Requests by the rule that decided them and the state they are in now."""
+    table = Table(title=title)
+    table.add_column("rule")
+    table.add_column("state")
+    table.add_column("requests", justify="right")
+    for r in rows:
+        table.add_row(r["rule"], r["state"], f"{r['requests']:,}")
+    return table
+
+
 def render_status(console: Console, data: dict[str, Any]) -> None:
     for title in ("requests", "batches"):
         table = Table(title=f"{title} by state")
@@ -256,6 +293,10 @@ def render_status(console: Console, data: dict[str, Any]) -> None:
                 table.add_row(state, f"{n:,}")
         _show(console, table)
     _show(console, _spend_table("spend so far (from the ledger)", data["spend"]))
+    if data.get("decisions"):
+        _show(console, decisions_table("decisions by rule", data["decisions"]))
+    if data.get("budgets"):
+        _show(console, budget_table("budgets now", data["budgets"]))
 
 
 def _spend_table(
@@ -295,6 +336,10 @@ def render_report(console: Console, data: dict[str, Any]) -> None:
     since = data["since"]
     window = f"since {since[:16].replace('T', ' ')} UTC" if since else "all time"
     _show(console, _spend_table(f"billed {window} (from the ledger)", data["rows"], data["totals"]))
+    if data.get("decisions"):
+        _show(console, decisions_table(f"decisions by rule ({window})", data["decisions"]))
+    if data.get("budgets"):
+        _show(console, budget_table("budgets now", data["budgets"]))
     unpriced = data["totals"]["unpriced"]
     if unpriced:
         console.print(

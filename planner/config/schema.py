@@ -22,7 +22,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationInfo
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationInfo, model_validator
 from pydantic_core import PydanticCustomError
 
 from planner.config.units import (
@@ -39,6 +39,7 @@ from planner.config.units import (
     parse_usd,
     show,
 )
+from planner.core.budget import AtCap, BudgetRules
 from planner.core.policy import PolicyRules
 
 # ---------------------------------------------------------------- value types
@@ -203,6 +204,22 @@ def _name(value: Any) -> str:
 Name = Annotated[str, _plain(_name, "name"), Label("name")]
 
 
+def _timezone(value: Any) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # reads the zone database: config only
+
+    hint = "expected an IANA time zone name such as UTC or Europe/Berlin"
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{hint}; got {describe(value)}")
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{hint}; got {show(value)} (unknown zone)") from None
+    return value
+
+
+TimeZoneName = Annotated[str, _plain(_timezone, "timezone"), Label("time zone")]
+
+
 def _patterns(value: Any) -> tuple[str, ...]:
     hint = 'expected a list of model-id patterns such as ["gpt-*", "text-embedding-*"]'
     if not isinstance(value, list | tuple):
@@ -325,6 +342,37 @@ class GeminiProviderConfig(ProviderBase):
 ProviderConfig = Annotated[OpenAIProviderConfig | GeminiProviderConfig, Field(discriminator="kind")]
 
 
+class BudgetConfig(Section):
+    """A spending cap per day and/or per month (``core/budget.py``)."""
+
+    daily_usd: USD | None = Field(
+        None, description="USD that may be spent (billed plus in flight) per day; null = no cap."
+    )
+    monthly_usd: USD | None = Field(
+        None, description="USD that may be spent per calendar month; null = no cap."
+    )
+    timezone: TimeZoneName = Field("UTC", description="Where a budget day and month begin.")
+    at_cap: Literal["hold", "reject", "batch_only"] = Field(
+        "hold",
+        description="A request the budget has no room for: hold (state held until there is "
+        "room), reject, or batch_only (by batch if that fits, else held).",
+    )
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> BudgetConfig:
+        if self.daily_usd is None and self.monthly_usd is None:
+            raise ValueError("a budget needs daily_usd, monthly_usd or both")
+        return self
+
+    def rules(self) -> BudgetRules:
+        """The pure core's view of this budget (the zone resolved here, once)."""
+        from zoneinfo import ZoneInfo
+
+        return BudgetRules(
+            self.daily_usd, self.monthly_usd, ZoneInfo(self.timezone), AtCap(self.at_cap)
+        )
+
+
 class JsonlDirSourceConfig(Section):
     """A spool folder of .jsonl files (OpenAI batch, Gemini batch or simple lines)."""
 
@@ -351,6 +399,9 @@ class JsonlDirSourceConfig(Section):
     )
     max_line_bytes: ByteSize = Field(
         10_000_000, description="Longer lines are quarantined as too_large."
+    )
+    budget: BudgetConfig | None = Field(
+        None, description="Spending cap of this source alone (on top of its policy's)."
     )
 
 
@@ -389,9 +440,8 @@ class PolicyConfig(Section):
     flex_latency: Duration = Field(
         timedelta(minutes=15), description="How long a flex request is expected to take."
     )
-    budget_usd_per_day: USD | None = Field(
-        None,
-        description="Spend cap per UTC day. Not enforced yet: planner run refuses a value.",
+    budget: BudgetConfig | None = Field(
+        None, description="Spending cap shared by every source under this policy; null = none."
     )
 
     def rules(self) -> PolicyRules:

@@ -7,7 +7,13 @@ Order of the rules (first match wins):
    ``min_savings_usd`` (and ``min_savings_ratio`` of the interactive cost, if set);
 3. else flex when allowed, priced, cheaper than interactive and the deadline leaves at least
    ``flex_latency``;
-4. else interactive, with the reason batch was not chosen.
+4. else interactive, with the reason batch was not chosen;
+5. then the budget (``core/budget.py``), when one applies: the chosen lane's upper-bound cost
+   (input estimate plus the maximum output) must fit the money left. If it does not, ``at_cap``
+   decides: ``hold`` keeps the request (state ``held``) until the budget has room,
+   ``reject`` refuses it, ``batch_only`` sends it by batch when the batch cost fits (even if
+   its deadline is too close for a batch: the cap weighs more) and holds it otherwise. Batch is
+   the cheapest lane, so a request that does not fit by batch fits no other lane either.
 
 The deadline is the request's own, else ``received_at + default_deadline``, else none (a request
 without a deadline can always wait for a batch).
@@ -20,6 +26,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
+from planner.core.budget import AtCap
 from planner.core.cost import LaneCosts
 from planner.core.model import Lane, Request, TokenEstimate
 
@@ -34,6 +41,8 @@ class Reason(StrEnum):
     UNPRICED = "unpriced"
     FLEX_CHEAPER_THAN_INTERACTIVE = "flex_cheaper_than_interactive"
     NO_PROVIDER = "no_provider"  # set by the planner: no configured provider serves the model
+    BUDGET_EXHAUSTED = "budget_exhausted"  # held or rejected: the budget has no room for it
+    BUDGET_BATCH_ONLY = "budget_batch_only"  # batch instead of a dearer lane the budget refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,11 +59,37 @@ class PolicyRules:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """The lane (``None`` = rejected), the rule id and a human sentence for logs and reports."""
+    """The lane (``None`` = rejected, or held when ``held``), the rule id and a human sentence
+    for logs and reports."""
 
     lane: Lane | None
     reason: Reason
     detail: str
+    held: bool = False
+
+    @property
+    def outcome(self) -> str:
+        """``batch`` / ``interactive`` / ``flex`` / ``held`` / ``rejected``."""
+        if self.lane is not None:
+            return self.lane.value
+        return HELD if self.held else REJECTED
+
+
+HELD = "held"
+REJECTED = "rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetRoom:
+    """The money left under every budget the request falls under, and what to do at the cap."""
+
+    remaining: Decimal
+    at_cap: AtCap = AtCap.HOLD
+
+
+def lane_cost(costs: LaneCosts, lane: Lane) -> Decimal | None:
+    """The request's (upper-bound) cost in ``lane``."""
+    return {Lane.BATCH: costs.batch, Lane.FLEX: costs.flex}.get(lane, costs.interactive)
 
 
 def deadline_of(request: Request, rules: PolicyRules) -> datetime | None:
@@ -109,14 +144,40 @@ def _deadline_text(deadline: datetime | None) -> str:
     return "no deadline" if deadline is None else f"deadline {deadline.isoformat()}"
 
 
+def within_budget(choice: Decision, costs: LaneCosts, budget: BudgetRoom) -> Decision:
+    """``choice`` if its lane's cost fits ``budget``, else what ``at_cap`` says (rule 5)."""
+    lane = choice.lane
+    cost = None if lane is None else lane_cost(costs, lane)
+    if lane is None or cost is None or cost <= budget.remaining:
+        return choice
+    over = f"{lane.value} costs up to {cost} USD; {budget.remaining} USD left in the budget"
+    batch = costs.batch
+    if budget.at_cap is AtCap.BATCH_ONLY and batch is not None and batch <= budget.remaining:
+        detail = f"{over}; batch instead ({batch} USD)"
+        return Decision(Lane.BATCH, Reason.BUDGET_BATCH_ONLY, detail)
+    if budget.at_cap is AtCap.REJECT:
+        return Decision(None, Reason.BUDGET_EXHAUSTED, over)
+    return Decision(None, Reason.BUDGET_EXHAUSTED, f"{over}; held", held=True)
+
+
 def decide(
     request: Request,
     estimate: TokenEstimate,
     costs: LaneCosts,
     rules: PolicyRules,
     now: datetime,
+    budget: BudgetRoom | None = None,
 ) -> Decision:
-    """Pick the lane for ``request`` at ``now`` (see the module docstring for the rules)."""
+    """Pick the lane for ``request`` at ``now`` (see the module docstring for the rules);
+    ``budget``: the money left under the budgets that apply (``None``: no budget)."""
+    choice = _by_deadline(request, estimate, costs, rules, now)
+    return choice if budget is None else within_budget(choice, costs, budget)
+
+
+def _by_deadline(
+    request: Request, estimate: TokenEstimate, costs: LaneCosts, rules: PolicyRules, now: datetime
+) -> Decision:
+    """Rules 1-4: the cheapest lane that meets the deadline and clears the minimum saving."""
     if costs.interactive is None:
         detail = f"no price for model {request.model} ({estimate.input_tokens} input tokens)"
         return Decision(None, Reason.UNPRICED, detail)

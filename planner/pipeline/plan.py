@@ -11,9 +11,11 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from decimal import Decimal
 
 from sqlalchemy.orm import Session
 
+from planner.core.budget import BudgetBook, BudgetKey, BudgetRules, Period, window_start
 from planner.core.catalog import Catalog, ModelEntry
 from planner.core.cost import LaneCosts, compare
 from planner.core.enqueued import LearnedLimit, current, enqueue_budget, with_learned
@@ -21,13 +23,26 @@ from planner.core.estimate import TokenCounter, embedding_inputs, estimate
 from planner.core.limits import BatchLimits
 from planner.core.model import Lane, Request, TokenEstimate
 from planner.core.pack import PackGroup, PackItem, PackResult, QueueKey, pack
-from planner.core.policy import Decision, PolicyRules, Reason, decide
+from planner.core.policy import (
+    BudgetRoom,
+    Decision,
+    PolicyRules,
+    Reason,
+    decide,
+    lane_cost,
+    within_budget,
+)
 from planner.core.states import RequestState
 from planner.store import batches as store_batches
+from planner.store import budgets as store_budgets
+from planner.store import claims as store_claims
 from planner.store import limits as store_limits
 from planner.store import requests as store_requests
+from planner.store.requests import StoredRequest
 
 _log = logging.getLogger(__name__)
+
+_PLANNABLE = (RequestState.QUEUED, RequestState.HELD)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +60,16 @@ class Assessment:
     def lane(self) -> Lane | None:
         return self.decision.lane
 
+    @property
+    def reserved(self) -> Decimal | None:
+        """The upper-bound cost in the chosen lane (what budgets count while in flight)."""
+        lane = self.lane
+        return None if lane is None else lane_cost(self.costs, lane)
+
+
+def _no_budgets(source: str) -> tuple[BudgetKey, ...]:
+    return ()
+
 
 @dataclass(frozen=True, slots=True)
 class Planner:
@@ -57,8 +82,12 @@ class Planner:
     default_output_tokens_for: Callable[[Request], int]
     line_bytes: Callable[[Request, str], int]  # request, provider name -> JSONL line bytes
     limits_for: Callable[[PackGroup], BatchLimits]
+    budget_rules: Mapping[BudgetKey, BudgetRules] = field(default_factory=dict)
+    budgets_of: Callable[[str], tuple[BudgetKey, ...]] = _no_budgets  # source -> its budgets
 
-    def assess(self, request: Request, now: datetime) -> Assessment:
+    def assess(self, request: Request, now: datetime, book: BudgetBook | None = None) -> Assessment:
+        """Estimate, price and decide ``request``; with ``book``, within its budgets (a request
+        that fits is reserved in ``book`` at once, so the next one sees the money taken)."""
         entry = self.catalog.get(request.model)
         tokens = estimate(
             request,
@@ -73,6 +102,8 @@ class Planner:
             decision = Decision(None, Reason.NO_PROVIDER, detail)
         else:
             decision = decide(request, tokens, costs, self.rules_for(request), now)
+            if book is not None:
+                decision = _budgeted(decision, costs, book, self.budgets_of(request.source))
         return Assessment(request, provider, entry, tokens, costs, decision)
 
     def pack_item(self, assessment: Assessment) -> PackItem:
@@ -128,6 +159,24 @@ class Planner:
         return found
 
 
+def _budgeted(
+    decision: Decision, costs: LaneCosts, book: BudgetBook, keys: tuple[BudgetKey, ...]
+) -> Decision:
+    """``decision`` checked against the budgets ``keys`` in ``book``, and reserved there."""
+    lane = decision.lane
+    room = book.room(keys)
+    if lane is None or room is None:
+        return decision
+    final = within_budget(decision, costs, BudgetRoom(room, book.at_cap(keys)))
+    if final.lane is not None:
+        book.reserve(keys, lane_cost(costs, final.lane) or Decimal(0))
+        return final
+    binding = book.binding(keys)
+    if binding is not None:
+        book.hold(binding, lane_cost(costs, lane) or Decimal(0), rejected=not final.held)
+    return final
+
+
 @dataclass(slots=True)
 class PlanStageResult:
     """What one planning pass decided."""
@@ -140,31 +189,70 @@ class PlanStageResult:
         self.lanes[lane] = self.lanes.get(lane, 0) + n
 
 
+_STATE_OF = {
+    "batch": RequestState.PLANNED,
+    "interactive": RequestState.INTERACTIVE,
+    "flex": RequestState.FLEX,
+    "held": RequestState.HELD,
+    "rejected": RequestState.REJECTED,
+}
+
+
 def _record_decisions(
-    session: Session, assessed: list[tuple[int, Assessment]], now: datetime
+    session: Session, assessed: list[tuple[StoredRequest, Assessment]], now: datetime
 ) -> PlanStageResult:
-    """Estimates for all; rejected, interactive and flex requests move now (batch ones below)."""
+    """Estimates, decisions and reservations for all; every request but the batch-bound ones
+    moves now (batch ones when packed, below). A held request still held stays as it is."""
     result = PlanStageResult()
-    store_requests.record_estimates(session, ((i, a.estimate) for i, a in assessed), now)
-    for request_id, a in assessed:
-        lane = a.lane
-        if lane is Lane.BATCH:
+    store_requests.record_estimates(session, ((s.id, a.estimate) for s, a in assessed), now)
+    store_budgets.record_decisions(
+        session, ((s.id, a.decision.reason.value, a.reserved) for s, a in assessed), now
+    )
+    for stored, a in assessed:
+        outcome = a.decision.outcome
+        if outcome == Lane.BATCH.value:
             continue
-        state = {None: RequestState.REJECTED, Lane.INTERACTIVE: RequestState.INTERACTIVE}.get(
-            lane, RequestState.FLEX
-        )
-        store_requests.transition_request(
-            session,
-            request_id,
-            state,
-            now,
-            expected=(RequestState.QUEUED,),
-            reason=f"{a.decision.reason.value}: {a.decision.detail}",
-            lane=None if lane is None else lane.value,
-            provider=a.provider,
-        )
-        result.count("rejected" if lane is None else lane.value)
+        state = _STATE_OF[outcome]
+        if state is not stored.state:
+            lane = a.lane
+            store_requests.transition_request(
+                session,
+                stored.id,
+                state,
+                now,
+                expected=(RequestState.QUEUED, RequestState.HELD),
+                reason=f"{a.decision.reason.value}: {a.decision.detail}",
+                lane=None if lane is None else lane.value,
+                provider=a.provider,
+            )
+        result.count(outcome)
     return result
+
+
+def open_book(session: Session, planner: Planner, now: datetime) -> BudgetBook | None:
+    """Every configured budget at ``now``, from the store: what its windows spent (the ledger)
+    and what is in flight (the requests' reservations). ``None`` when no budget is set."""
+    if not planner.budget_rules:
+        return None
+    starts = {
+        (key, period): window_start(period, now, rules.tz)
+        for key, rules in planner.budget_rules.items()
+        for period in rules.limits()
+    }
+    by_start = {
+        start: store_budgets.spent_by_source(session, start) for start in set(starts.values())
+    }
+    spent: dict[tuple[BudgetKey, Period], Decimal] = {}
+    for (key, period), start in starts.items():
+        rows = by_start[start].items()
+        spent[(key, period)] = sum(
+            (usd for source, usd in rows if key in planner.budgets_of(source)), Decimal(0)
+        )
+    reserved: dict[BudgetKey, Decimal] = {}
+    for source, usd in store_budgets.reserved_by_source(session).items():
+        for key in planner.budgets_of(source):
+            reserved[key] = reserved.get(key, Decimal(0)) + usd
+    return BudgetBook.start(planner.budget_rules, spent, reserved)
 
 
 def run_plan_stage(
@@ -176,19 +264,30 @@ def run_plan_stage(
     ``planned``, its requests ``planned``) commit together or not at all. Enqueued-token limits
     are ``min(configured, learned)``, and a model's batches are only planned while its queue
     (the unfinished batches' tokens) has room; the rest stay queued for a later pass.
+
+    Held requests are decided again with the queued ones (the budget may have room now). With
+    budgets, each round reads them from the store under an advisory lock, so replicas sharing
+    the store take turns and never spend the same money twice.
     """
     total = PlanStageResult()
     last_id: int | None = None
     while True:
         with session_factory() as session, session.begin():
-            queued = list(store_requests.queued_for_planning(session, chunk, after_id=last_id))
+            if planner.budget_rules:
+                store_claims.advisory_lock(session, "plan:budgets")
+            queued = list(
+                store_requests.queued_for_planning(
+                    session, chunk, after_id=last_id, states=_PLANNABLE
+                )
+            )
             if not queued:
                 return total
             last_id = queued[-1].id
             round_planner = planner.with_learned_limits(store_limits.learned_limits(session), now)
-            assessed = [(s.id, round_planner.assess(s.request, now)) for s in queued]
+            book = open_book(session, round_planner, now)
+            assessed = [(s, round_planner.assess(s.request, now, book)) for s in queued]
             round_result = _record_decisions(session, assessed, now)
-            ids = {(a.request.source, a.request.key): i for i, a in assessed}
+            ids = {(a.request.source, a.request.key): s.id for s, a in assessed}
             batch_bound = [a for _, a in assessed if a.lane is Lane.BATCH]
             budgets = round_planner.budgets(batch_bound, store_batches.enqueued_tokens(session))
             packed = round_planner.pack(batch_bound, budgets)
@@ -214,7 +313,7 @@ def run_plan_stage(
                     ids[(oversized.item.group.source, oversized.item.key)],
                     RequestState.REJECTED,
                     now,
-                    expected=(RequestState.QUEUED,),
+                    expected=(RequestState.QUEUED, RequestState.HELD),
                     reason=f"too_large: alone it breaks the batch limit {oversized.limit}",
                 )
                 round_result.count("rejected")

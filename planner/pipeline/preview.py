@@ -20,12 +20,12 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from planner.core.budget import BudgetBook, HeldBack
 from planner.core.model import Endpoint, Lane, Request
 from planner.core.pack import Oversized, PackItem, PlannedBatch, pack
 from planner.pipeline.plan import Assessment, Planner
 from planner.sources.base import LineError
 
-REJECTED = "rejected"
 ERROR_SAMPLE = 50  # quarantined lines shown in full in the report
 PROGRESS_EVERY = 1000  # requests between progress callbacks
 
@@ -71,11 +71,9 @@ class ModelRow:
         self.output_tokens += a.estimate.output_tokens
         self.interactive_usd = _add(self.interactive_usd, a.costs.interactive)
         self.batch_usd = _add(self.batch_usd, a.costs.batch)
-        lane = a.lane
-        planned = None if lane is None else _lane_cost(a, lane)
-        if lane is not None:
-            self.planned_usd = _add(self.planned_usd, planned)
-        self.lanes[REJECTED if lane is None else lane.value] += 1
+        if a.lane is not None:
+            self.planned_usd = _add(self.planned_usd, a.reserved)
+        self.lanes[a.decision.outcome] += 1
         self.reasons[a.decision.reason.value] += 1
         self.methods[a.estimate.method] += 1
 
@@ -102,10 +100,6 @@ class ModelRow:
         }
 
 
-def _lane_cost(a: Assessment, lane: Lane) -> Decimal | None:
-    return {Lane.BATCH: a.costs.batch, Lane.FLEX: a.costs.flex}.get(lane, a.costs.interactive)
-
-
 @dataclass(slots=True)
 class PlanReport:
     """The whole dry run: rows per model, totals, quarantined lines, unpriced models."""
@@ -113,6 +107,7 @@ class PlanReport:
     rows: dict[tuple[str | None, str, Endpoint], ModelRow] = field(default_factory=dict)
     errors: list[LineError] = field(default_factory=list)
     quarantined: int = 0
+    book: BudgetBook | None = None  # the budgets, as this plan would leave them
 
     def add(self, a: Assessment) -> None:
         key = (a.provider, a.request.model, a.request.endpoint)
@@ -180,7 +175,35 @@ class PlanReport:
                 {"origin": e.origin, "reason": e.reason, "message": e.message} for e in self.errors
             ],
             "unpriced": self.unpriced,
+            "budgets": budget_rows(self.book),
         }
+
+
+def budget_rows(book: BudgetBook | None) -> list[dict[str, Any]]:
+    """Each budget window: its limit, what was spent and reserved before, what the plan takes
+    (``planned_usd``), what is left, and what it held back (requests and their upper bound)."""
+    if book is None:
+        return []
+    rows = []
+    for (key, period), window in sorted(book.windows.items()):
+        planned = book.planned.get(key, Decimal(0))
+        held = book.held.get(key, HeldBack())
+        rows.append(
+            {
+                "budget": str(key),
+                "period": period.value,
+                "at_cap": book.rules[key].at_cap.value,
+                "limit_usd": _money(window.limit),
+                "spent_usd": _money(window.spent),
+                "reserved_usd": _money(window.reserved - planned),
+                "planned_usd": _money(planned),
+                "remaining_usd": _money(window.remaining),
+                "held_requests": held.requests - held.rejected,
+                "rejected_requests": held.rejected,
+                "held_usd": _money(held.usd),
+            }
+        )
+    return rows
 
 
 def build_report(
@@ -188,9 +211,11 @@ def build_report(
     planner: Planner,
     now: datetime,
     on_request: Callable[[int], None] | None = None,
+    book: BudgetBook | None = None,
 ) -> PlanReport:
-    """Assess every line once, in one streaming pass, and pack the batch-bound ones."""
-    report = PlanReport()
+    """Assess every line once, in one streaming pass, and pack the batch-bound ones; with
+    ``book``, within the budgets (first come, first served, in the sources' order)."""
+    report = PlanReport(book=book)
     seen = 0
 
     def batch_items() -> Iterator[PackItem]:
@@ -199,7 +224,7 @@ def build_report(
             if isinstance(line, LineError):
                 report.add_error(line)
                 continue
-            assessment = planner.assess(line, now)
+            assessment = planner.assess(line, now, book)
             report.add(assessment)
             seen += 1
             if on_request is not None and seen % PROGRESS_EVERY == 0:

@@ -1,5 +1,6 @@
-"""The CLI's commands on the store itself: ``status`` and ``report`` (read the queue and the
-ledger, exact decimals as strings) and ``requeue`` (dead letters back to the queue)."""
+"""The CLI's commands on the store itself: ``status`` and ``report`` (read the queue, the
+ledger, the decisions by rule and the budgets, exact decimals as strings) and ``requeue``
+(dead letters back to the queue)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from decimal import Decimal
 from typing import Any
 
 from planner.config.schema import PlannerConfig
-from planner.runtime.wiring import open_store
+from planner.pipeline.decisions import budgets_now, decision_rows
+from planner.runtime import clock
+from planner.runtime.wiring import build_planner, open_store
 from planner.store import batches as store_batches
 from planner.store import ledger as store_ledger
 from planner.store import requests as store_requests
@@ -46,6 +49,8 @@ def status(cfg: PlannerConfig) -> dict[str, Any]:
             "requests": store_requests.counts_by_state(session),
             "batches": store_batches.counts_by_state(session),
             "spend": _spend_rows(store_ledger.spend(session)),
+            "decisions": decision_rows(session),
+            "budgets": budgets_now(session, build_planner(cfg), clock.utc_now()),
         }
 
 
@@ -78,6 +83,8 @@ def report(cfg: PlannerConfig, since: timedelta | None, now: datetime) -> dict[s
     cutoff = None if since is None else now - since
     with open_store(cfg)() as session:
         spend = store_ledger.spend(session, cutoff)
+        decisions = decision_rows(session, cutoff)
+        budgets = budgets_now(session, build_planner(cfg), now)
     totals = {
         "requests": sum(s.requests for s in spend),
         "input_tokens": sum(s.input_tokens for s in spend),
@@ -95,4 +102,6 @@ def report(cfg: PlannerConfig, since: timedelta | None, now: datetime) -> dict[s
         "until": now.isoformat(),
         "rows": _spend_rows(spend),
         "totals": totals,
+        "decisions": decisions,
+        "budgets": budgets,
     }

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from planner.config import load_config, resolve_api_key, resolve_store_url
 from planner.config.prices import shipped_catalog
 from planner.config.schema import GeminiProviderConfig, PlannerConfig
+from planner.core.budget import BudgetBook, BudgetKey, BudgetRules, Scope
 from planner.core.catalog import Catalog
 from planner.core.flush import DeadlineRules, FlushRules
 from planner.core.limits import BatchLimits, RateLimits, default_limits, merge_limits
@@ -29,7 +30,7 @@ from planner.core.pack import PackGroup
 from planner.core.policy import PolicyRules
 from planner.errors import ConfigError
 from planner.pipeline.context import StageContext
-from planner.pipeline.plan import Planner
+from planner.pipeline.plan import Planner, open_book
 from planner.pipeline.preview import PlanReport, build_report
 from planner.providers import create_provider, gemini_wire, openai_wire
 from planner.providers.base import BatchProvider
@@ -101,10 +102,35 @@ def line_bytes(request: Request, provider: str) -> int:
     return len(json.dumps(row, ensure_ascii=False, separators=(",", ":")).encode()) + 1
 
 
+def budgets(
+    cfg: PlannerConfig,
+) -> tuple[dict[BudgetKey, BudgetRules], Callable[[str], tuple[BudgetKey, ...]]]:
+    """The configured budgets, and which of them each source falls under (its policy's and its
+    own; a source no longer configured falls under the default policy's)."""
+    rules: dict[BudgetKey, BudgetRules] = {}
+    for name, policy in cfg.policies.items():
+        if policy.budget is not None:
+            rules[BudgetKey(Scope.POLICY, name)] = policy.budget.rules()
+    for name, source in cfg.sources.items():
+        if source.budget is not None:
+            rules[BudgetKey(Scope.SOURCE, name)] = source.budget.rules()
+    source_policy = {name: s.policy for name, s in cfg.sources.items()}
+
+    def budgets_of(source: str) -> tuple[BudgetKey, ...]:
+        keys = (
+            BudgetKey(Scope.POLICY, source_policy.get(source, "default")),
+            BudgetKey(Scope.SOURCE, source),
+        )
+        return tuple(k for k in keys if k in rules)
+
+    return rules, budgets_of
+
+
 def build_planner(cfg: PlannerConfig, catalog: Catalog | None = None) -> Planner:
     catalog = catalog or catalog_for(cfg)
     source_policy = {name: s.policy for name, s in cfg.sources.items()}
     rules = {name: policy.rules() for name, policy in cfg.policies.items()}
+    budget_rules, budgets_of = budgets(cfg)
 
     def rules_of(request: Request) -> PolicyRules:
         return rules[source_policy.get(request.source, "default")]
@@ -125,6 +151,8 @@ def build_planner(cfg: PlannerConfig, catalog: Catalog | None = None) -> Planner
         default_output_tokens_for=output_tokens_of,
         line_bytes=line_bytes,
         limits_for=limits_for(cfg),
+        budget_rules=budget_rules,
+        budgets_of=budgets_of,
     )
 
 
@@ -221,15 +249,6 @@ def build_context(cfg: PlannerConfig, *, sandbox_url: str | None) -> StageContex
                 "use a jsonl_dir source"
             ]
         )
-    budgets = [name for name, p in cfg.policies.items() if p.budget_usd_per_day is not None]
-    if budgets:  # a cap that silently did nothing would be worse than none
-        raise ConfigError(
-            [
-                f"policies.{name}.budget_usd_per_day: budgets are not enforced in this version; "
-                "remove it"
-                for name in budgets
-            ]
-        )
     catalog = catalog_for(cfg)
     return StageContext(
         session_factory=open_store(cfg),
@@ -277,7 +296,28 @@ def build_plan_report(
     planner = build_planner(cfg, catalog)
     sources = build_sources(cfg, catalog)
     lines: Iterator[ParsedLine] = chain.from_iterable(s.scan(now) for s in sources)
-    return build_report(lines, planner, now, on_request)
+    return build_report(lines, planner, now, on_request, book=_plan_book(cfg, planner, now))
+
+
+def _plan_book(cfg: PlannerConfig, planner: Planner, now: datetime) -> BudgetBook | None:
+    """The budgets as the store has them now, for the dry run (read only; a store that does not
+    exist yet has spent and reserved nothing)."""
+    if not planner.budget_rules:
+        return None
+    from sqlalchemy.engine import make_url
+
+    from planner.store.engine import deferred
+
+    url = resolve_store_url(cfg, os.environ)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").is_file():
+        return BudgetBook.start(planner.budget_rules, {}, {})
+    engine = make_engine(url)
+    try:
+        with make_session_factory(deferred(engine))() as session:
+            return open_book(session, planner, now)
+    finally:
+        engine.dispose()
 
 
 def upgrade_store(cfg: PlannerConfig) -> str:

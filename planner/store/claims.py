@@ -195,6 +195,16 @@ def try_advisory_lock(session: Session, key: str | int) -> bool:
 
 
 @translated
+def advisory_lock(session: Session, key: str | int) -> None:
+    """Wait for a transaction-scoped advisory lock on PostgreSQL (released at commit/rollback);
+    nothing on SQLite, whose writers are serialised anyway. A safety lock: replicas that read
+    a shared sum (a budget) and then add to it take turns."""
+    if _is_postgres(session):
+        number = key if isinstance(key, int) else advisory_key(key)
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": number})
+
+
+@translated
 def database_now(session: Session) -> datetime:
     """The database server's current time (UTC, aware): one clock for every replica's leases."""
     if _is_postgres(session):

@@ -147,6 +147,10 @@ class RequestRow(StoreModel, table=True):
     est_output_tokens: int | None = Field(default=None, sa_column=Column(BigInteger))
     est_method: str | None = Field(default=None, sa_column=Column(String(100)))
     lane: str | None = Field(default=None, sa_column=Column(String(32)))
+    # the policy rule that decided the lane (core.policy.Reason); kept after completion
+    decision: str | None = Field(default=None, sa_column=Column(String(64)))
+    # the upper-bound cost in that lane, counted against budgets while the request is in flight
+    reserved_usd: Decimal | None = Field(default=None, sa_column=Column(Money))
     batch_id: str | None = Field(default=None, sa_column=Column(String(64), ForeignKey("batch.id")))
     claimed_by: str | None = Field(default=None, sa_column=Column(String(200)))
     lease_until: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))

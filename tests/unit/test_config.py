@@ -483,7 +483,10 @@ def test_nightly_example_values() -> None:
     cfg = load_config(REPO / "config" / "examples" / "nightly-and-embeddings.yaml")
     nightly = cfg.policies["nightly"]
     assert nightly.min_savings_usd == Decimal("0.0001")
-    assert nightly.budget_usd_per_day is None  # budgets are not enforced yet (runner refuses)
+    assert nightly.budget is not None
+    budget = nightly.budget.rules()
+    assert (budget.daily_usd, budget.monthly_usd) == (Decimal("25.00"), Decimal("500.00"))
+    assert str(budget.tz) == "Europe/Berlin" and budget.at_cap.value == "hold"
     assert nightly.default_deadline == timedelta(hours=6)
     assert cfg.policies["corpus"].min_savings_ratio == Decimal("0.3")
     assert cfg.schedule.submit.cron == "*/30 * * * *" and cfg.schedule.submit.interval is None

@@ -1,0 +1,40 @@
+"""What ``status`` and ``report`` show of the cost policy: decisions by rule, budgets now.
+
+Both are read from the store (the requests' kept ``decision`` and the budgets' sums), so every
+figure equals what the planner itself counts with (``plan.open_book``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from planner.pipeline.plan import Planner, open_book
+from planner.pipeline.preview import budget_rows
+from planner.store import budgets as store_budgets
+
+_PLAN_ONLY = ("planned_usd", "held_requests", "rejected_requests", "held_usd")
+
+
+def decision_rows(session: Session, since: datetime | None = None) -> list[dict[str, Any]]:
+    """``[{"rule", "state", "requests"}]``: each rule's requests by their state now."""
+    found = store_budgets.decisions_by_rule(session, since)
+    return [
+        {"rule": rule, "state": state, "requests": n} for (rule, state), n in sorted(found.items())
+    ]
+
+
+def budgets_now(session: Session, planner: Planner, now: datetime) -> list[dict[str, Any]]:
+    """Each configured budget window at ``now``: limit, spent, reserved, remaining, plus the
+    requests it holds (state ``held`` under that budget's sources)."""
+    rows = budget_rows(open_book(session, planner, now))
+    held = store_budgets.held_by_source(session)
+    for row in rows:
+        for name in _PLAN_ONLY:
+            row.pop(name, None)
+        row["held_requests"] = sum(
+            n for source, n in held.items() if row["budget"] in map(str, planner.budgets_of(source))
+        )
+    return rows
