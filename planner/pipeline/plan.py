@@ -220,7 +220,7 @@ def _record_decisions(
                 stored.id,
                 state,
                 now,
-                expected=(RequestState.QUEUED, RequestState.HELD),
+                expected=tuple(s for s in _PLANNABLE if s is not state),
                 reason=f"{a.decision.reason.value}: {a.decision.detail}",
                 lane=None if lane is None else lane.value,
                 provider=a.provider,
