@@ -21,8 +21,9 @@ from planner.config import load_config
 from planner.core.budget import BudgetKey, Period, Scope
 from planner.core.states import RequestState
 from planner.pipeline.plan import open_book, run_plan_stage
-from planner.runtime.runner import build_context, open_store, report, run_once, status
-from planner.runtime.wiring import build_planner
+from planner.runtime.runner import run_once
+from planner.runtime.store_commands import report, status
+from planner.runtime.wiring import build_context, build_planner, open_store
 from planner.store.tables import LEDGER, REQUEST
 from tests.contract.store_backends import BACKENDS, backend_url
 
@@ -155,9 +156,7 @@ def test_a_restart_or_replica_rebuilds_the_reservations_from_the_store(
             book = open_book(session, other, now)
             assert book is not None
             rows = session.execute(
-                select(REQUEST.c.reserved_usd).where(
-                    REQUEST.c.state == RequestState.PLANNED.value
-                )
+                select(REQUEST.c.reserved_usd).where(REQUEST.c.state == RequestState.PLANNED.value)
             ).all()
         window = book.windows[(POLICY, Period.DAY)]
         assert window.reserved == sum(r for (r,) in rows) <= DAILY

@@ -54,7 +54,7 @@ def test_window_starts_where_the_budget_zone_begins_its_day(
 
 def test_window_start_refuses_a_naive_now() -> None:
     with pytest.raises(ValueError, match="aware"):
-        window_start(Period.DAY, datetime(2026, 3, 29), UTC)
+        window_start(Period.DAY, datetime(2026, 3, 29), UTC)  # noqa: DTZ001 (naive on purpose)
 
 
 def test_reserve_then_settle_turns_the_reservation_into_the_actual_cost() -> None:
