@@ -12,8 +12,8 @@ Conventions (DESIGN "Metrics", specs/reliability-and-operations.md §5):
   convention: Prometheus has no currency unit and we never add a ``currency`` label).
 - labels come from bounded sets only: ``source``, ``provider``, ``model`` (the canonical catalog
   name; anything outside ``known_models`` becomes ``"other"``), ``mode`` (the lane: batch,
-  interactive, flex), ``state``, ``stage``, ``kind``, ``reason``, ``policy``. Never a request id,
-  batch id, file name or error message.
+  interactive, flex), ``state``, ``stage``, ``kind``, ``reason``, ``budget`` (a configured
+  budget), ``period``. Never a request id, batch id, file name or error message.
 
 Money: the store's ``Decimal`` ledger is the source of truth. Prometheus samples are floats, so
 the money counters here are a *derived view*: the pipeline increments them right after the
@@ -119,17 +119,41 @@ ESTIMATE_ERROR_BUCKETS: tuple[float, ...] = (
 
 STAGE_DURATION_BUCKETS: tuple[float, ...] = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
-StoreCounts = Mapping[str, Mapping[str, int]]
+StoreCounts = Mapping[str, Mapping[str, float | Decimal]]
 """What the store reports at scrape time::
 
     {"requests": {state: n, ...},
      "batches": {state: n, ...},
      "oldest": {"pending_batch": unix_seconds,       # submitted, not finished at the provider
-                "uncollected_batch": unix_seconds}}  # finished, results not yet collected
+                "uncollected_batch": unix_seconds},  # finished, results not yet collected
+     "budget_limit": {"policy:default/day": usd, ...},   # one key per configured budget window
+     "budget_spent": {...}, "budget_reserved": {...}, "budget_remaining": {...}}
 
 ``"oldest"`` and each of its keys are optional: leave a key out when no batch is in that
-condition (the gauge then has no sample, so its alert cannot fire on a placeholder).
+condition (the gauge then has no sample, so its alert cannot fire on a placeholder). The
+budget maps hold only the budgets that are configured (``core/budget.py``); their keys are
+``<scope>:<name>/<period>``.
 """
+
+BUDGET_GAUGES: tuple[tuple[str, str, str], ...] = (
+    ("budget_limit", "planner_budget_limit_usd", "USD the budget may spend in its window."),
+    (
+        "budget_spent",
+        "planner_budget_spent_usd",
+        "USD billed (the ledger) in the budget's current window.",
+    ),
+    (
+        "budget_reserved",
+        "planner_budget_reserved_usd",
+        "USD reserved by work in flight under the budget (each request's upper bound).",
+    ),
+    (
+        "budget_remaining",
+        "planner_budget_remaining_usd",
+        "USD left in the window: limit - spent - reserved, never below 0.",
+    ),
+)
+"""Store-derived, labels ``budget`` (``policy:<name>`` / ``source:<name>``) and ``period``."""
 
 OLDEST_GAUGES: tuple[tuple[str, str, str], ...] = (
     (
@@ -255,6 +279,11 @@ class StoreCollector(Collector):
             if key in oldest:
                 family.add_metric([], float(oldest[key]))
             yield family
+        for key, name, doc in BUDGET_GAUGES:
+            budget = GaugeMetricFamily(name, doc, labels=["budget", "period"])
+            for window, usd in sorted(counts.get(key, {}).items()):
+                budget.add_metric(list(window.rsplit("/", 1)), float(usd))
+            yield budget
 
     def describe(self) -> Iterable[Metric]:
         # Describing without querying the store: registration must not touch the database.
@@ -264,11 +293,12 @@ class StoreCollector(Collector):
             GaugeMetricFamily("planner_requests", "", labels=["state"]),
             GaugeMetricFamily("planner_batches", "", labels=["state"]),
             *(GaugeMetricFamily(name, "") for _, name, _ in OLDEST_GAUGES),
+            *(GaugeMetricFamily(n, "", labels=["budget", "period"]) for _, n, _ in BUDGET_GAUGES),
         ]
 
 
 def _by_state(
-    name: str, doc: str, known: list[str], counts: Mapping[str, int]
+    name: str, doc: str, known: list[str], counts: Mapping[str, float | Decimal]
 ) -> GaugeMetricFamily:
     family = GaugeMetricFamily(name, doc, labels=["state"])
     for state in [*known, *sorted(set(counts) - set(known))]:
@@ -428,18 +458,6 @@ class Metrics:
             ["provider"],
             registry=r,
         )
-        self.budget_remaining = Gauge(
-            "planner_budget_remaining_usd",
-            "USD left in the policy's budget window.",
-            ["policy"],
-            registry=r,
-        )
-        self.budget_limit = Gauge(
-            "planner_budget_limit_usd",
-            "USD the policy may spend in its budget window.",
-            ["policy"],
-            registry=r,
-        )
         self.stage_last_success = Gauge(
             "planner_stage_last_success_timestamp_seconds",
             "Unix time of the stage's last successful run.",
@@ -494,7 +512,6 @@ class Metrics:
         sources: Iterable[str] = (),
         models: Iterable[tuple[str, str]] = (),
         providers: Iterable[str] = (),
-        policies: Iterable[str] = (),
     ) -> None:
         """Create every expected label combination at 0, so alerts and ``rate()`` see series
         before the first event ("avoid missing metrics")."""
@@ -524,8 +541,6 @@ class Metrics:
             self.circuit_open.labels(provider)
             for kind in ErrorKind:
                 self.provider_errors.labels(provider, kind.value)
-        for policy in policies:
-            self.budget_remaining.labels(policy)
 
     # -- intake ---------------------------------------------------------------------------
     def record_ingested(self, source: str, n: int = 1) -> None:
@@ -621,11 +636,7 @@ class Metrics:
     def set_circuit_open(self, provider: str, is_open: bool) -> None:
         self.circuit_open.labels(provider).set(1 if is_open else 0)
 
-    # -- budget, stages, config -----------------------------------------------------------
-    def set_budget(self, policy: str, remaining_usd: Decimal, limit_usd: Decimal) -> None:
-        self.budget_remaining.labels(policy).set(_usd(remaining_usd))
-        self.budget_limit.labels(policy).set(_usd(limit_usd))
-
+    # -- stages, config -----------------------------------------------------------
     def set_stage_interval(self, stage: str, seconds: float) -> None:
         self.stage_interval.labels(stage).set(seconds)
 

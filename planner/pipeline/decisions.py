@@ -26,6 +26,23 @@ def decision_rows(session: Session, since: datetime | None = None) -> list[dict[
     ]
 
 
+def budget_gauges(session: Session, planner: Planner, now: datetime) -> dict[str, dict[str, Any]]:
+    """The budget windows at ``now`` for the store-derived gauges (``metrics.BUDGET_GAUGES``):
+    ``{"budget_limit": {"policy:default/day": usd}, "budget_spent": ..., ...}``; empty maps
+    when no budget is configured."""
+    book = open_book(session, planner, now)
+    found: dict[str, dict[str, Any]] = {
+        f"budget_{k}": {} for k in ("limit", "spent", "reserved", "remaining")
+    }
+    for (key, period), window in book.windows.items() if book is not None else ():
+        name = f"{key}/{period.value}"
+        found["budget_limit"][name] = window.limit
+        found["budget_spent"][name] = window.spent
+        found["budget_reserved"][name] = window.reserved
+        found["budget_remaining"][name] = window.remaining
+    return found
+
+
 def budgets_now(session: Session, planner: Planner, now: datetime) -> list[dict[str, Any]]:
     """Each configured budget window at ``now``: limit, spent, reserved, remaining, plus the
     requests it holds (state ``held`` under that budget's sources)."""

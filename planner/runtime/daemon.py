@@ -41,6 +41,7 @@ from planner.core.flush import QueueSummary, flush_reasons
 from planner.errors import PlannerError
 from planner.metrics import Metrics, ingest_stage
 from planner.pipeline.context import StageContext
+from planner.pipeline.decisions import budget_gauges
 from planner.runtime import clock, passes
 from planner.runtime.http import MetricsServer, serve_metrics
 from planner.runtime.lifecycle import Lifecycle
@@ -232,10 +233,12 @@ class Daemon:
 
 def _store_counts(ctx_ref: Callable[[], StageContext]) -> Callable[[], dict[str, Any]]:
     def counts() -> dict[str, Any]:
-        with ctx_ref().session_factory() as session:
+        ctx = ctx_ref()
+        with ctx.session_factory() as session:
             return {
                 "requests": store_requests.counts_by_state(session),
                 "batches": store_batches.counts_by_state(session),
+                **budget_gauges(session, ctx.planner, clock.utc_now()),
             }
 
     return counts
@@ -259,7 +262,7 @@ def run_daemon(
         store_counts=_store_counts(lambda: holder["ctx"]),
         store_cache_seconds=5.0,
     )
-    metrics.prime(sources=cfg.sources, providers=cfg.providers, policies=cfg.policies)
+    metrics.prime(sources=cfg.sources, providers=cfg.providers)
     scheduler = BackgroundScheduler(executors={"default": ThreadPoolExecutor(1)}, timezone="UTC")
     with Lifecycle(grace_seconds=grace_seconds) as lifecycle:
         lifecycle.install()

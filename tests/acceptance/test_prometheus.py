@@ -66,9 +66,13 @@ def populated(registry: CollectorRegistry) -> Metrics:
         "requests": {"queued": 12, "submitted": 40},
         "batches": {"running": 2, "succeeded": 1},
         "oldest": {"pending_batch": 1_795_000_000, "uncollected_batch": 1_795_003_600},
+        "budget_limit": {"policy:default/day": 50},
+        "budget_spent": {"policy:default/day": 6},
+        "budget_reserved": {"policy:default/day": 4},
+        "budget_remaining": {"policy:default/day": 40},
     }
     m = Metrics(registry, store_counts=lambda: counts, known_models={"gemini-2.5-flash"})
-    m.prime(sources=["spool"], models=[("gemini", "gemini-2.5-flash")], policies=["default"])
+    m.prime(sources=["spool"], models=[("gemini", "gemini-2.5-flash")])
     m.record_ingested("spool", 10)
     m.record_quarantined("spool", "bad_json")
     m.record_estimate("gemini", "gemini-2.5-flash", 1000, 100)
@@ -92,7 +96,6 @@ def populated(registry: CollectorRegistry) -> Metrics:
     m.record_provider_call("gemini")
     m.record_provider_error("gemini", RateLimited("429", retry_after=2))
     m.set_circuit_open("gemini", False)
-    m.set_budget("default", Decimal("40"), Decimal("50"))
     m.set_stage_interval("poll", 60)
     m.record_stage_run("poll", ok=True, finished_at=now, duration_seconds=0.4)
     m.record_stage_run("submit", ok=False, finished_at=now, duration_seconds=2.0)
@@ -171,7 +174,7 @@ def test_series_count_stays_bounded() -> None:
     registry = CollectorRegistry()
     m = Metrics(registry, store_counts=lambda: {})
     models = [(p, f"model-{i}") for p in ("gemini", "openai", "compat") for i in range(10)]
-    m.prime(sources=[f"s{i}" for i in range(20)], models=models, policies=["default"])
+    m.prime(sources=[f"s{i}" for i in range(20)], models=models)
     series = sum(
         1 for family in registry.collect() for s in family.samples if s.name.startswith("planner_")
     )

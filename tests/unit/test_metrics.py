@@ -161,9 +161,6 @@ def test_stage_runs_budget_duplicates_reload(metrics: Metrics, registry: Collect
     assert get("planner_stage_duration_seconds_count", {"stage": "submit"}) == 2
     metrics.set_stage_interval("poll", 60)
     assert get("planner_stage_interval_seconds", {"stage": "poll"}) == 60
-    metrics.set_budget("default", Decimal("12.34"), Decimal("50"))
-    assert get("planner_budget_remaining_usd", {"policy": "default"}) == pytest.approx(12.34)
-    assert get("planner_budget_limit_usd", {"policy": "default"}) == 50
     assert get("planner_duplicate_batches_total", {"provider": P}) is None
     metrics.prime(providers=[P])
     assert get("planner_duplicate_batches_total", {"provider": P}) == 0
@@ -179,7 +176,7 @@ def test_stage_runs_budget_duplicates_reload(metrics: Metrics, registry: Collect
 def test_prime_creates_every_combination_at_zero(
     metrics: Metrics, registry: CollectorRegistry
 ) -> None:
-    metrics.prime(sources=["spool"], models=[(P, M)], policies=["default"])
+    metrics.prime(sources=["spool"], models=[(P, M)])
     get = registry.get_sample_value
     assert get("planner_requests_ingested_total", {"source": "spool"}) == 0
     assert get("planner_stage_last_success_timestamp_seconds", {"stage": "ingest:spool"}) == 0
@@ -188,7 +185,10 @@ def test_prime_creates_every_combination_at_zero(
         assert get("planner_savings_usd_total", labels) == 0
     for kind in ErrorKind:
         assert get("planner_provider_errors_total", {"provider": P, "kind": kind.value}) == 0
-    assert get("planner_budget_remaining_usd", {"policy": "default"}) == 0
+    # budgets are store-derived and exist only where configured: none here
+    assert (
+        get("planner_budget_remaining_usd", {"budget": "policy:default", "period": "day"}) is None
+    )
 
 
 def test_store_gauges_are_read_at_scrape_time(registry: CollectorRegistry) -> None:
@@ -237,7 +237,10 @@ def test_store_collector_caches_within_its_window() -> None:
 
 
 def test_escapes_and_token_limit_refusals(metrics: Metrics, registry: CollectorRegistry) -> None:
-    metrics.prime(sources=[], models=[(P, M)], policies=[])
+    metrics.prime(
+        sources=[],
+        models=[(P, M)],
+    )
     get = registry.get_sample_value
     assert get("planner_batch_escapes_total", {"provider": P}) == 0
     assert get("planner_token_limit_refusals_total", {"provider": P, "model": M}) == 0
@@ -288,6 +291,27 @@ def test_two_registries_are_independent() -> None:
 def test_process_metrics_on_the_injected_registry(registry: CollectorRegistry) -> None:
     Metrics(registry)
     assert (registry.get_sample_value("process_start_time_seconds") or 0) > 0
+
+
+def test_budget_gauges_only_for_configured_budgets(registry: CollectorRegistry) -> None:
+    counts: dict[str, dict[str, float]] = {
+        "budget_limit": {"policy:default/day": 5.0, "source:spool/month": 100.0},
+        "budget_spent": {"policy:default/day": 1.25, "source:spool/month": 0.0},
+        "budget_reserved": {"policy:default/day": 2.5, "source:spool/month": 0.0},
+        "budget_remaining": {"policy:default/day": 1.25, "source:spool/month": 100.0},
+    }
+    Metrics(registry, store_counts=lambda: counts, process_metrics=False)
+    get = registry.get_sample_value
+    day = {"budget": "policy:default", "period": "day"}
+    assert get("planner_budget_limit_usd", day) == 5.0
+    assert get("planner_budget_spent_usd", day) == 1.25
+    assert get("planner_budget_reserved_usd", day) == 2.5
+    assert get("planner_budget_remaining_usd", day) == 1.25
+    month = {"budget": "source:spool", "period": "month"}
+    assert get("planner_budget_limit_usd", month) == 100.0
+    assert get("planner_budget_limit_usd", {"budget": "policy:default", "period": "month"}) is None
+    counts.clear()  # no budget configured: no budget series at all
+    assert get("planner_budget_limit_usd", day) is None
 
 
 def test_oldest_batch_timestamps_only_when_the_store_has_one(registry: CollectorRegistry) -> None:
