@@ -104,6 +104,9 @@ def test_book_room_is_the_least_left_in_any_window_of_any_budget() -> None:
     book.hold(POLICY, D("0.1"), rejected=True)
     assert (book.held[POLICY].requests, book.held[POLICY].usd) == (2, D("1.0"))
     assert book.held[POLICY].rejected == 1
+    book.reserve([SOURCE], D("0.25"))  # the source alone: the policy's windows do not move
+    assert book.room([SOURCE]) == D("0.25") and book.room([POLICY]) == D("0.5")
+    assert (str(POLICY), str(SOURCE)) == ("policy:default", "source:spool")
 
 
 # -- the policy with a budget, on a fixed clock ------------------------------------------------
