@@ -29,7 +29,7 @@ from planner.core.cost import actual_cost
 from planner.core.model import Lane, Usage
 from planner.core.states import RequestState
 from planner.pipeline.context import StageContext
-from planner.providers.base import LineResult
+from planner.providers.base import FLEX_TIER, LineResult
 from planner.sinks.base import Record
 from planner.store import ledger as store_ledger
 from planner.store import requests as store_requests
@@ -64,6 +64,16 @@ def _usage(outcome: Outcome) -> Usage:
         return outcome.result.usage
     est = outcome.stored.estimate  # the provider reported no usage (Gemini embedContent)
     return Usage(input_tokens=est.input_tokens if est else 0, output_tokens=0)
+
+
+def billed_lane(o: Outcome) -> Lane:
+    """The lane a result is billed in: the tier the provider says answered a synchronous call
+    (a flex request answered by the default tier costs the interactive price), else the lane
+    it was sent in. Batch lines are batch-priced whatever tier their body names."""
+    tier = o.result.tier
+    if o.lane is Lane.BATCH or tier is None:
+        return o.lane
+    return Lane.FLEX if tier == FLEX_TIER else Lane.INTERACTIVE
 
 
 def _base_record(o: Outcome, now: datetime) -> dict[str, Any]:
@@ -102,10 +112,13 @@ def settle(
         source = o.stored.request.source
         if o.result.ok:
             usage = _usage(o)
+            lane = billed_lane(o)
             entry = ctx.catalog.get(o.stored.request.model)
-            cost = actual_cost(entry, o.lane, usage, now) if entry else None
+            cost = actual_cost(entry, lane, usage, now) if entry else None
             equiv = actual_cost(entry, Lane.INTERACTIVE, usage, now) if entry else None
             record = _base_record(o, now) | {
+                "lane": lane.value,
+                "service_tier": o.result.tier,
                 "response": o.result.response,
                 "usage": {
                     "input_tokens": usage.input_tokens,
@@ -117,8 +130,8 @@ def settle(
                 "savings_usd": _money(None if cost is None or equiv is None else equiv - cost),
             }
             results[source].append(record)
-            billed.append(store_ledger.Billed(o.stored.id, usage, cost, equiv, o.lane))
-            result.billed.append((o.stored, o.lane, usage, cost, equiv))
+            billed.append(store_ledger.Billed(o.stored.id, usage, cost, equiv, lane))
+            result.billed.append((o.stored, lane, usage, cost, equiv))
         elif not _retry(o, ctx.max_attempts):
             record = _base_record(o, now) | {
                 "reason": o.result.error_code,

@@ -134,6 +134,7 @@ def encode_answer(result: LineResult) -> str:
             "error_message": result.error_message,
             "retryable": result.retryable,
             "raw": result.raw,
+            "tier": result.tier,
         },
         separators=(",", ":"),
         ensure_ascii=False,
@@ -152,6 +153,7 @@ def decode_answer(key: str, text: str) -> LineResult:
         error_message=data["error_message"],
         retryable=bool(data["retryable"]),
         raw=data.get("raw"),  # absent from answers an older version recorded
+        tier=data.get("tier"),
     )
 
 

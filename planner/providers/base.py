@@ -158,6 +158,21 @@ class LineResult:
     error_message: str | None = None
     retryable: bool = False
     raw: str | None = None  # the result line as received, when it could not be understood
+    tier: str | None = None  # the service tier the provider says answered (see service_tier)
+
+
+FLEX_TIER = "flex"
+
+
+def service_tier(value: object) -> str | None:
+    """The served tier a response reports, lower-cased: OpenAI's ``service_tier`` (``flex``,
+    ``default``, ``priority`` ...), Gemini's ``usageMetadata.serviceTier`` (``flex``,
+    ``standard``, ``priority``; an enum the SDK reads case-insensitively). ``None`` when absent
+    or unspecified: then the tier asked for is taken as the one that answered."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    tier = value.strip().lower().removeprefix("service_tier_")
+    return None if tier in ("unspecified", "auto") else tier
 
 
 @runtime_checkable

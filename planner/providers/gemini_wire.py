@@ -34,6 +34,7 @@ from planner.providers.base import (
     RemoteBatch,
     RequestCounts,
     json_lines,
+    service_tier,
 )
 
 PUBLIC_BASE_URL = "https://generativelanguage.googleapis.com/"
@@ -573,4 +574,6 @@ def interactive_result(line: BatchLine, response: Mapping[str, Any]) -> LineResu
             error_message=found.reason,
             raw=found.raw or json.dumps(response),
         )  # not retryable: the call was answered, so it was billed
-    return found
+    meta = response.get("usageMetadata")
+    tier = service_tier(meta.get("serviceTier")) if isinstance(meta, Mapping) else None
+    return replace(found, tier=tier)  # the tier that answered, not the one asked for

@@ -27,6 +27,7 @@ from planner.providers.base import (
     RemoteBatch,
     RequestCounts,
     json_lines,
+    service_tier,
 )
 
 METADATA_KEY = "planner_batch_id"
@@ -379,5 +380,9 @@ def interactive_result(line: BatchLine, body: object) -> LineResult:
             raw=json.dumps(body),
         )  # not retryable: the call was answered, so it was billed
     return LineResult(
-        line.key, ok=True, response=dict(body), usage=usage_from_body(body.get("usage"))
+        line.key,
+        ok=True,
+        response=dict(body),
+        usage=usage_from_body(body.get("usage")),
+        tier=service_tier(body.get("service_tier")),  # the tier that answered, not the asked
     )

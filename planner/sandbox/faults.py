@@ -32,6 +32,10 @@ Output faults (decided once per job, at settlement; value = probability):
   other_shape       a Gemini job answers in the other output shape: a file-input job returns
                     ``inlinedResponses`` (each keyed by ``metadata.key``), an inline job a
                     ``responsesFile`` (as field reports say Google sometimes does).
+Tier faults (decided per interactive call, by request key; value = probability):
+  flex_default      a flex request is answered by the default tier, as a provider does when it
+                    has no flex capacity for it: OpenAI reports ``service_tier: "default"``,
+                    Gemini ``usageMetadata.serviceTier: "standard"``; billed at that tier.
 Other:
   seed=INT (default 0). Every draw is a hash of (seed, what, identity), so a run repeats exactly.
 Targeting, for any fault name F:
@@ -80,7 +84,14 @@ LINE_FAULTS: dict[str, LineFaultKind] = {
     "malformed_line_rate": "malformed",
     "missing_line_rate": "missing",
 }
-_PROBABILITIES = (*HTTP_FAULTS, *JOB_FAULTS, *LINE_FAULTS, "slow_rate", "other_shape")
+_PROBABILITIES = (
+    *HTTP_FAULTS,
+    *JOB_FAULTS,
+    *LINE_FAULTS,
+    "slow_rate",
+    "other_shape",
+    "flex_default",
+)
 _SECONDS = ("retry_after", "slow", "timeout_sleep", "list_lag")
 _FRACTIONS = ("expire_done_fraction", "done_fraction")
 _TARGETABLE = (*HTTP_FAULTS, *JOB_FAULTS, "slow")
@@ -371,6 +382,11 @@ class FaultPlan:
         """Whether this job's results come back in the shape it did not ask for."""
         p = float(self.settings.get("other_shape", 0.0))
         return p > 0 and _draw(self.seed, "other_shape", job_ident) < p
+
+    def flex_default(self, key: str) -> bool:
+        """Whether this flex call is answered by the default tier instead."""
+        p = float(self.settings.get("flex_default", 0.0))
+        return p > 0 and _draw(self.seed, "flex_default", key) < p
 
     def line_fault(self, job_ident: str, key: str) -> LineFaultKind | None:
         for name, kind in LINE_FAULTS.items():

@@ -436,8 +436,13 @@ class GeminiSurface:
             raise GeminiError(400, "* GenerateContentRequest.contents: contents is not specified")
         response, billed = render.generate_response(full, data)
         key = self._billing_key(request, f"interactive:{render.response_id(full, data)}")
+        # the tier that answered, in usageMetadata.serviceTier (the SDK's output-only field): a
+        # flex request is answered by flex unless the flex_default fault sends it to standard
+        asked = str(data.get("serviceTier") or data.get("service_tier") or "").lower()
+        flex = asked == "flex" and not self.state.faults.flex_default(key)
+        response["usageMetadata"]["serviceTier"] = "flex" if flex else "standard"
         with self.state.lock:
-            self.state.ledger.bill(key, "interactive", billed, model=full)
+            self.state.ledger.bill(key, "flex" if flex else "interactive", billed, model=full)
         return JSONResponse(response)
 
     def _embed_one(self, full: str, item: dict[str, Any]) -> tuple[list[float], int]:

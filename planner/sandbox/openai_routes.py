@@ -7,8 +7,11 @@ and errors in the flavour's envelope. Path ids use ``:path`` converters because 
 percent-encodes ids and compat ids contain a slash (``batches%2F<id>`` arrives decoded as
 ``batches/<id>``).
 
-Interactive calls are billed in the ledger, lane "interactive", under the first of:
-``metadata.planner_key`` in the body, the ``x-planner-key`` header, the generated request id.
+Interactive calls are billed in the ledger under the first of: ``metadata.planner_key`` in the
+body, the ``x-planner-key`` header, the generated request id; in lane "flex" when the flex tier
+answered (``service_tier: "flex"`` asked and no ``flex_default`` fault), else "interactive".
+Chat completions and responses report the tier that answered in ``service_tier``, as OpenAI
+does (``default`` when none was asked for; a flex request may come back ``default``).
 """
 
 from __future__ import annotations
@@ -164,6 +167,14 @@ class _Surface:
                 self.flavor.prefix + path, self._interactive(kind, operation), methods=["POST"]
             )
 
+    def _served_tier(self, body: dict[str, object], key: str) -> str:
+        """The tier that answers: the one asked for (``auto``/absent: ``default``), except a
+        flex request hit by the ``flex_default`` fault, answered by the default tier."""
+        asked = str(body.get("service_tier") or "auto").lower()
+        if asked == "flex":
+            return "default" if self.state.faults.flex_default(key) else "flex"
+        return "priority" if asked in ("priority", "fast") else "default"
+
     def _interactive(self, kind: str, operation: str) -> Callable[[Request], object]:
         async def endpoint(request: Request) -> Response:
             async def act(call: Call) -> Response:
@@ -173,8 +184,12 @@ class _Surface:
                 metadata = body.get("metadata")
                 planner_key = metadata.get("planner_key") if isinstance(metadata, dict) else None
                 key = str(planner_key or request.headers.get(KEY_HEADER) or call.request_id)
+                tier = None if kind == "embeddings" else self._served_tier(body, key)
+                if tier is not None:
+                    response["service_tier"] = tier
+                lane = "flex" if tier == "flex" else "interactive"
                 with self.state.lock:
-                    self.state.ledger.bill(key, "interactive", bill, model=model)
+                    self.state.ledger.bill(key, lane, bill, model=model)
                 return JSONResponse(response)
 
             return await self._call(request, operation, act)

@@ -261,7 +261,25 @@ def test_call_interactive_flex(impl: str, sandbox: RunningSandbox) -> None:
     provider = make_provider(impl, sandbox)
     (line,) = lines_for(DEFAULT_CASE[impl], 1, "flex")
     result = provider.call_interactive(line, flex=True)
-    assert result.ok
+    assert result.ok and result.tier == "flex"  # the tier that answered, as reported
+    (entry,) = billed(sandbox, "flex").values()
+    assert entry["lanes"] == {"flex": 1}
+
+
+@pytest.mark.parametrize("impl", ["gemini", "openai"])
+def test_a_flex_call_answered_by_the_default_tier_says_so(
+    impl: str, sandbox: RunningSandbox
+) -> None:
+    """OpenAI reports ``service_tier: "default"``, Gemini ``usageMetadata.serviceTier:
+    "standard"`` when the default tier answered a flex request; it is billed at that tier."""
+    set_faults(sandbox, "flex_default=1")
+    provider = make_provider(impl, sandbox)
+    (line,) = lines_for(DEFAULT_CASE[impl], 1, "flex")
+    result = provider.call_interactive(line, flex=True)
+    assert result.ok and result.tier == {"gemini": "standard", "openai": "default"}[impl]
+    assert billed(sandbox, "flex") == {}
+    (entry,) = billed(sandbox, "interactive").values()
+    assert entry["lanes"] == {"interactive": 1}
 
 
 # --- batch-level outcomes -----------------------------------------------------------------------

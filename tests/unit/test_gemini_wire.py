@@ -460,3 +460,23 @@ def test_interactive_result() -> None:
     assert result.ok and result.usage is None
     bad = wire.interactive_result(emb_line("e"), {"something": 1})
     assert not bad.ok and bad.error_code == MALFORMED and not bad.retryable and bad.raw
+
+
+@pytest.mark.parametrize(
+    ("reported", "tier"),
+    [
+        ("flex", "flex"),
+        ("FLEX", "flex"),
+        ("standard", "standard"),
+        ("unspecified", None),
+        (None, None),
+    ],
+)
+def test_interactive_result_reports_the_tier_that_answered(
+    reported: str | None, tier: str | None
+) -> None:
+    meta: dict[str, object] = {"promptTokenCount": 2, "candidatesTokenCount": 1}
+    if reported is not None:
+        meta["serviceTier"] = reported
+    result = wire.interactive_result(gen_line("g"), {"candidates": [], "usageMetadata": meta})
+    assert result.ok and result.tier == tier

@@ -300,3 +300,16 @@ def test_interactive_body_and_paths() -> None:
     result = wire.interactive_result(line, {"usage": {"prompt_tokens": 3, "completion_tokens": 1}})
     assert result.ok and result.usage == Usage(3, 1, 0)
     assert not wire.interactive_result(line, ["x"]).ok
+
+
+@pytest.mark.parametrize(
+    ("reported", "tier"), [("flex", "flex"), ("default", "default"), ("auto", None), (None, None)]
+)
+def test_interactive_result_reports_the_tier_that_answered(
+    reported: str | None, tier: str | None
+) -> None:
+    line = BatchLine("k", "gpt-5-mini", Endpoint.CHAT_COMPLETIONS, {"messages": []})
+    body: dict[str, object] = {"usage": {"prompt_tokens": 3, "completion_tokens": 1}}
+    if reported is not None:
+        body["service_tier"] = reported
+    assert wire.interactive_result(line, body).tier == tier
