@@ -37,7 +37,7 @@ MB = 1024 * 1024
 FAMILIES = {
     "gpt-4o-mini": ProviderKind.OPENAI,
     "text-embedding-3-small": ProviderKind.OPENAI,
-    "gemini-2.5-flash": ProviderKind.GEMINI,
+    "gemini-3.5-flash-lite": ProviderKind.GEMINI,
     "gemini-embedding-001": ProviderKind.GEMINI,
 }
 PROMPT = "Summarise the following paragraph in two sentences for a busy reader: " + "lorem " * 12
@@ -71,7 +71,7 @@ def lines_for(i: int) -> str:
         return json.dumps(
             {
                 "key": f"gm-{i}",
-                "model": "models/gemini-2.5-flash",
+                "model": "models/gemini-3.5-flash-lite",
                 "request": {
                     "contents": [{"role": "user", "parts": [{"text": PROMPT}]}],
                     "generationConfig": {"maxOutputTokens": 200},

@@ -81,6 +81,11 @@ def validate(config: ConfigOption) -> None:
     problems = validate_file(config)
     if problems:
         _fail(2, problems)
+    from planner.config import load_config
+    from planner.config.prices import config_retirements
+
+    for warning in config_retirements(load_config(config), _now()):
+        err.print(f"warning: {config}: {warning.model} {warning.message}", soft_wrap=True)
     out.print(f"{config}: ok")
 
 

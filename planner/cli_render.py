@@ -18,9 +18,8 @@ from planner.core.catalog import (
     PricePeriod,
     Rates,
     TierRates,
-    catalog_warnings,
-    entry_warnings,
 )
+from planner.core.retirement import catalog_warnings, entry_warnings
 from planner.pipeline.preview import ModelRow, PlanReport, budget_rows
 
 STALE_AFTER_DAYS = 90
@@ -152,6 +151,8 @@ def render_plan(console: Console, report: PlanReport) -> None:
         "batch; planned = each request in the lane chosen for it; savings = interactive - planned.",
         style="dim",
     )
+    for warning in report.retirements:
+        console.print(f"[yellow]warning: {warning.model} {warning.message}[/]")
     if report.unpriced:
         console.print(
             f"[yellow]unpriced models (not counted as $0, add them under `models:`):[/] "

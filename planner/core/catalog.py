@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -74,6 +74,7 @@ class ModelEntry:
     checked: date | None = None
     retires: date | None = None
     successor: str | None = None
+    routed: bool = False  # from ``retires`` the provider serves ``successor`` at its rates
     encoding: str | None = None
     max_input_tokens: int | None = None
     max_output_tokens: int | None = None
@@ -101,6 +102,7 @@ _ENTRY_FIELDS = frozenset(
         "checked",
         "retires",
         "successor",
+        "routed",
         "encoding",
         "max_input_tokens",
         "max_output_tokens",
@@ -175,6 +177,14 @@ def _text(value: Any, path: str) -> str | None:
         return None
     if not isinstance(value, str) or not value.strip():
         raise _fail(path, f"expected a non-empty string, got {value!r}")
+    return value
+
+
+def _flag(value: Any, path: str) -> bool:
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise _fail(path, f"expected true or false, got {value!r}")
     return value
 
 
@@ -253,10 +263,44 @@ def parse_entry(model: str, raw: Any) -> ModelEntry:
         checked=_day(data.get("checked"), f"{path}.checked"),
         retires=_day(data.get("retires"), f"{path}.retires"),
         successor=_text(data.get("successor"), f"{path}.successor"),
+        routed=_flag(data.get("routed"), f"{path}.routed"),
         encoding=_text(data.get("encoding"), f"{path}.encoding"),
         max_input_tokens=_count(data.get("max_input_tokens"), f"{path}.max_input_tokens"),
         max_output_tokens=_count(data.get("max_output_tokens"), f"{path}.max_output_tokens"),
     )
+
+
+def _routed_prices(entry: ModelEntry, successor: ModelEntry) -> tuple[PricePeriod, ...]:
+    """A routed model's own periods up to its retirement day, then its successor's: the
+    successor's period in force that day (re-dated to it) and every later one."""
+    assert entry.retires is not None
+    cut = entry.retires
+    own = [p for p in entry.prices if p.effective is None or p.effective < cut]
+    taken = [p for p in successor.prices if p.effective is None or p.effective <= cut]
+    later = [p for p in successor.prices if p.effective is not None and p.effective > cut]
+    handover = [replace(taken[-1], effective=cut)] if taken else []
+    return (*own, *handover, *later)
+
+
+def resolve_routing(entries: Iterable[ModelEntry]) -> list[ModelEntry]:
+    """Give every ``routed`` entry its successor's prices from its retirement day, so a cost
+    after that day follows what the provider bills (pricing spec §6 D7)."""
+    by_model = {e.model: e for e in entries}
+    resolved: list[ModelEntry] = []
+    for entry in by_model.values():
+        if not entry.routed:
+            resolved.append(entry)
+            continue
+        path = f"models.{entry.model}.routed"
+        if entry.retires is None or entry.successor is None:
+            raise _fail(path, "a routed model needs both 'retires' and 'successor'")
+        successor = by_model.get(entry.successor)
+        if successor is None:
+            raise _fail(
+                path, f"its successor {entry.successor!r} is not in the catalog (its rates apply)"
+            )
+        resolved.append(replace(entry, prices=_routed_prices(entry, successor)))
+    return resolved
 
 
 # --- merging overrides (config ``models:``) onto the shipped mapping -------------------------
@@ -304,7 +348,7 @@ class Catalog:
     def from_mapping(cls, data: Mapping[str, Any]) -> Catalog:
         """Parse ``{model id: entry mapping}`` (the value of a ``models:`` key)."""
         models = _mapping(data, "models")
-        entries = [parse_entry(str(model), raw) for model, raw in models.items()]
+        entries = resolve_routing(parse_entry(str(model), raw) for model, raw in models.items())
         return cls(entries, copy.deepcopy({str(k): v for k, v in models.items()}))
 
     def merged(self, overrides: Mapping[str, Mapping[str, Any]]) -> Catalog:
@@ -333,72 +377,3 @@ class Catalog:
         """The period in force for ``model`` on ``when``; ``None`` if unknown model or too early."""
         entry = self._entries.get(model)
         return None if entry is None else entry.period_at(when)
-
-
-# --- warnings for ``planner prices`` ----------------------------------------------------------
-
-
-class WarningKind(StrEnum):
-    STALE = "stale"
-    RETIRED = "retired"
-    RETIRING = "retiring"
-
-
-@dataclass(frozen=True, slots=True)
-class CatalogWarning:
-    model: str
-    kind: WarningKind
-    message: str
-
-
-def is_stale(entry: ModelEntry, now: datetime, max_age: timedelta) -> bool:
-    """Checked longer than ``max_age`` ago, or never (an override without ``checked``)."""
-    return entry.checked is None or utc_day(now) - entry.checked > max_age
-
-
-def is_retired(entry: ModelEntry, now: datetime) -> bool:
-    """The provider's announced shutdown day has come."""
-    return entry.retires is not None and entry.retires <= utc_day(now)
-
-
-def retires_within(entry: ModelEntry, now: datetime, within: timedelta) -> bool:
-    """Still running but shutting down within ``within``."""
-    if entry.retires is None or is_retired(entry, now):
-        return False
-    return entry.retires - utc_day(now) <= within
-
-
-def _successor(entry: ModelEntry) -> str:
-    return f"; successor {entry.successor}" if entry.successor else ""
-
-
-def entry_warnings(
-    entry: ModelEntry, now: datetime, *, max_age: timedelta, retire_within: timedelta
-) -> list[CatalogWarning]:
-    """What ``planner prices`` should say about one entry (stale prices, retirement)."""
-    found: list[CatalogWarning] = []
-    if is_stale(entry, now, max_age):
-        checked = entry.checked.isoformat() if entry.checked else "never"
-        found.append(CatalogWarning(entry.model, WarningKind.STALE, f"prices checked {checked}"))
-    if is_retired(entry, now):
-        text = f"retired on {entry.retires}{_successor(entry)}"
-        found.append(CatalogWarning(entry.model, WarningKind.RETIRED, text))
-    elif retires_within(entry, now, retire_within):
-        text = f"retires on {entry.retires}{_successor(entry)}"
-        found.append(CatalogWarning(entry.model, WarningKind.RETIRING, text))
-    return found
-
-
-def catalog_warnings(
-    catalog: Catalog,
-    now: datetime,
-    *,
-    max_age: timedelta = timedelta(days=90),
-    retire_within: timedelta = timedelta(days=30),
-) -> list[CatalogWarning]:
-    """Warnings for every model, in model order."""
-    return [
-        warning
-        for entry in catalog.entries()
-        for warning in entry_warnings(entry, now, max_age=max_age, retire_within=retire_within)
-    ]

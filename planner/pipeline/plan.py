@@ -32,6 +32,7 @@ from planner.core.policy import (
     lane_cost,
     within_budget,
 )
+from planner.core.retirement import retirement_warnings
 from planner.core.states import RequestState
 from planner.store import batches as store_batches
 from planner.store import budgets as store_budgets
@@ -184,6 +185,7 @@ class PlanStageResult:
     batches: int = 0
     lanes: dict[str, int] = field(default_factory=dict)
     deferred: int = 0  # batch-bound, left queued: their model's enqueued-token queue is full
+    models: set[str] = field(default_factory=set)  # every model decided in this pass
 
     def count(self, lane: str, n: int = 1) -> None:
         self.lanes[lane] = self.lanes.get(lane, 0) + n
@@ -255,6 +257,18 @@ def open_book(session: Session, planner: Planner, now: datetime) -> BudgetBook |
     return BudgetBook.start(planner.budget_rules, spent, reserved)
 
 
+def _warn_retirements(catalog: Catalog, models: set[str], now: datetime) -> None:
+    """Once per pass, one warning per retired or soon-retiring model that was decided."""
+    entries = [e for e in (catalog.get(m) for m in models) if e is not None]
+    for warning in retirement_warnings(entries, now):
+        _log.warning(
+            "model %s %s",
+            warning.model,
+            warning.message,
+            extra={"event": f"model_{warning.kind.value}", "model": warning.model},
+        )
+
+
 def run_plan_stage(
     planner: Planner, session_factory: Callable[[], Session], now: datetime, chunk: int
 ) -> PlanStageResult:
@@ -281,11 +295,13 @@ def run_plan_stage(
                 )
             )
             if not queued:
+                _warn_retirements(planner.catalog, total.models, now)
                 return total
             last_id = queued[-1].id
             round_planner = planner.with_learned_limits(store_limits.learned_limits(session), now)
             book = open_book(session, round_planner, now)
             assessed = [(s, round_planner.assess(s.request, now, book)) for s in queued]
+            total.models.update(a.request.model for _, a in assessed)
             round_result = _record_decisions(session, assessed, now)
             ids = {(a.request.source, a.request.key): s.id for s, a in assessed}
             batch_bound = [a for _, a in assessed if a.lane is Lane.BATCH]

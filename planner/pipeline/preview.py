@@ -23,6 +23,7 @@ from typing import Any
 from planner.core.budget import BudgetBook, HeldBack
 from planner.core.model import Endpoint, Lane, Request
 from planner.core.pack import Oversized, PackItem, PlannedBatch, pack
+from planner.core.retirement import CatalogWarning, retirement_warnings
 from planner.pipeline.plan import Assessment, Planner
 from planner.sources.base import LineError
 
@@ -108,6 +109,7 @@ class PlanReport:
     errors: list[LineError] = field(default_factory=list)
     quarantined: int = 0
     book: BudgetBook | None = None  # the budgets, as this plan would leave them
+    retirements: list[CatalogWarning] = field(default_factory=list)  # models in use, once each
 
     def add(self, a: Assessment) -> None:
         key = (a.provider, a.request.model, a.request.endpoint)
@@ -176,6 +178,10 @@ class PlanReport:
             ],
             "unpriced": self.unpriced,
             "budgets": budget_rows(self.book),
+            "retirements": [
+                {"model": w.model, "kind": w.kind.value, "message": w.message}
+                for w in self.retirements
+            ],
         }
 
 
@@ -234,6 +240,8 @@ def build_report(
 
     result = pack(batch_items(), planner.limits_for)
     report.add_batches(result.batches, result.oversized)
+    used = (planner.catalog.get(row.model) for row in report.rows.values())
+    report.retirements = retirement_warnings([e for e in used if e is not None], now)
     if on_request is not None:
         on_request(seen)
     return report

@@ -10,18 +10,16 @@ from typing import Any
 import pytest
 
 from planner.config.prices import shipped_catalog
-from planner.core.catalog import (
-    Catalog,
+from planner.core.catalog import Catalog, ModelKind, utc_day
+from planner.core.model import ProviderKind
+from planner.core.retirement import (
     CatalogWarning,
-    ModelKind,
     WarningKind,
     catalog_warnings,
     is_retired,
     is_stale,
     retires_within,
-    utc_day,
 )
-from planner.core.model import ProviderKind
 
 NOW = datetime(2026, 11, 28, 9, tzinfo=UTC)
 

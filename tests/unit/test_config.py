@@ -473,7 +473,7 @@ def test_sample_spool_has_one_bad_line() -> None:
     models = {getattr(i, "model", None) for i in good}
     assert models == {
         "gpt-4o-mini",
-        "gemini-2.5-flash",
+        "gemini-3.5-flash-lite",
         "text-embedding-3-small",
         "gemini-embedding-001",
     }
