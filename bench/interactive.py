@@ -2,8 +2,8 @@
 
 Usage::
 
-    python bench/bench_interactive.py          # 2,000 urgent requests (quick)
-    python bench/bench_interactive.py 10000
+    python -m bench interactive          # 2,000 urgent requests (quick)
+    python -m bench interactive 10000
 
 Every call goes to a sandbox in this process (real SDK, real HTTP on 127.0.0.1, answers at
 once), so the provider is as fast as it can be and what remains is planner's own overhead: the

@@ -2,12 +2,12 @@
 
 Usage::
 
-    python bench/bench_store_path.py            # 100,000 embedding requests (quick)
-    python bench/bench_store_path.py 2000000    # the Friday-evening corpus
+    python -m bench store            # 100,000 embedding requests (quick)
+    python -m bench store 2000000    # the Friday-evening corpus
 
-`bench_plan.py` measures the dry run (`planner plan`, no store). This one measures what
-`planner run` does with the same spool, against SQLite under a temporary state folder, each
-phase in a fresh subprocess so peak RSS belongs to it:
+`python -m bench` measures `planner plan` and `run --once` against the tokenizer floor. This
+one measures what `planner run` does with an embeddings spool, against SQLite under a
+temporary state folder, each phase in a fresh subprocess so peak RSS belongs to it:
 
 * baseline — ``JsonlDirSource.scan`` alone (read, parse, validate every line);
 * ingest   — ``ingest_all``: claim the file, parse and validate every line, insert it
@@ -23,6 +23,7 @@ and the peak RSS of each. No provider is called.
 from __future__ import annotations
 
 import json
+import random
 import resource
 import subprocess
 import sys
@@ -31,8 +32,17 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_plan import write_spool  # the same corpus as the dry-run benchmark
+WORDS = "the batch planner sends requests that can wait at half the price of interactive"
+
+
+def write_spool(folder: Path, n: int) -> None:
+    """N embedding requests (simple lines, 20-60 words), seed 7."""
+    rng = random.Random(7)
+    with (folder / "corpus.jsonl").open("w") as f:
+        for i in range(n):
+            text = " ".join(rng.choice(WORDS.split()) for _ in range(rng.randint(20, 60)))
+            f.write(json.dumps({"id": f"doc-{i}", "text": text}) + "\n")
+
 
 CONFIG = """
 state_dir: state
@@ -88,7 +98,7 @@ def main() -> None:
         figures = {}
         for which in ("baseline", "ingest", "plan"):  # in order: plan reads what ingest stored
             out = subprocess.run(
-                [sys.executable, __file__, "--phase", which, str(folder)],
+                [sys.executable, "-m", "bench.store_path", "--phase", which, str(folder)],
                 check=True,
                 capture_output=True,
                 text=True,

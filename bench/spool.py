@@ -2,9 +2,9 @@
 
 Usage::
 
-    python bench/bench_spool.py                 # two sizes, 50MB and 200MB (quick)
-    python bench/bench_spool.py 1GB             # one size; the full run
-    python bench/bench_spool.py 100MB 1GB       # any sizes, in MB or GB
+    python -m bench spool                 # two sizes, 50MB and 200MB (quick)
+    python -m bench spool 1GB             # one size; the full run
+    python -m bench spool 100MB 1GB       # any sizes, in MB or GB
 
 For each size it writes a spool file of mixed lines (OpenAI, Gemini and simple formats, about
 a third each, every key unique) into a temporary folder, then measures, each in a fresh
@@ -122,7 +122,7 @@ def phase(name: str, folder: Path) -> dict[str, float]:
 
 def measure(name: str, folder: Path) -> dict[str, float]:
     out = subprocess.run(
-        [sys.executable, __file__, "--phase", name, str(folder)],
+        [sys.executable, "-m", "bench.spool", "--phase", name, str(folder)],
         check=True,
         capture_output=True,
         text=True,

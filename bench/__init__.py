@@ -1,0 +1,1 @@
+"""planner's benchmarks: one runner (``python -m bench --help``), every figure a ratio."""

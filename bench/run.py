@@ -1,0 +1,209 @@
+"""The benchmark runner: planner against the tokenizer floor, every figure a ratio.
+
+    python -m bench --help
+    python -m bench --requests 20000 --rounds 3          # the issue's check
+    python -m bench --requests 100000 --only plan        # plan alone, larger
+    python -m bench spool|store|interactive [ARGS]       # the older focused benchmarks
+
+It writes a mixed corpus (``bench/corpus.py``, fixed seed) into a temporary folder, then runs,
+round after round and alternately, each in its own process:
+
+* floor — a plain ``tiktoken`` ``encode_ordinary`` loop over exactly the texts planner must
+  tokenize (chat message contents with o200k_base, embedding inputs with cl100k_base; Gemini
+  needs none); only the loop is timed (texts read and encodings loaded before);
+* plan — ``planner plan --json`` on the spool, the whole process timed (start-up included);
+* run — ``planner run --once --sandbox`` on a fresh copy of the spool and a fresh SQLite
+  store, the whole process timed (the daemon's path: ingest, plan, write and submit batches).
+
+A subject's speed is ``floor seconds / subject seconds`` in the same round (1.0x = as fast as
+the bare tokenizer); the median over the rounds is printed, with every round's figure, and the
+peak RSS of each process (``wait4``'s ``ru_maxrss``). Timings on a shared machine are noisy:
+that is why every figure is a ratio against a baseline measured moments before.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench import corpus
+
+SUBJECTS = ("plan", "run")
+FOCUSED = {"spool": "bench.spool", "store": "bench.store_path", "interactive": "bench.interactive"}
+
+CONFIG = """
+state_dir: {state}
+providers:
+  openai: {{kind: openai, models: ["gpt-*", "text-embedding-*"]}}
+  gemini: {{kind: gemini, models: ["gemini-*"]}}
+limits: {{openai: {{max_enqueued_tokens: 100000000000}}}}
+sources:
+  spool:
+    kind: jsonl_dir
+    path: {spool}
+    settle: 0s
+    sink: results
+    default_model: gpt-4o-mini
+    default_embedding_model: text-embedding-3-small
+sinks: {{results: {{kind: jsonl_dir, path: {results}}}}}
+policies: {{default: {{default_deadline: 48h, min_savings_usd: "0"}}}}
+metrics: {{enabled: false}}
+"""
+
+
+def floor(texts_file: Path) -> dict[str, float]:
+    """In the child: read the texts, load the encodings, then time the bare loop."""
+    import tiktoken
+
+    by_encoding: dict[str, list[str]] = {}
+    with texts_file.open(encoding="utf-8") as f:
+        for raw in f:
+            encoding, text = json.loads(raw)
+            by_encoding.setdefault(encoding, []).append(text)
+    encoders = {name: tiktoken.get_encoding(name).encode_ordinary for name in by_encoding}
+    started = time.perf_counter()
+    tokens = 0
+    for name, texts in by_encoding.items():
+        encode = encoders[name]
+        for text in texts:
+            tokens += len(encode(text))
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "tokens": tokens, "texts": sum(map(len, by_encoding.values()))}
+
+
+def timed(argv: list[str], cwd: Path) -> tuple[float, float, str]:
+    """Run ``argv``; its wall seconds, its peak RSS in MiB and its stdout."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        child = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=err)
+        _, status, usage = os.wait4(child.pid, 0)
+        seconds = time.perf_counter() - started
+        child.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
+    if child.returncode not in (0,):
+        raise SystemExit(f"{' '.join(argv)} exited {child.returncode}:\n{stderr[-3000:]}")
+    return seconds, usage.ru_maxrss / 1024, stdout
+
+
+def write_config(folder: Path, name: str) -> Path:
+    state = folder / name
+    state.mkdir()
+    spool = folder / "spool" if name == "plan" else state / "spool"
+    if name != "plan":
+        shutil.copytree(folder / "spool", spool)
+    path = state / "planner.yaml"
+    text = CONFIG.format(state=state / "state", spool=spool, results=state / "results")
+    path.write_text(text)
+    return path
+
+
+def subject(name: str, folder: Path, round_no: int) -> tuple[float, float, str]:
+    planner = [sys.executable, "-m", "planner"]
+    if name == "plan":
+        config = folder / "plan" / "planner.yaml"
+        return timed([*planner, "plan", "--json", "-c", str(config)], folder)
+    config = write_config(folder, f"run-{round_no}")
+    try:
+        return timed([*planner, "run", "--once", "--sandbox", "-c", str(config)], folder)
+    finally:
+        shutil.rmtree(config.parent)
+
+
+def check_plan(stdout: str, requests: int) -> None:
+    totals = json.loads(stdout)["totals"]
+    if totals["requests"] != requests:
+        raise SystemExit(f"plan saw {totals['requests']} requests of {requests}: {stdout[:500]}")
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=(__doc__ or "").split("\n\n")[0],
+        epilog="Focused benchmarks: python -m bench spool|store|interactive [ARGS] "
+        "(see their docstrings in bench/).",
+    )
+    ap.add_argument("--requests", type=int, default=20_000, help="corpus size (default 20000)")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
+    ap.add_argument("--seed", type=int, default=15, help="corpus seed (default 15)")
+    ap.add_argument(
+        "--only", choices=SUBJECTS, action="append", help="measure only this subject (repeatable)"
+    )
+    ap.add_argument("--keep", type=Path, help="write the corpus here and keep it")
+    ap.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    return ap.parse_args(argv)
+
+
+def measure(args: argparse.Namespace, folder: Path) -> dict[str, object]:
+    started = time.perf_counter()
+    texts = corpus.write(folder, args.requests, args.seed)
+    print(
+        f"corpus: {args.requests:,} requests, seed {args.seed}, "
+        f"{sum(p.stat().st_size for p in (folder / 'spool').iterdir()) / 2**20:,.1f} MiB, "
+        f"written in {time.perf_counter() - started:.1f}s",
+        flush=True,
+    )
+    write_config(folder, "plan")
+    subjects = args.only or list(SUBJECTS)
+    floor_cmd = [sys.executable, "-m", "bench.run", "--floor", str(texts)]
+    rounds: list[dict[str, dict[str, float]]] = []
+    for r in range(args.rounds):
+        figures: dict[str, dict[str, float]] = {}
+        wall, rss, out = timed(floor_cmd, Path.cwd())
+        f = json.loads(out)
+        figures["floor"] = {"seconds": f["seconds"], "rss_mib": rss, "wall": wall}
+        for name in subjects:
+            seconds, rss, out = subject(name, folder, r)
+            if name == "plan":
+                check_plan(out, args.requests)
+            figures[name] = {"seconds": seconds, "rss_mib": rss, "ratio": f["seconds"] / seconds}
+        rounds.append(figures)
+        shown = "  ".join(
+            f"{n} {figures[n]['seconds']:.2f}s ({figures[n]['ratio']:.2f}x, "
+            f"{figures[n]['rss_mib']:.0f} MiB)"
+            for n in subjects
+        )
+        print(
+            f"round {r + 1}: floor {f['seconds']:.2f}s ({f['texts']:,} texts, "
+            f"{f['tokens']:,} tokens, {figures['floor']['rss_mib']:.0f} MiB)  {shown}",
+            flush=True,
+        )
+    summary: dict[str, object] = {"requests": args.requests, "rounds": rounds}
+    for name in subjects:
+        ratio = statistics.median(r[name]["ratio"] for r in rounds)
+        rss = max(r[name]["rss_mib"] for r in rounds)
+        summary[name] = {"median_ratio": ratio, "peak_rss_mib": rss}
+        print(f"{name:>5}: median {ratio:.2f}x the floor, peak RSS {rss:.0f} MiB")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--floor"]:
+        print(json.dumps(floor(Path(argv[1]))))
+        return
+    if argv[:1] and argv[0] in FOCUSED:
+        module = FOCUSED[argv[0]]
+        raise SystemExit(subprocess.call([sys.executable, "-m", module, *argv[1:]]))
+    args = parse(argv)
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        summary = measure(args, args.keep)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            summary = measure(args, Path(tmp))
+    if args.json:
+        print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
