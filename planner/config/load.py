@@ -44,6 +44,13 @@ INLINE_KEY_MESSAGE = "API keys must not be written in the config; use api_key_en
 _SECRET_KEYS = frozenset({"apikey", "api_key", "key", "secret", "token", "password", "api_token"})
 _MAX_DEPTH = 64
 _ARTICLE = {"chat": "a", "embedding": "an"}
+_ARTICLE_FAMILY = {"openai": "an OpenAI", "gemini": "a Gemini"}
+_DEFAULT_SLOTS = {  # default_models.<slot>: (provider family, model kind)
+    "openai_chat": ("openai", "chat"),
+    "openai_embeddings": ("openai", "embedding"),
+    "gemini_generate": ("gemini", "chat"),
+    "gemini_embed": ("gemini", "embedding"),
+}
 _KIND_NOUN = {"providers": "provider", "sources": "source", "sinks": "sink"}
 
 
@@ -368,6 +375,13 @@ class _Checker:
                 f"expected {_ARTICLE[want]} {want} model",
             )
 
+    def family(self, path: Path_, value: Any, want: str) -> None:
+        entry = (
+            None if self.catalog is None or not isinstance(value, str) else self.catalog.get(value)
+        )
+        if entry is not None and entry.provider.value != want:
+            self.add(path, "value", f"{show(value)} is not {_ARTICLE_FAMILY[want]} model")
+
     def run(self) -> list[Problem]:
         policies = self.section("policies")
         policy_names = [str(k) for k in policies] if "policies" in self._top() else ["default"]
@@ -385,6 +399,11 @@ class _Checker:
                 source.get("default_embedding_model"),
                 "embedding",
             )
+            defaults = source.get("default_models")
+            for slot, value in (defaults if isinstance(defaults, dict) else {}).items():
+                if slot in _DEFAULT_SLOTS:
+                    self.model((*here, "default_models", slot), value, _DEFAULT_SLOTS[slot][1])
+                    self.family((*here, "default_models", slot), value, _DEFAULT_SLOTS[slot][0])
         intake = self.section("intake")
         self.reference(("intake", "policy"), intake.get("policy"), policy_names, "policy")
         if (
@@ -478,6 +497,9 @@ def _check_config(cfg: PlannerConfig, doc: Document) -> list[Problem]:
             model = getattr(source, field_name)
             if model is not None and cfg.providers and cfg.provider_for(model) is None:
                 add(("sources", name, field_name), "value", _unserved(cfg, model))
+        for slot, model in source.default_models.model_dump().items():
+            if model is not None and cfg.providers and cfg.provider_for(model) is None:
+                add(("sources", name, "default_models", slot), "value", _unserved(cfg, model))
         if source.path in seen:
             add(
                 ("sources", name, "path"),

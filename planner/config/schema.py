@@ -373,6 +373,23 @@ class BudgetConfig(Section):
         )
 
 
+class DefaultModels(Section):
+    """The model for lines that name none, per wire format (a Gemini batch file never does)."""
+
+    openai_chat: ModelId | None = Field(
+        None, description="OpenAI chat lines (/v1/chat/completions, /v1/responses) and prompts."
+    )
+    openai_embeddings: ModelId | None = Field(
+        None, description="OpenAI /v1/embeddings lines and simple text lines."
+    )
+    gemini_generate: ModelId | None = Field(
+        None, description="Gemini batch lines with request.contents (generateContent)."
+    )
+    gemini_embed: ModelId | None = Field(
+        None, description="Gemini batch lines with request.content (embedContent)."
+    )
+
+
 class JsonlDirSourceConfig(Section):
     """A spool folder of .jsonl files (OpenAI batch, Gemini batch or simple lines)."""
 
@@ -387,6 +404,11 @@ class JsonlDirSourceConfig(Section):
     )
     default_embedding_model: ModelId | None = Field(
         None, description="Model for embedding lines that name none."
+    )
+    default_models: DefaultModels = Field(
+        DefaultModels(),
+        description="Per-format models for lines that name none; each wins over "
+        "default_model / default_embedding_model for its format.",
     )
     default_deadline: Duration | None = Field(
         None, description="Deadline for lines without one; null = the policy's default."

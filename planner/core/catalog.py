@@ -78,6 +78,8 @@ class ModelEntry:
     encoding: str | None = None
     max_input_tokens: int | None = None
     max_output_tokens: int | None = None
+    min_dimensions: int | None = None  # embeddings: the output sizes a request may ask for
+    max_dimensions: int | None = None
 
     def period_at(self, when: datetime) -> PricePeriod | None:
         """The period in force on ``when``'s UTC day, or ``None`` before the first one."""
@@ -106,6 +108,8 @@ _ENTRY_FIELDS = frozenset(
         "encoding",
         "max_input_tokens",
         "max_output_tokens",
+        "min_dimensions",
+        "max_dimensions",
         "prices",
     )
 )
@@ -267,6 +271,8 @@ def parse_entry(model: str, raw: Any) -> ModelEntry:
         encoding=_text(data.get("encoding"), f"{path}.encoding"),
         max_input_tokens=_count(data.get("max_input_tokens"), f"{path}.max_input_tokens"),
         max_output_tokens=_count(data.get("max_output_tokens"), f"{path}.max_output_tokens"),
+        min_dimensions=_count(data.get("min_dimensions"), f"{path}.min_dimensions"),
+        max_dimensions=_count(data.get("max_dimensions"), f"{path}.max_dimensions"),
     )
 
 

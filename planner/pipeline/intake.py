@@ -19,6 +19,9 @@ import planner.store.requests as store_requests
 from planner import crashpoints
 from planner.core.model import Request
 from planner.sources.base import LineError, Source
+from planner.sources.formats import Reason
+
+DUPLICATE_ID = Reason.DUPLICATE_ID.value
 
 _log = logging.getLogger(__name__)
 
@@ -40,11 +43,25 @@ class IntakeResult:
 
 
 def _store_chunk(
-    session_factory: Callable[[], Session], chunk: list[Request], now: datetime
+    session_factory: Callable[[], Session],
+    chunk: list[Request],
+    now: datetime,
+    conflicts: list[Request],
 ) -> tuple[int, int]:
     with session_factory() as session, session.begin():
         outcome = store_requests.ingest(session, chunk, now)
+    conflicts.extend(outcome.conflicts)
     return outcome.inserted, outcome.duplicates
+
+
+def _quarantine(result: IntakeResult, source: str, error: LineError) -> None:
+    result.count_error(source, error)
+    _log.warning(
+        "quarantined %s: %s",
+        error.origin,
+        error.reason,
+        extra={"event": "line_quarantined", "source": source, "reason": error.reason},
+    )
 
 
 def ingest_source(
@@ -59,22 +76,23 @@ def ingest_source(
     for claim in source.claim(now):
         crashpoints.reached("after_claim")
         chunk: list[Request] = []
+        conflicts: list[Request] = []
         for line in claim.lines():
             if isinstance(line, LineError):
-                result.count_error(name, line)
-                _log.warning(
-                    "quarantined %s: %s",
-                    line.origin,
-                    line.reason,
-                    extra={"event": "line_quarantined", "source": name, "reason": line.reason},
-                )
+                _quarantine(result, name, line)
                 continue
             chunk.append(line)
             if len(chunk) >= CHUNK:
-                _add(result, name, _store_chunk(session_factory, chunk, now))
+                _add(result, name, _store_chunk(session_factory, chunk, now, conflicts))
                 chunk = []
         if chunk:
-            _add(result, name, _store_chunk(session_factory, chunk, now))
+            _add(result, name, _store_chunk(session_factory, chunk, now, conflicts))
+        for request in conflicts:  # same key as a stored request, different content
+            message = (
+                f"key {request.key!r} is already stored with a different request "
+                "(model, endpoint or body); the stored one stands and this one is not sent"
+            )
+            _quarantine(result, name, claim.reject(request, DUPLICATE_ID, message))
         crashpoints.reached("after_ingest")
         claim.finish(now)
         result.units += 1

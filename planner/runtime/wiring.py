@@ -164,6 +164,8 @@ def build_sources(cfg: PlannerConfig, catalog: Catalog) -> list[Source]:
                 name,
                 s.path,
                 family_of=catalog.family_of,
+                facts_of=catalog.get,
+                default_models={k: v for k, v in s.default_models.model_dump().items() if v},
                 default_model=s.default_model,
                 default_embedding_model=s.default_embedding_model,
                 default_deadline=s.default_deadline,

@@ -56,6 +56,11 @@ class Claim(Protocol):
         """The unit's records, good and bad, in order; may be called again after a failure."""
         ...
 
+    def reject(self, request: Request, reason: str, message: str) -> LineError:
+        """After ``lines()``: keep one of its requests that the store refused (a key stored
+        with other content) with the bad records, as a ``LineError`` placed at its record."""
+        ...
+
     def finish(self, now: datetime) -> None:
         """Call after the good records are committed: keeps the bad ones, retires the unit."""
         ...

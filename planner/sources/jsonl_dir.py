@@ -36,12 +36,13 @@ import os
 import shutil
 import sqlite3
 import stat
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
-from planner.core.model import ProviderKind
+from planner.core.catalog import ModelEntry
+from planner.core.model import ProviderKind, Request
 from planner.sources.base import LineError, ParsedLine
 from planner.sources.formats import Defaults
 from planner.sources.lines import RAW_PREVIEW_CHARS, LineParser, RawLine, safe_name
@@ -74,6 +75,8 @@ class JsonlDirSource:
         default_model: str | None = None,
         default_embedding_model: str | None = None,
         default_deadline: timedelta | None = None,
+        facts_of: Callable[[str], ModelEntry | None] | None = None,
+        default_models: Mapping[str, str] | None = None,
         settle: timedelta = DEFAULT_SETTLE,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
         memory_keys: int = DEFAULT_MEMORY_KEYS,
@@ -91,6 +94,8 @@ class JsonlDirSource:
             default_model=default_model,
             default_embedding_model=default_embedding_model,
             default_deadline=default_deadline,
+            facts_of=facts_of,
+            default_models=dict(default_models or {}),
         )
 
     @property
@@ -258,6 +263,25 @@ class ClaimedFile:
                     self.good += 1
                 yield item
         self._complete = True
+
+    def reject(self, request: Request, reason: str, message: str) -> LineError:
+        """Quarantine a request of this file that the store refused (after ``lines()``)."""
+        if not self._complete:
+            raise RuntimeError(f"{self!r}: reject() before lines() was read to the end")
+        line = int((request.origin or "").rpartition(":")[2] or 0)
+        raw = {"key": request.key, "model": request.model, "endpoint": request.endpoint.value}
+        error = LineError(
+            file=self._name,
+            line=line,
+            reason=reason,
+            message=f"{self._name}:{line}: {message}",
+            raw=json.dumps({**raw, "body": request.body}, ensure_ascii=False),
+        )
+        with self._pending.open("ab") as pending:
+            pending.write(_quarantine_record(error, self.claimed_at))
+        self.good -= 1
+        self.bad += 1
+        return error
 
     def finish(self, now: datetime) -> None:
         """After the good lines are committed: quarantine the bad ones, move the file to done/.

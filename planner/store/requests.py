@@ -40,6 +40,7 @@ from planner.core.states import (
 from planner.errors import StoreError
 from planner.store import events
 from planner.store._sql import CHUNK, checked_fields, chunks, rowcount, translated, translated_iter
+from planner.store.retention import COMPACTED_BODY
 from planner.store.tables import REQUEST, SEND
 
 # A request is (re)sent when it enters one of these; each entry is a new billing attempt.
@@ -49,10 +50,13 @@ _RESERVED = frozenset({"id", "source", "key", "state", "updated_at", "attempts",
 
 @dataclass(frozen=True, slots=True)
 class IngestResult:
-    """What one :func:`ingest` call did: rows inserted, and lines whose key was already stored."""
+    """What one :func:`ingest` call did: rows inserted; repeats of a stored request (same key,
+    model, endpoint and body: an idempotent no-op); and ``conflicts``, requests whose key is
+    stored with a different content (the stored one stands; the caller quarantines these)."""
 
     inserted: int
     duplicates: int
+    conflicts: tuple[Request, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,33 +106,70 @@ def ingest(session: Session, requests: Iterable[Request], now: datetime) -> Inge
     ``requests``) is counted as a duplicate and left as it is. Safe to repeat after a crash."""
     seen = 0
     inserted = 0
-    pending: dict[tuple[str, str], dict[str, Any]] = {}
+    conflicts: list[Request] = []
+    pending: dict[tuple[str, str], Request] = {}
     for request in requests:
         seen += 1
         identity = (request.source, request.key)
         if identity in pending:
             continue
-        pending[identity] = _row_for(request, now)
+        pending[identity] = request
         if len(pending) >= CHUNK:
-            inserted += _insert_new(session, list(pending.values()))
+            inserted += _insert_chunk(session, pending, now, conflicts)
             pending = {}
     if pending:
-        inserted += _insert_new(session, list(pending.values()))
-    return IngestResult(inserted=inserted, duplicates=seen - inserted)
+        inserted += _insert_chunk(session, pending, now, conflicts)
+    return IngestResult(
+        inserted=inserted, duplicates=seen - inserted - len(conflicts), conflicts=tuple(conflicts)
+    )
 
 
-def _insert_new(session: Session, rows: list[dict[str, Any]]) -> int:
+def _insert_chunk(
+    session: Session,
+    pending: dict[tuple[str, str], Request],
+    now: datetime,
+    conflicts: list[Request],
+) -> int:
+    """Insert the new ones; a key already stored with other content goes to ``conflicts``."""
+    stored = _insert_new(session, [_row_for(r, now) for r in pending.values()])
+    repeats = [r for identity, r in pending.items() if identity not in stored]
+    by_source: dict[str, list[Request]] = {}
+    for request in repeats:
+        by_source.setdefault(request.source, []).append(request)
+    for source, group in by_source.items():
+        rows = session.execute(
+            select(REQUEST.c.key, REQUEST.c.model, REQUEST.c.endpoint, REQUEST.c.body_json).where(
+                REQUEST.c.source == source, REQUEST.c.key.in_([r.key for r in group])
+            )
+        )
+        known = {row.key: row for row in rows}
+        for request in group:
+            row = known.get(request.key)
+            if row is not None and not _same_content(row, request):
+                conflicts.append(request)
+    return len(stored)
+
+
+def _same_content(row: Any, request: Request) -> bool:
+    if row.body_json == COMPACTED_BODY:
+        return True  # compacted by retention: nothing left to compare, so not a conflict
+    same = (row.model, row.endpoint) == (request.model, request.endpoint.value)
+    return same and json.loads(row.body_json) == request.body
+
+
+def _insert_new(session: Session, rows: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    """Insert rows whose ``(source, key)`` is new; returns the identities inserted."""
     if session.get_bind().dialect.name == "postgresql":
         return _insert_new_unnest(session, rows)
     statement = (
         sqlite.insert(REQUEST)
         .on_conflict_do_nothing(index_elements=["source", "key"])
-        .returning(REQUEST.c.id)
+        .returning(REQUEST.c.source, REQUEST.c.key)
     )
-    return len(session.execute(statement, rows).all())
+    return {(row.source, row.key) for row in session.execute(statement, rows)}
 
 
-def _insert_new_unnest(session: Session, rows: list[dict[str, Any]]) -> int:
+def _insert_new_unnest(session: Session, rows: list[dict[str, Any]]) -> set[tuple[str, str]]:
     """PostgreSQL: one ``INSERT … SELECT unnest(array), …`` per chunk, a bound array per
     column. A multi-row VALUES list with thousands of placeholders spends most of its time in
     the driver's query parsing; arrays keep the statement short and constant."""
@@ -143,9 +184,9 @@ def _insert_new_unnest(session: Session, rows: list[dict[str, Any]]) -> int:
         postgresql.insert(REQUEST)
         .from_select(names, select(*columns))
         .on_conflict_do_nothing(index_elements=["source", "key"])
-        .returning(REQUEST.c.id)
+        .returning(REQUEST.c.source, REQUEST.c.key)
     )
-    return len(session.execute(statement).all())
+    return {(row.source, row.key) for row in session.execute(statement)}
 
 
 def _expected_states(

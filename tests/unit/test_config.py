@@ -463,6 +463,8 @@ def test_sample_spool_has_one_bad_line() -> None:
         family_of=shipped_catalog().family_of,
         default_model=spool.default_model,
         default_embedding_model=spool.default_embedding_model,
+        default_models={k: v for k, v in spool.default_models.model_dump().items() if v},
+        facts_of=shipped_catalog().get,
         settle=timedelta(0),
     )
     items = list(source.scan(datetime(2030, 1, 1, tzinfo=UTC)))

@@ -8,6 +8,7 @@ adds where the record came from.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -15,7 +16,8 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, NoReturn
 
-from planner.core.model import ProviderKind
+from planner.core.catalog import ModelEntry, ModelKind
+from planner.core.model import Endpoint, ProviderKind
 
 MAX_KEY_CHARS = 64
 MAX_METADATA_PAIRS = 16
@@ -46,6 +48,8 @@ class Reason(StrEnum):
     MAX_OUTPUT_TOKENS = "max_output_tokens"
     TOO_DEEP = "too_deep"
     NUMBER = "number_out_of_range"
+    MODEL_KIND = "model_kind"
+    DIMENSIONS = "dimensions"
     INTERNAL = "internal_error"  # a bug of ours met this record; it is kept, not lost
 
 
@@ -80,6 +84,25 @@ class Defaults:
     default_model: str | None = None
     default_embedding_model: str | None = None
     default_deadline: timedelta | None = None
+    default_models: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """Per-format models for records naming none, keyed ``openai_chat``, ``openai_embeddings``,
+    ``gemini_generate``, ``gemini_embed``; each wins over the two defaults above."""
+    facts_of: Callable[[str], ModelEntry | None] | None = None
+    """The catalog entry of a model (``Catalog.get``): its kind, output-token maximum and
+    embedding sizes are checked before anything is spent. ``None``: the family only."""
+
+
+OPENAI_CHAT, OPENAI_EMBEDDINGS = "openai_chat", "openai_embeddings"
+GEMINI_GENERATE, GEMINI_EMBED = "gemini_generate", "gemini_embed"
+DEFAULT_SLOTS = (OPENAI_CHAT, OPENAI_EMBEDDINGS, GEMINI_GENERATE, GEMINI_EMBED)
+
+
+def default_model(defaults: Defaults, slot: str) -> str | None:
+    """The source's model for a batch-format record of ``slot`` that names none."""
+    if slot in defaults.default_models:
+        return defaults.default_models[slot]
+    embedding = slot in (OPENAI_EMBEDDINGS, GEMINI_EMBED)
+    return defaults.default_embedding_model if embedding else defaults.default_model
 
 
 class Invalid(Exception):
@@ -141,6 +164,59 @@ def known_model(model: str, defaults: Defaults) -> ProviderKind:
     if family is None:
         fail(Reason.UNKNOWN_MODEL, None, f"unknown model {model!r}")
     return family
+
+
+def check_model(
+    model: str,
+    endpoint: Endpoint,
+    defaults: Defaults,
+    *,
+    model_field: str,
+    max_tokens: tuple[int | None, str] = (None, ""),
+    dimensions: tuple[Any, str] = (None, ""),
+) -> None:
+    """What the provider would refuse after the money is committed, refused now: a chat model
+    on an embedding endpoint (or the reverse), more output tokens than the model can write,
+    and embedding sizes outside the model's range. ``max_tokens`` and ``dimensions`` are
+    (value, field path) pairs; a fact the catalog does not have is not checked."""
+    dims, dims_field = dimensions
+    if dims is not None and (isinstance(dims, bool) or not isinstance(dims, int) or dims < 1):
+        fail(Reason.DIMENSIONS, dims_field, f"expected a positive integer, got {show(dims)}")
+    facts = defaults.facts_of(model) if defaults.facts_of is not None else None
+    if facts is None:
+        return
+    wanted = ModelKind.EMBEDDING if endpoint.is_embedding else ModelKind.CHAT
+    if facts.kind is not wanted:
+        fail(
+            Reason.MODEL_KIND,
+            model_field,
+            f"{model!r} is {_a(facts.kind)} model; {endpoint.value} needs {_a(wanted)} model",
+        )
+    limit, tokens_field = max_tokens
+    if (
+        limit is not None
+        and facts.max_output_tokens is not None
+        and limit > facts.max_output_tokens
+    ):
+        fail(
+            Reason.MAX_OUTPUT_TOKENS,
+            tokens_field,
+            f"at most {facts.max_output_tokens:,} for {model}, got {limit:,}",
+        )
+    low, high = facts.min_dimensions, facts.max_dimensions
+    if dims is not None and (
+        (low is not None and dims < low) or (high is not None and dims > high)
+    ):
+        fail(
+            Reason.DIMENSIONS,
+            dims_field,
+            f"{model} makes vectors of {low or 1} to {high or 'any number of'} dimensions, "
+            f"got {dims}",
+        )
+
+
+def _a(kind: ModelKind) -> str:
+    return "an embedding" if kind is ModelKind.EMBEDDING else "a chat"
 
 
 def tokens(value: Any, field: str) -> int | None:

@@ -14,17 +14,21 @@ from typing import Any
 
 from planner.core.model import Endpoint, ProviderKind, Request
 from planner.sources.formats.common import (
+    GEMINI_EMBED,
+    GEMINI_GENERATE,
     Defaults,
     Reason,
     check_keys,
+    check_model,
     deadline,
+    default_model,
     fail,
-    first_tokens,
     known_model,
     metadata,
     nonempty_str,
     record_key,
     show,
+    tokens,
 )
 
 KEYS = frozenset({"key", "request", "model", "metadata", "deadline"})
@@ -52,11 +56,11 @@ def parse(obj: dict[str, Any], *, now: datetime, defaults: Defaults, origin: str
     if has_contents:
         endpoint = Endpoint.GENERATE_CONTENT
         _check_contents(request["contents"], "request.contents")
-        default = defaults.default_model
+        default = default_model(defaults, GEMINI_GENERATE)
     else:
         endpoint = Endpoint.EMBED_CONTENT
         check_content(request["content"], "request.content")
-        default = defaults.default_embedding_model
+        default = default_model(defaults, GEMINI_EMBED)
     if "model" in obj:
         model = _strip_models(nonempty_str(obj["model"], "model"))
     elif "model" in request:
@@ -79,17 +83,29 @@ def parse(obj: dict[str, Any], *, now: datetime, defaults: Defaults, origin: str
         )
     deadline_raw = obj["deadline"] if "deadline" in obj else meta.get("deadline")
     max_tokens: int | None = None
+    tokens_field = ""
     for name in ("generationConfig", "generation_config"):
         config = request.get(name)
         if config is None:
             continue
         if not isinstance(config, dict):
             fail(Reason.SCHEMA, f"request.{name}", f"expected an object, got {show(config)}")
-        max_tokens = first_tokens(
-            config, ("maxOutputTokens", "max_output_tokens"), f"request.{name}"
-        )
-        if max_tokens is not None:
-            break
+        for field in ("maxOutputTokens", "max_output_tokens"):
+            if max_tokens is None and config.get(field) is not None:
+                tokens_field = f"request.{name}.{field}"
+                max_tokens = tokens(config[field], tokens_field)
+    dims_name = next(
+        (n for n in ("outputDimensionality", "output_dimensionality") if n in request),
+        "outputDimensionality",
+    )
+    check_model(
+        model,
+        endpoint,
+        defaults,
+        model_field="request.model" if "model" in request and "model" not in obj else "model",
+        max_tokens=(max_tokens, tokens_field),
+        dimensions=(request.get(dims_name), f"request.{dims_name}"),
+    )
     return Request(
         source=defaults.source,
         key=key,

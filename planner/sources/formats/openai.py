@@ -13,9 +13,12 @@ from typing import Any
 
 from planner.core.model import Endpoint, Request
 from planner.sources.formats.common import (
+    OPENAI_CHAT,
+    OPENAI_EMBEDDINGS,
     Defaults,
     Reason,
     check_keys,
+    check_model,
     deadline,
     fail,
     first_tokens,
@@ -35,6 +38,11 @@ _URLS = {
     Endpoint.EMBEDDINGS.value: Endpoint.EMBEDDINGS,
     Endpoint.RESPONSES.value: Endpoint.RESPONSES,
 }
+_NOT_BATCHED = {  # OpenAI Batch API endpoints planner does not send, and what to do instead
+    "/v1/completions": "the legacy completions endpoint has no model in the catalog and no "
+    "cost estimate; send /v1/chat/completions",
+    "/v1/moderations": "moderations are free, so batching saves nothing; call the API directly",
+}
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
 
@@ -47,19 +55,44 @@ def parse(obj: dict[str, Any], *, now: datetime, defaults: Defaults, origin: str
     url = obj.get("url")
     endpoint = _URLS.get(url) if isinstance(url, str) else None
     if endpoint is None:
+        why = _NOT_BATCHED.get(url) if isinstance(url, str) else None
         fail(
             Reason.BAD_ENDPOINT,
             "url",
-            f"expected one of {', '.join(repr(u) for u in _URLS)}, got {show(url)}",
+            f"{url} is not supported: {why}"
+            if why
+            else f"expected one of {', '.join(repr(u) for u in _URLS)}, got {show(url)}",
         )
     body = obj.get("body")
     if not isinstance(body, dict):
         fail(Reason.SCHEMA, "body", f"expected an object, got {show(body)}")
-    model = nonempty_str(body.get("model"), "body.model")
-    known_model(model, defaults)
+    if "model" in body:
+        model = nonempty_str(body["model"], "body.model")
+    else:  # only a per-format default serves: OpenAI requires body.model in its own files
+        slot = OPENAI_EMBEDDINGS if endpoint is Endpoint.EMBEDDINGS else OPENAI_CHAT
+        default = defaults.default_models.get(slot)
+        if default is None:
+            fail(
+                Reason.SCHEMA,
+                "body.model",
+                f"expected a non-empty string, got nothing (or set default_models.{slot})",
+            )
+        model = default
+    known_model(model, defaults)  # any family: Gemini models also speak OpenAI's format
     if body.get("stream") is True:
         fail(Reason.SCHEMA, "body.stream", "streaming is not allowed in a batch; remove it")
     _check_body(body, endpoint)
+    token_names = ("max_completion_tokens", "max_tokens", "max_output_tokens")
+    max_tokens = first_tokens(body, token_names, "body")
+    tokens_name = next((n for n in token_names if body.get(n) is not None), "")
+    check_model(
+        model,
+        endpoint,
+        defaults,
+        model_field="body.model",
+        max_tokens=(max_tokens, f"body.{tokens_name}"),
+        dimensions=(body.get("dimensions"), "body.dimensions"),
+    )
     body_meta = metadata(body.get("metadata"), "body.metadata")
     line_meta = metadata(obj.get("metadata"), "metadata")
     merged = {**body_meta, **line_meta}
@@ -72,9 +105,7 @@ def parse(obj: dict[str, Any], *, now: datetime, defaults: Defaults, origin: str
         body=body,
         received_at=now,
         deadline=deadline(merged.get("deadline"), deadline_field, now, defaults),
-        max_output_tokens=first_tokens(
-            body, ("max_completion_tokens", "max_tokens", "max_output_tokens"), "body"
-        ),
+        max_output_tokens=max_tokens,
         metadata=merged,
         origin=origin,
     )

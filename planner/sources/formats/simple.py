@@ -14,9 +14,14 @@ from typing import Any
 
 from planner.core.model import Endpoint, ProviderKind, Request
 from planner.sources.formats.common import (
+    GEMINI_EMBED,
+    GEMINI_GENERATE,
+    OPENAI_CHAT,
+    OPENAI_EMBEDDINGS,
     Defaults,
     Reason,
     check_keys,
+    check_model,
     deadline,
     fail,
     known_model,
@@ -62,7 +67,7 @@ def parse(obj: dict[str, Any], *, now: datetime, defaults: Defaults, origin: str
     if "model" in obj:
         model = nonempty_str(obj["model"], "model")
     else:
-        default = defaults.default_embedding_model if embedding else defaults.default_model
+        default = _default(defaults, embedding=embedding)
         if default is None:
             fail(Reason.SCHEMA, "model", "required: the source has no default model for this line")
         model = default
@@ -77,6 +82,13 @@ def parse(obj: dict[str, Any], *, now: datetime, defaults: Defaults, origin: str
     meta = metadata(obj.get("metadata"), "metadata")
     deadline_raw = obj["deadline"] if "deadline" in obj else meta.get("deadline")
     endpoint, body = _body(obj[kind], kind, model, family, system, max_tokens)
+    check_model(
+        model,
+        endpoint,
+        defaults,
+        model_field="model",
+        max_tokens=(max_tokens, "max_output_tokens"),
+    )
     return Request(
         source=defaults.source,
         key=key,
@@ -88,6 +100,15 @@ def parse(obj: dict[str, Any], *, now: datetime, defaults: Defaults, origin: str
         max_output_tokens=max_tokens,
         metadata=meta,
         origin=origin,
+    )
+
+
+def _default(defaults: Defaults, *, embedding: bool) -> str | None:
+    """``default_model`` (or ``default_embedding_model``), else the OpenAI, then the Gemini one."""
+    single = defaults.default_embedding_model if embedding else defaults.default_model
+    slots = (OPENAI_EMBEDDINGS, GEMINI_EMBED) if embedding else (OPENAI_CHAT, GEMINI_GENERATE)
+    return single or next(
+        (defaults.default_models[s] for s in slots if s in defaults.default_models), None
     )
 
 
