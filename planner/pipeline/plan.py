@@ -97,9 +97,14 @@ class Planner:
             default_output_tokens=self.default_output_tokens_for(request),
         )
         costs = compare(entry, tokens, at=now)
-        provider = self.route(request)
+        try:
+            provider, refusal = self.route(request), None
+        except ValueError as exc:  # its provider cannot take this line; the message says why
+            provider, refusal = None, str(exc)
         if provider is None:
-            detail = f"no configured provider serves {request.model} on {request.endpoint.value}"
+            detail = refusal or (
+                f"no configured provider serves {request.model} on {request.endpoint.value}"
+            )
             decision = Decision(None, Reason.NO_PROVIDER, detail)
         else:
             decision = decide(request, tokens, costs, self.rules_for(request), now)

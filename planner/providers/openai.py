@@ -30,7 +30,7 @@ from planner.core.model import Endpoint
 from planner.core.orphans import OurFile
 from planner.core.states import FINISHED_BATCH_STATES
 from planner.errors import NotFound, Permanent, ProviderError, Transient
-from planner.providers import gemini_wire
+from planner.providers import compat_wire, gemini_wire
 from planner.providers import openai_wire as wire
 from planner.providers.base import (
     INTERACTIVE_KEY_HEADER,
@@ -112,8 +112,12 @@ class OpenAIProvider:
     def _error(self, exc: BaseException, operation: str) -> ProviderError:
         return from_openai(exc, operation=operation, secrets=self._secrets)
 
+    def _compat(self, line: BatchLine) -> BatchLine:
+        """On Gemini's compat layer a Gemini-format line goes in the OpenAI shape (compat_wire)."""
+        return compat_wire.to_openai(line) if self._gemini_files is not None else line
+
     def build_payload(self, batch_id: str, lines: Sequence[BatchLine]) -> BatchPayload:
-        return wire.build_payload(batch_id, lines)
+        return wire.build_payload(batch_id, [self._compat(line) for line in lines])
 
     # --- files ------------------------------------------------------------------------------
 
@@ -163,6 +167,8 @@ class OpenAIProvider:
         input_file_id: str | None = None,
     ) -> RemoteBatch:
         """Upload (unless ``input_file_id`` names an earlier upload to adopt) and create."""
+        if self._gemini_files is not None:
+            endpoint = compat_wire.endpoint_for(endpoint)
         if (model, endpoint) != (payload.model, payload.endpoint):
             raise ValueError(f"batch {batch_id}: payload was built for {payload.model}")
         uploaded = None
@@ -275,6 +281,7 @@ class OpenAIProvider:
     def call_interactive(self, line: BatchLine, *, flex: bool) -> LineResult:
         """POST the body as is (no SDK re-encoding, e.g. base64 embeddings); a request-level
         4xx is returned as ``ok=False``, everything else raises."""
+        line = self._compat(line)
         body = wire.interactive_body(line, flex=flex)
         client = self._once.with_options(timeout=self._flex_timeout) if flex else self._once
         headers = {INTERACTIVE_KEY_HEADER: line.key} if self._label_calls else {}

@@ -32,8 +32,8 @@ from planner.errors import ConfigError
 from planner.pipeline.context import StageContext
 from planner.pipeline.plan import Planner, open_book
 from planner.pipeline.preview import PlanReport, build_report
-from planner.providers import create_provider, gemini_wire, openai_wire
-from planner.providers.base import BatchProvider
+from planner.providers import compat_wire, create_provider, gemini_wire, openai_wire
+from planner.providers.base import BatchLine, BatchProvider
 from planner.runtime.logging import register_secret
 from planner.sinks import SINKS
 from planner.sinks.base import Sink
@@ -58,19 +58,28 @@ def provider_kind(cfg: PlannerConfig, provider: str) -> ProviderKind:
 def speaks(cfg: PlannerConfig, provider: str, endpoint: Endpoint) -> bool:
     """Whether a provider takes bodies of this endpoint's wire shape.
 
-    Gemini's native API takes Gemini-shaped bodies; an OpenAI-compatible server (including
-    Gemini's compatibility layer) takes OpenAI-shaped bodies.
+    Gemini's native API takes Gemini-shaped bodies; an OpenAI-compatible server takes
+    OpenAI-shaped bodies; Gemini's compatibility layer takes both (Gemini-shaped ones are
+    translated to its OpenAI surface by ``providers/compat_wire.py``).
     """
     p = cfg.providers[provider]
-    openai_shaped = p.kind == "openai" or (isinstance(p, GeminiProviderConfig) and p.openai_compat)
-    return (endpoint.wire is ProviderKind.OPENAI) == openai_shaped
+    if isinstance(p, GeminiProviderConfig) and p.openai_compat:
+        return True
+    return (endpoint.wire is ProviderKind.OPENAI) == (p.kind == "openai")
 
 
 def router(cfg: PlannerConfig) -> Callable[[Request], str | None]:
+    """The provider of a request; raises ``ValueError`` (saying why) for a Gemini-format line
+    that the provider's compat mode cannot translate, so it is refused with that reason."""
+
     def route(request: Request) -> str | None:
         provider = cfg.provider_for(request.model)
         if provider is None or not speaks(cfg, provider, request.endpoint):
             return None
+        p = cfg.providers[provider]
+        compat = isinstance(p, GeminiProviderConfig) and p.openai_compat
+        if compat and request.endpoint.wire is ProviderKind.GEMINI:
+            compat_wire.to_openai(BatchLine.from_request(request))
         return provider
 
     return route
