@@ -46,6 +46,7 @@ class SubmitResult:
     failed: list[str] = field(default_factory=list)
     deferred: list[str] = field(default_factory=list)  # transient trouble; tried next pass
     skipped: list[str] = field(default_factory=list)  # the provider's circuit is open
+    duplicates: list[Batch] = field(default_factory=list)  # found more than once at adoption
 
 
 def _mark_submitted(
@@ -89,11 +90,10 @@ def _fail(
         )
 
 
-def _find_ours(provider: BatchProvider, batch: Batch) -> RemoteBatch | None:
-    for remote in provider.list_ours(since=batch.created_at - LIST_SKEW):
-        if remote.our_id == batch.id:
-            return remote
-    return None
+def _find_ours(provider: BatchProvider, batch: Batch) -> list[RemoteBatch]:
+    """Every batch at the provider carrying our id (more than one is a duplicate)."""
+    since = batch.created_at - LIST_SKEW
+    return [remote for remote in provider.list_ours(since=since) if remote.our_id == batch.id]
 
 
 def _surely_absent(ctx: StageContext, batch: Batch, now: datetime) -> bool:
@@ -199,8 +199,17 @@ def submit_batch(ctx: StageContext, batch: Batch, now: datetime, result: SubmitR
             _defer(ctx, batch, exc, tries, now, result)
             return
         ctx.guard.record(batch.provider, now)
-        if found is not None:
-            _mark_submitted(ctx.session_factory, batch, found, now)
+        if len(found) > 1:  # two creates both went through: the requests are billed twice
+            result.duplicates.append(batch)
+            _log.error(
+                "batch %s exists %d times at %s: its requests may be billed twice",
+                batch.id,
+                len(found),
+                batch.provider,
+                extra={"event": "duplicate_batch", "batch": batch.id, "count": len(found)},
+            )
+        if found:
+            _mark_submitted(ctx.session_factory, batch, found[0], now)
             result.adopted.append(batch.id)
             _log.info("adopted %s", batch.id, extra={"event": "batch_adopted", "batch": batch.id})
             return

@@ -41,13 +41,11 @@ from planner.core.flush import QueueSummary, flush_reasons
 from planner.errors import PlannerError
 from planner.metrics import Metrics, ingest_stage
 from planner.pipeline.context import StageContext
-from planner.pipeline.decisions import budget_gauges
 from planner.runtime import clock, passes
 from planner.runtime.http import MetricsServer, serve_metrics
 from planner.runtime.lifecycle import Lifecycle
 from planner.runtime.observer import MetricsObserver
-from planner.runtime.wiring import build_context, flush_rules
-from planner.store import batches as store_batches
+from planner.runtime.wiring import build_context, build_metrics, flush_rules, prime_metrics
 from planner.store import requests as store_requests
 
 _log = logging.getLogger(__name__)
@@ -225,23 +223,11 @@ class Daemon:
             )
         else:
             self.cfg, self.ctx = cfg, ctx
+            prime_metrics(self.metrics, cfg, ctx.catalog)
             self.schedule()
             self.metrics.record_config_reload(True)
             _log.info("configuration reloaded", extra={"event": "reloaded"})
         self.lifecycle.notifier.ready()
-
-
-def _store_counts(ctx_ref: Callable[[], StageContext]) -> Callable[[], dict[str, Any]]:
-    def counts() -> dict[str, Any]:
-        ctx = ctx_ref()
-        with ctx.session_factory() as session:
-            return {
-                "requests": store_requests.counts_by_state(session),
-                "batches": store_batches.counts_by_state(session),
-                **budget_gauges(session, ctx.planner, clock.utc_now()),
-            }
-
-    return counts
 
 
 def run_daemon(
@@ -256,13 +242,7 @@ def run_daemon(
     ctx = build_context(cfg, sandbox_url=sandbox_url)
     registry = CollectorRegistry()
     holder: dict[str, StageContext] = {"ctx": ctx}
-    metrics = Metrics(
-        registry,
-        known_models=ctx.catalog.models(),
-        store_counts=_store_counts(lambda: holder["ctx"]),
-        store_cache_seconds=5.0,
-    )
-    metrics.prime(sources=cfg.sources, providers=cfg.providers)
+    metrics = build_metrics(registry, cfg, lambda: holder["ctx"])
     scheduler = BackgroundScheduler(executors={"default": ThreadPoolExecutor(1)}, timezone="UTC")
     with Lifecycle(grace_seconds=grace_seconds) as lifecycle:
         lifecycle.install()
@@ -301,4 +281,9 @@ def run_daemon(
             stopper.join(lifecycle.grace_left() or grace_seconds)
             if daemon.server is not None:
                 daemon.server.stop()
+            _log.info(  # the last line: an operator knows the process ended on purpose
+                "planner stopped%s",
+                "" if not stopper.is_alive() else " (a stage was still running at the deadline)",
+                extra={"event": "stopped", "clean": not stopper.is_alive()},
+            )
     return 0

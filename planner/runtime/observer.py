@@ -15,8 +15,8 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from datetime import datetime
+from decimal import Decimal
 
-from planner.core.model import Lane
 from planner.errors import ProviderError
 from planner.metrics import Metrics
 from planner.pipeline.collect import CollectResult
@@ -68,6 +68,8 @@ class MetricsObserver:
         pass  # the queue it changed is read from the store at scrape time
 
     def submitted(self, ctx: StageContext, result: SubmitResult) -> None:
+        for duplicate in result.duplicates:
+            self.metrics.record_duplicate_batch(duplicate.provider)
         for batch_id in result.submitted:
             with ctx.session_factory() as session:
                 batch = store_batches.get_batch(session, batch_id)
@@ -80,6 +82,29 @@ class MetricsObserver:
         self._record_settled(result.settled)
         for provider, n in result.unknown.items():
             self.metrics.record_unknown_outcomes(provider, n)
+        for settled in result.settled:
+            self._log_written(ctx, settled, "interactive lane")
+
+    def _log_written(self, ctx: StageContext, settled: SettleResult, what: str) -> None:
+        """That the results of one settle went out, and to which sinks."""
+        written = settled.succeeded + settled.dead
+        if not written:
+            return
+        sources = {stored.request.source for stored, *_ in settled.billed}
+        sinks = sorted({sink.name for source in sources for sink in ctx.sinks_for(source)})
+        _log.info(
+            "%s: %d results and %d dead letters written to %s",
+            what,
+            settled.succeeded,
+            settled.dead,
+            ", ".join(sinks) if sinks else "the configured sinks",
+            extra={
+                "event": "results_written",
+                "results": settled.succeeded,
+                "dead": settled.dead,
+                "sinks": sinks,
+            },
+        )
 
     def escaped(self, ctx: StageContext, result: EscapeResult) -> None:
         for batch_id in result.cancelled:
@@ -92,16 +117,64 @@ class MetricsObserver:
         for batch_id in result.finished:  # turnaround, from submit to the provider's last word
             with ctx.session_factory() as session:
                 batch = store_batches.get_batch(session, batch_id)
-            if batch is not None and batch.submitted_at is not None:
-                finished = batch.finished_at or now
+            if batch is None:
+                continue
+            finished = batch.finished_at or now
+            took = None if batch.submitted_at is None else finished - batch.submitted_at
+            if batch.submitted_at is not None:
                 self.metrics.record_batch_finished(
                     batch.provider, batch.model, batch.submitted_at, finished
                 )
+            _log.info(
+                "batch %s %s at %s: %s, %d requests, after %s",
+                batch.id,
+                batch.state.value,
+                batch.provider,
+                batch.model,
+                batch.request_count,
+                "?" if took is None else str(took).split(".")[0],
+                extra={
+                    "event": "batch_finished",
+                    "batch": batch.id,
+                    "state": batch.state.value,
+                    "provider": batch.provider,
+                    "model": batch.model,
+                    "requests": batch.request_count,
+                    "seconds": None if took is None else round(took.total_seconds()),
+                },
+            )
 
     def collected(self, ctx: StageContext, result: CollectResult) -> None:
         for refused in result.token_limited:
             self.metrics.record_token_limit_refusal(refused.provider, refused.model)
         self._record_settled(result.settled)
+        for batch_id, settled in zip(result.batches, result.settled, strict=True):
+            with ctx.session_factory() as session:
+                batch = store_batches.get_batch(session, batch_id)
+            model = batch.model if batch is not None else "?"
+            cost, saved = _money(settled)
+            _log.info(
+                "batch %s collected: %s, %d succeeded, %d retried, %d dead-lettered; "
+                "cost %s USD, saved %s USD",
+                batch_id,
+                model,
+                settled.succeeded,
+                settled.retried,
+                settled.dead,
+                format(cost, "f"),
+                format(saved, "f"),
+                extra={
+                    "event": "batch_collected",
+                    "batch": batch_id,
+                    "model": model,
+                    "succeeded": settled.succeeded,
+                    "retried": settled.retried,
+                    "dead": settled.dead,
+                    "cost_usd": format(cost, "f"),
+                    "savings_usd": format(saved, "f"),
+                },
+            )
+            self._log_written(ctx, settled, f"batch {batch_id}")
 
     def housekept(self, ctx: StageContext, result: HousekeepingResult) -> None:
         for provider, n in result.deleted_by_provider.items():
@@ -118,20 +191,23 @@ class MetricsObserver:
 
     def _record_settled(self, settled: list[SettleResult]) -> None:
         for result in settled:
-            for stored, lane, usage, cost, equiv in result.billed:
-                if cost is None or equiv is None:
-                    continue
-                self.metrics.record_result(
+            for stored, _lane, usage, _cost, _equiv in result.billed:
+                estimate = stored.estimate
+                self.metrics.record_estimate_error(
                     stored.provider or "unknown",
                     stored.request.model,
-                    lane if isinstance(lane, Lane) else Lane(lane),
                     usage.input_tokens,
-                    usage.output_tokens,
-                    usage.cached_input_tokens,
-                    cost,
-                    equiv,
-                    estimated_in=stored.estimate.input_tokens if stored.estimate else None,
+                    estimate.input_tokens if estimate is not None else None,
                 )
+
+
+def _money(settled: SettleResult) -> tuple[Decimal, Decimal]:
+    """Cost and saving of what one settle billed (exact; unpriced lines count as 0)."""
+    cost = sum((c for _, _, _, c, _ in settled.billed if c is not None), Decimal(0))
+    equiv = sum(
+        (e - c for _, _, _, c, e in settled.billed if c is not None and e is not None), Decimal(0)
+    )
+    return cost, equiv
 
 
 __all__ = ["MetricsObserver"]

@@ -16,6 +16,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CollectorRegistry
 from sqlalchemy.orm import Session
 
 from planner.config import load_config, resolve_api_key, resolve_store_url
@@ -25,20 +26,27 @@ from planner.core.budget import BudgetBook, BudgetKey, BudgetRules, Scope
 from planner.core.catalog import Catalog
 from planner.core.flush import DeadlineRules, FlushRules
 from planner.core.limits import BatchLimits, RateLimits, default_limits, merge_limits
-from planner.core.model import Endpoint, ProviderKind, Request
+from planner.core.model import Endpoint, Lane, ProviderKind, Request
 from planner.core.pack import PackGroup
 from planner.core.policy import PolicyRules
 from planner.errors import ConfigError
+from planner.metrics import Group, Metrics, StoreReading
 from planner.pipeline.context import StageContext
+from planner.pipeline.decisions import budget_gauges
 from planner.pipeline.plan import Planner, open_book
 from planner.pipeline.preview import PlanReport, build_report
 from planner.providers import compat_wire, create_provider, gemini_wire, openai_wire
 from planner.providers.base import BatchLine, BatchProvider
+from planner.runtime import clock
 from planner.runtime.logging import register_secret
 from planner.sinks import SINKS
 from planner.sinks.base import Sink
 from planner.sources import JsonlDirSource
 from planner.sources.base import ParsedLine, Source
+from planner.sources.formats import Reason
+from planner.store import batches as store_batches
+from planner.store import ledger as store_ledger
+from planner.store import requests as store_requests
 from planner.store.engine import make_engine, make_session_factory, upgrade
 from planner.tokenizers import TiktokenCounter
 
@@ -297,6 +305,67 @@ def flush_rules(cfg: PlannerConfig) -> FlushRules:
             name: by_policy[s.policy] for name, s in cfg.sources.items() if s.policy in by_policy
         },
     )
+
+
+def routed_models(cfg: PlannerConfig, catalog: Catalog) -> list[tuple[str, str]]:
+    """(provider, model) for every catalog model the configuration routes to a provider."""
+    routed = ((cfg.provider_for(model), model) for model in sorted(catalog.models()))
+    return [(provider, model) for provider, model in routed if provider is not None]
+
+
+def ledger_groups(cfg: PlannerConfig, catalog: Catalog) -> list[Group]:
+    """Every (source, provider, model, lane) the ledger can bill under this configuration:
+    their money series are exported from the first scrape, at 0 until billed."""
+    models = routed_models(cfg, catalog)
+    return [(s, p, m, lane.value) for s in sorted(cfg.sources) for p, m in models for lane in Lane]
+
+
+def store_reader(ctx: Callable[[], StageContext]) -> Callable[[], StoreReading]:
+    """What the metrics read from the store at scrape time (the context of the moment)."""
+
+    def read() -> StoreReading:
+        with ctx().session_factory() as session:
+            return StoreReading(
+                requests=store_requests.counts_by_state(session),
+                batches=store_batches.counts_by_state(session),
+                oldest=store_batches.oldest_times(session),
+                spend=store_ledger.spend(session),
+                budgets=budget_gauges(session, ctx().planner, clock.utc_now()),
+            )
+
+    return read
+
+
+def prime_metrics(metrics: Metrics, cfg: PlannerConfig, catalog: Catalog) -> None:
+    """Create the series this configuration can produce at 0 (at start and after a reload)."""
+    metrics.prime(
+        sources=cfg.sources,
+        models=routed_models(cfg, catalog),
+        providers=cfg.providers,
+        reasons=[r.value for r in Reason],
+    )
+    metrics.prime_ledger(ledger_groups(cfg, catalog))
+
+
+def build_metrics(
+    registry: CollectorRegistry,
+    cfg: PlannerConfig,
+    ctx: Callable[[], StageContext],
+    *,
+    process_metrics: bool = True,
+    cache_seconds: float = 5.0,
+) -> Metrics:
+    """The daemon's metrics: events of this process, and the store read at scrape time."""
+    catalog = ctx().catalog
+    metrics = Metrics(
+        registry,
+        known_models=catalog.models(),
+        store=store_reader(ctx),
+        store_cache_seconds=cache_seconds,
+        process_metrics=process_metrics,
+    )
+    prime_metrics(metrics, cfg, catalog)
+    return metrics
 
 
 def build_plan_report(

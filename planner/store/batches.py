@@ -299,6 +299,25 @@ def counts_by_state(session: Session) -> dict[str, int]:
 
 
 @translated
+def oldest_times(session: Session) -> dict[str, datetime]:
+    """``pending_batch``: when the oldest batch still at the provider was submitted;
+    ``uncollected_batch``: when the oldest finished, not yet collected batch finished. A key is
+    left out when no batch is in that condition (its alert then has nothing to fire on)."""
+    found: dict[str, datetime] = {}
+    queries = (
+        ("pending_batch", BATCH.c.submitted_at, AT_PROVIDER),
+        ("uncollected_batch", BATCH.c.finished_at, tuple(FINISHED_BATCH_STATES)),
+    )
+    for key, column, states in queries:
+        oldest = session.execute(
+            select(func.min(column)).where(BATCH.c.state.in_([s.value for s in states]))
+        ).scalar()
+        if oldest is not None:
+            found[key] = oldest
+    return found
+
+
+@translated
 def enqueued_tokens(
     session: Session,
     states: Iterable[BatchState | str] = UNFINISHED,

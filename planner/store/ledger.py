@@ -40,7 +40,8 @@ class Billed:
 @dataclass(slots=True)
 class Spend:
     """Sums for one (source, provider, model, lane) group. ``savings`` counts only requests
-    whose both costs are known."""
+    whose both costs are known, net; ``overspend`` sums what single rows cost above their
+    interactive equivalent (already taken off ``savings``; should stay 0)."""
 
     source: str
     provider: str | None
@@ -53,6 +54,7 @@ class Spend:
     cost_usd: Decimal = Decimal(0)
     interactive_equiv_usd: Decimal = Decimal(0)
     savings_usd: Decimal = Decimal(0)
+    overspend_usd: Decimal = Decimal(0)
     unpriced: int = 0
 
 
@@ -194,5 +196,8 @@ def spend(session: Session, since: datetime | None = None) -> list[Spend]:
         group.cost_usd += row.cost_usd
         if row.interactive_equiv_usd is not None:
             group.interactive_equiv_usd += row.interactive_equiv_usd
-            group.savings_usd += row.interactive_equiv_usd - row.cost_usd
+            saved = row.interactive_equiv_usd - row.cost_usd
+            group.savings_usd += saved
+            if saved < 0:
+                group.overspend_usd -= saved
     return [groups[k] for k in sorted(groups, key=lambda k: (k[0], k[1] or "", k[2], k[3]))]

@@ -16,9 +16,12 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from planner.core.model import Lane
 from planner.errors import RateLimited
-from planner.metrics import Metrics
+from planner.metrics import Metrics, StoreReading
 from planner.runtime.http import serve_metrics
+from planner.sources.formats import Reason
+from planner.store.ledger import Spend
 from tests.conftest import REPO, require_service
 
 RULES = REPO / "deploy" / "prometheus" / "rules.yml"
@@ -43,7 +46,7 @@ def run_promtool(*args: str, stdin: str | None = None) -> subprocess.CompletedPr
 
 
 def defined_names() -> frozenset[str]:
-    metrics = Metrics(CollectorRegistry(), store_counts=lambda: {})
+    metrics = Metrics(CollectorRegistry(), store=StoreReading)
     return metrics.metric_names()
 
 
@@ -62,37 +65,37 @@ def dashboard_exprs() -> list[str]:
 def populated(registry: CollectorRegistry) -> Metrics:
     """Every metric with at least one sample, through the helpers the pipeline calls."""
     now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
-    counts = {
-        "requests": {"queued": 12, "submitted": 40},
-        "batches": {"running": 2, "succeeded": 1},
-        "oldest": {"pending_batch": 1_795_000_000, "uncollected_batch": 1_795_003_600},
-        "budget_limit": {"policy:default/day": 50},
-        "budget_spent": {"policy:default/day": 6},
-        "budget_reserved": {"policy:default/day": 4},
-        "budget_remaining": {"policy:default/day": 40},
-    }
-    m = Metrics(registry, store_counts=lambda: counts, known_models={"gemini-2.5-flash"})
-    m.prime(sources=["spool"], models=[("gemini", "gemini-2.5-flash")])
+    spend = [
+        Spend("spool", "gemini", "gemini-2.5-flash", Lane.BATCH, 1, 1100, 0, 90,
+              Decimal("0.25"), Decimal("0.5"), Decimal("0.25")),
+        # overspend, and the model collapses to "other"
+        Spend("spool", "gemini", "unknown-model", Lane.FLEX, 1, 10, 0, 1,
+              Decimal("0.02"), Decimal("0.01"), Decimal("-0.01"), Decimal("0.01")),
+    ]  # fmt: skip
+    reading = StoreReading(
+        requests={"queued": 12, "submitted": 40},
+        batches={"running": 2, "succeeded": 1},
+        oldest={
+            "pending_batch": datetime.fromtimestamp(1_795_000_000, UTC),
+            "uncollected_batch": datetime.fromtimestamp(1_795_003_600, UTC),
+        },
+        spend=spend,
+        budgets={
+            "budget_limit": {"policy:default/day": 50},
+            "budget_spent": {"policy:default/day": 6},
+            "budget_reserved": {"policy:default/day": 4},
+            "budget_remaining": {"policy:default/day": 40},
+        },
+    )
+    m = Metrics(registry, store=lambda: reading, known_models={"gemini-2.5-flash"})
+    m.prime(sources=["spool"], models=[("gemini", "gemini-2.5-flash")], reasons=["invalid_json"])
     m.record_ingested("spool", 10)
-    m.record_quarantined("spool", "bad_json")
+    m.record_quarantined("spool", "invalid_json")
     m.record_estimate("gemini", "gemini-2.5-flash", 1000, 100)
     m.record_batch_submitted("gemini", "gemini-2.5-flash")
     m.record_duplicate_batch("gemini", 0)
     m.record_batch_finished("gemini", "gemini-2.5-flash", now - timedelta(hours=3), now)
-    m.record_result(
-        "gemini",
-        "gemini-2.5-flash",
-        "batch",
-        1100,
-        90,
-        0,
-        Decimal("0.25"),
-        Decimal("0.5"),
-        estimated_in=1000,
-    )
-    m.record_result(
-        "gemini", "unknown-model", "flex", 10, 1, 0, Decimal("0.02"), Decimal("0.01")
-    )  # overspend, and the model collapses to "other"
+    m.record_estimate_error("gemini", "gemini-2.5-flash", 1100, 1000)
     m.record_provider_call("gemini")
     m.record_provider_error("gemini", RateLimited("429", retry_after=2))
     m.set_circuit_open("gemini", False)
@@ -172,13 +175,16 @@ def test_series_count_stays_bounded() -> None:
     # The worst case budgeted in spec §5.2 at a realistic size: 20 sources, 3 providers with
     # 10 models each, every combination primed. Stays in the low thousands.
     registry = CollectorRegistry()
-    m = Metrics(registry, store_counts=lambda: {})
+    m = Metrics(registry, store=StoreReading)
     models = [(p, f"model-{i}") for p in ("gemini", "openai", "compat") for i in range(10)]
-    m.prime(sources=[f"s{i}" for i in range(20)], models=models)
+    sources = [f"s{i}" for i in range(20)]
+    m.prime(sources=sources, models=models, reasons=[r.value for r in Reason])
+    m.prime_ledger([(s, p, model, lane.value) for s in sources for p, model in models[:10]
+                    for lane in Lane])  # fmt: skip
     series = sum(
         1 for family in registry.collect() for s in family.samples if s.name.startswith("planner_")
     )
-    assert series < 3000, series
+    assert series < 6000, series
 
 
 # -- the dashboard ---------------------------------------------------------------------------

@@ -365,6 +365,32 @@ def test_polling_fields_and_due_batches(factory: sessionmaker[Session]) -> None:
         assert claims.claim_batches(s, "w", [BatchState.PLANNED], 5, LEASE, later) == [batch_id]
 
 
+def test_oldest_pending_and_uncollected_batch_times(factory: sessionmaker[Session]) -> None:
+    """What the PlannerBatchOverdue / PlannerBatchNotCollected gauges export."""
+    first, second = _planned_batch(factory, "a"), _planned_batch(factory, "b")
+    with factory() as s:
+        assert batches.oldest_times(s) == {}  # planned only: nothing at the provider yet
+    hour = timedelta(hours=1)
+
+    def move(batch_id: str, old: BatchState, new: BatchState, at: datetime) -> None:
+        with factory() as s, s.begin():
+            assert batches.transition_batch(s, batch_id, {old}, new, at)
+
+    for batch_id, at in ((first, NOW), (second, NOW + hour)):
+        move(batch_id, BatchState.PLANNED, BatchState.UPLOADING, at)
+        move(batch_id, BatchState.UPLOADING, BatchState.SUBMITTED, at)
+    with factory() as s:
+        assert batches.oldest_times(s) == {"pending_batch": NOW}
+    move(first, BatchState.SUBMITTED, BatchState.SUCCEEDED, NOW + 2 * hour)
+    with factory() as s:
+        oldest = batches.oldest_times(s)
+    assert oldest == {"pending_batch": NOW + hour, "uncollected_batch": NOW + 2 * hour}
+    assert oldest["pending_batch"].tzinfo is not None
+    move(first, BatchState.SUCCEEDED, BatchState.COLLECTED, NOW + 3 * hour)
+    with factory() as s:
+        assert batches.oldest_times(s) == {"pending_batch": NOW + hour}
+
+
 # --- claims ------------------------------------------------------------------------------
 
 

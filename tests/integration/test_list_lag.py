@@ -16,17 +16,22 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
+from prometheus_client import CollectorRegistry
 from sqlalchemy import select
 
 from planner.config import load_config
+from planner.metrics import Metrics
 from planner.pipeline.context import StageContext
 from planner.pipeline.intake import ingest_all
 from planner.pipeline.plan import run_plan_stage
 from planner.pipeline.submit import run_submit_stage
+from planner.providers import openai_wire
 from planner.runtime import clock as wall
+from planner.runtime.observer import MetricsObserver
 from planner.runtime.runner import run_once
-from planner.runtime.wiring import build_context
+from planner.runtime.wiring import SANDBOX_KEY, build_context
 from planner.sandbox import RunningSandbox, serve
 from planner.store.tables import BATCH, REQUEST
 
@@ -109,3 +114,37 @@ def test_a_lost_create_answer_is_adopted_after_the_list_lag_not_sent_again(
     billed = {r["key"]: r["times_billed"] for r in ledger["requests"]}
     assert {k: billed.get(k) for k in KEYS} == dict.fromkeys(KEYS, 1)
     assert len(_remote_batches(sandbox)) == 1
+
+
+def test_a_batch_found_twice_at_adoption_is_counted_as_a_duplicate(
+    tmp_path: Path, sandbox: RunningSandbox
+) -> None:
+    """Two creates of one intent both went through (here: the lost one, and one made by hand
+    with the same id): the lookup finds it twice, logs it, adopts one and the metric behind
+    PlannerDuplicateBatch counts it."""
+    ctx = _context(tmp_path, sandbox)
+    t0 = wall.utc_now()
+    ingest_all(ctx.sources, ctx.session_factory, t0)
+    run_plan_stage(ctx.planner, ctx.session_factory, t0, ctx.plan_chunk)
+    assert run_submit_stage(ctx, t0, all_due=True).deferred  # the create's answer was lost
+    with ctx.session_factory() as session:
+        batch_id = session.execute(select(BATCH.c.id)).scalar_one()
+    client = openai.OpenAI(api_key=SANDBOX_KEY, base_url=sandbox.url + "/v1", max_retries=0)
+    line = {"custom_id": "x", "method": "POST", "url": "/v1/chat/completions", "body": {}}
+    upload = client.files.create(file=("x.jsonl", json.dumps(line).encode()), purpose="batch")
+    client.batches.create(
+        input_file_id=upload.id,
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+        metadata=openai_wire.batch_metadata(batch_id),
+    )
+    sandbox.state.clock.advance(31)
+
+    observer = MetricsObserver(Metrics(CollectorRegistry(), process_metrics=False))
+    result = run_submit_stage(ctx, t0 + timedelta(seconds=61), all_due=True)
+    observer.submitted(ctx, result)
+    assert [b.id for b in result.duplicates] == [batch_id] and result.adopted == [batch_id]
+    duplicates = observer.metrics.registry.get_sample_value(
+        "planner_duplicate_batches_total", {"provider": "openai"}
+    )
+    assert duplicates == 1

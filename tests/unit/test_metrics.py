@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from planner.core.model import Lane
 from planner.core.states import BatchState, RequestState
 from planner.errors import AuthFailed, PlannerError, ProviderError, RateLimited, Transient
 from planner.metrics import (
@@ -18,6 +20,7 @@ from planner.metrics import (
     ErrorKind,
     Metrics,
     StoreCollector,
+    StoreReading,
     error_kind,
 )
 
@@ -43,53 +46,67 @@ def test_ingested_and_quarantined_by_source(metrics: Metrics, registry: Collecto
     assert get("planner_lines_quarantined_total", {"source": "spool", "reason": "bad_json"}) == 2
 
 
-@pytest.mark.parametrize(
-    ("actual", "interactive", "savings", "overspend"),
-    [
-        # batch at half price: 1.00 - 0.50 = 0.50 saved
-        (Decimal("0.50"), Decimal("1.00"), 0.5, None),
-        # interactive lane: same price both ways, 0 saved
-        (Decimal("0.30"), Decimal("0.30"), 0.0, None),
-        # actual above the equivalent: 0.25 - 0.40 = -0.15 goes to overspend, savings untouched
-        (Decimal("0.40"), Decimal("0.25"), None, 0.15),
-    ],
-)
-def test_record_result_money(
-    metrics: Metrics,
-    registry: CollectorRegistry,
-    actual: Decimal,
-    interactive: Decimal,
-    savings: float | None,
-    overspend: float | None,
-) -> None:
-    metrics.record_result(P, M, "batch", 1000, 200, 300, actual, interactive)
-    labels = {"provider": P, "model": M, "mode": "batch"}
-    get = registry.get_sample_value
-    assert get("planner_cost_usd_total", labels) == pytest.approx(float(actual))
-    assert get("planner_interactive_equivalent_cost_usd_total", labels) == pytest.approx(
-        float(interactive)
-    )
-    got_savings = get("planner_savings_usd_total", labels)
-    got_over = get("planner_overspend_usd_total", labels)
-    assert (got_savings is None) == (savings is None)
-    assert (got_over is None) == (overspend is None)
-    if savings is not None:
-        assert got_savings == pytest.approx(savings)
-    if overspend is not None:
-        assert got_over == pytest.approx(overspend)
-    for kind, n in (("input", 1000), ("output", 200), ("cached", 300)):
-        tokens = get("planner_tokens_billed_total", {"provider": P, "model": M, "kind": kind})
-        assert tokens == n
+@dataclass
+class Row:
+    """A ledger group as store.ledger.spend returns it."""
+
+    source: str
+    provider: str | None
+    model: str
+    lane: Lane
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: Decimal = Decimal(0)
+    interactive_equiv_usd: Decimal = Decimal(0)
+    savings_usd: Decimal = Decimal(0)
+    overspend_usd: Decimal = Decimal(0)
 
 
-def test_record_result_rejects_an_unknown_lane(metrics: Metrics) -> None:
-    with pytest.raises(ValueError, match="warp"):
-        metrics.record_result(P, M, "warp", 1, 1, 0, Decimal(0), Decimal(0))
+def test_money_is_the_ledger_read_at_scrape_time(registry: CollectorRegistry) -> None:
+    """Exact decimal sums converted once, no float drift; a restart (a fresh registry) exports
+    the same totals; every primed group is there at 0 before its first bill."""
+    rows = [
+        Row("spool", P, M, Lane.BATCH, 1000, 300, 200, Decimal("0.000385"), Decimal("0.00077")),
+        Row("spool", P, M, Lane.BATCH, 10, 0, 5, Decimal("0.000770"), Decimal("0.00154")),
+        Row("spool", P, "typed-by-a-user", Lane.FLEX, 1, 0, 1, Decimal("0.1"), Decimal("0.1")),
+    ]
+    for row in rows:
+        row.savings_usd = row.interactive_equiv_usd - row.cost_usd
+    primed = [("spool", P, M, lane.value) for lane in Lane]
+
+    def read() -> StoreReading:
+        return StoreReading(spend=list(rows))
+
+    for _restart in range(2):
+        registry = CollectorRegistry()
+        metrics = Metrics(registry, known_models={M}, store=read, process_metrics=False)
+        metrics.prime_ledger(primed)
+        get = registry.get_sample_value
+        batch = {"source": "spool", "provider": P, "model": M, "lane": "batch"}
+        assert get("planner_cost_usd_total", batch) == 0.001155  # 0.000385 + 0.000770, exactly
+        assert get("planner_interactive_equivalent_cost_usd_total", batch) == 0.00231
+        assert get("planner_savings_usd_total", batch) == 0.001155
+        assert get("planner_overspend_usd_total", batch) == 0
+        for kind, n in (("input", 1010), ("cached", 300), ("output", 205)):
+            assert get("planner_tokens_billed_total", {**batch, "kind": kind}) == n
+        flex = {**batch, "lane": "flex"}
+        assert get("planner_savings_usd_total", flex) == 0  # primed, nothing billed yet
+        other = {**batch, "model": OTHER_MODEL, "lane": "flex"}
+        assert get("planner_cost_usd_total", other) == 0.1  # unknown models collapse
+    rows.append(
+        Row("spool", P, M, Lane.INTERACTIVE, 1, 0, 1, Decimal("0.5"), Decimal("0.4"),
+            Decimal("-0.1"), Decimal("0.1"))
+    )  # fmt: skip
+    interactive = {"source": "spool", "provider": P, "model": M, "lane": "interactive"}
+    assert registry.get_sample_value("planner_overspend_usd_total", interactive) == 0.1
+    assert registry.get_sample_value("planner_savings_usd_total", interactive) == -0.1
 
 
 def test_estimate_tokens_and_error_ratio(metrics: Metrics, registry: CollectorRegistry) -> None:
     metrics.record_estimate(P, M, 900, 150)
-    metrics.record_result(P, M, "batch", 990, 100, 0, Decimal(0), Decimal(0), estimated_in=900)
+    metrics.record_estimate_error(P, M, 990, 900)
+    metrics.record_estimate_error(P, M, 990, None)  # no estimate: nothing to compare
     get = registry.get_sample_value
     assert (
         get("planner_tokens_estimated_total", {"provider": P, "model": M, "kind": "input"}) == 900
@@ -102,6 +119,7 @@ def test_estimate_tokens_and_error_ratio(metrics: Metrics, registry: CollectorRe
     assert get("planner_estimate_error_ratio_bucket", {**labels, "le": "1.1"}) == 1
     assert get("planner_estimate_error_ratio_bucket", {**labels, "le": "1.05"}) == 0
     assert get("planner_estimate_error_ratio_sum", labels) == pytest.approx(1.1)
+    assert get("planner_estimate_error_ratio_count", labels) == 1
 
 
 def test_unknown_models_collapse_to_other(registry: CollectorRegistry) -> None:
@@ -176,24 +194,23 @@ def test_stage_runs_budget_duplicates_reload(metrics: Metrics, registry: Collect
 def test_prime_creates_every_combination_at_zero(
     metrics: Metrics, registry: CollectorRegistry
 ) -> None:
-    metrics.prime(sources=["spool"], models=[(P, M)])
+    metrics.prime(sources=["spool"], models=[(P, M)], reasons=["invalid_json", "schema"])
     get = registry.get_sample_value
     assert get("planner_requests_ingested_total", {"source": "spool"}) == 0
     assert get("planner_stage_last_success_timestamp_seconds", {"stage": "ingest:spool"}) == 0
-    for mode in ("batch", "interactive", "flex"):
-        labels = {"provider": P, "model": M, "mode": mode}
-        assert get("planner_savings_usd_total", labels) == 0
+    for reason in ("invalid_json", "schema"):
+        labels = {"source": "spool", "reason": reason}
+        assert get("planner_lines_quarantined_total", labels) == 0
     for kind in ErrorKind:
         assert get("planner_provider_errors_total", {"provider": P, "kind": kind.value}) == 0
-    # budgets are store-derived and exist only where configured: none here
-    assert (
-        get("planner_budget_remaining_usd", {"budget": "policy:default", "period": "day"}) is None
-    )
+    # no budget is configured: no placeholder series an alert or a panel would read as $0 left
+    samples = [s.name for f in registry.collect() for s in f.samples]
+    assert "planner_budget_remaining_usd" not in samples
 
 
 def test_store_gauges_are_read_at_scrape_time(registry: CollectorRegistry) -> None:
-    counts: dict[str, dict[str, int]] = {"requests": {"queued": 5}, "batches": {"running": 2}}
-    Metrics(registry, store_counts=lambda: counts, process_metrics=False)
+    counts: dict[str, Any] = {"requests": {"queued": 5}, "batches": {"running": 2}}
+    Metrics(registry, store=lambda: StoreReading(**counts), process_metrics=False)
     get = registry.get_sample_value
     assert get("planner_requests", {"state": "queued"}) == 5
     assert get("planner_batches", {"state": "running"}) == 2
@@ -205,15 +222,15 @@ def test_store_gauges_are_read_at_scrape_time(registry: CollectorRegistry) -> No
     assert get("planner_requests", {"state": "queued"}) == 1
     # A fresh Metrics (a restart) reports the store's numbers, not zero.
     again = CollectorRegistry()
-    Metrics(again, store_counts=lambda: counts, process_metrics=False)
+    Metrics(again, store=lambda: StoreReading(**counts), process_metrics=False)
     assert again.get_sample_value("planner_requests", {"state": "queued"}) == 1
 
 
 def test_store_collector_failure_is_counted_not_raised(registry: CollectorRegistry) -> None:
-    def broken() -> Mapping[str, Mapping[str, int]]:
+    def broken() -> StoreReading:
         raise PlannerError("database is locked")
 
-    Metrics(registry, store_counts=broken, process_metrics=False)
+    Metrics(registry, store=broken, process_metrics=False)
     assert registry.get_sample_value("planner_requests", {"state": "queued"}) is None
     assert registry.get_sample_value("planner_collector_errors_total") == 2  # two scrapes
 
@@ -222,9 +239,9 @@ def test_store_collector_caches_within_its_window() -> None:
     calls: list[int] = []
     now = [100.0]
 
-    def counts() -> Mapping[str, Mapping[str, int]]:
+    def counts() -> StoreReading:
         calls.append(1)
-        return {"requests": {"queued": len(calls)}}
+        return StoreReading(requests={"queued": len(calls)})
 
     collector = StoreCollector(counts, cache_seconds=5, monotonic=lambda: now[0])
     registry = CollectorRegistry()
@@ -237,10 +254,7 @@ def test_store_collector_caches_within_its_window() -> None:
 
 
 def test_escapes_and_token_limit_refusals(metrics: Metrics, registry: CollectorRegistry) -> None:
-    metrics.prime(
-        sources=[],
-        models=[(P, M)],
-    )
+    metrics.prime(sources=[], models=[(P, M)])
     get = registry.get_sample_value
     assert get("planner_batch_escapes_total", {"provider": P}) == 0
     assert get("planner_token_limit_refusals_total", {"provider": P, "model": M}) == 0
@@ -252,7 +266,7 @@ def test_escapes_and_token_limit_refusals(metrics: Metrics, registry: CollectorR
 
 
 def test_names_follow_the_conventions(registry: CollectorRegistry) -> None:
-    metrics = Metrics(registry, store_counts=lambda: {}, process_metrics=False)
+    metrics = Metrics(registry, store=StoreReading, process_metrics=False)
     for family in registry.collect():
         assert family.name.startswith("planner_"), family.name
         if family.type == "counter":
@@ -300,7 +314,7 @@ def test_budget_gauges_only_for_configured_budgets(registry: CollectorRegistry) 
         "budget_reserved": {"policy:default/day": 2.5, "source:spool/month": 0.0},
         "budget_remaining": {"policy:default/day": 1.25, "source:spool/month": 100.0},
     }
-    Metrics(registry, store_counts=lambda: counts, process_metrics=False)
+    Metrics(registry, store=lambda: StoreReading(budgets=counts), process_metrics=False)
     get = registry.get_sample_value
     day = {"budget": "policy:default", "period": "day"}
     assert get("planner_budget_limit_usd", day) == 5.0
@@ -315,8 +329,9 @@ def test_budget_gauges_only_for_configured_budgets(registry: CollectorRegistry) 
 
 
 def test_oldest_batch_timestamps_only_when_the_store_has_one(registry: CollectorRegistry) -> None:
-    counts: dict[str, dict[str, int]] = {"oldest": {"pending_batch": 1_764_000_000}}
-    Metrics(registry, store_counts=lambda: counts, process_metrics=False)
+    t = datetime.fromtimestamp(1_764_000_000, UTC)
+    counts: dict[str, Any] = {"oldest": {"pending_batch": t}}
+    Metrics(registry, store=lambda: StoreReading(**counts), process_metrics=False)
     get = registry.get_sample_value
     assert get("planner_batch_oldest_pending_timestamp_seconds") == 1_764_000_000
     assert get("planner_batch_oldest_uncollected_timestamp_seconds") is None

@@ -15,34 +15,29 @@ Conventions (DESIGN "Metrics", specs/reliability-and-operations.md §5):
   interactive, flex), ``state``, ``stage``, ``kind``, ``reason``, ``budget`` (a configured
   budget), ``period``. Never a request id, batch id, file name or error message.
 
-Money: the store's ``Decimal`` ledger is the source of truth. Prometheus samples are floats, so
-the money counters here are a *derived view*: the pipeline increments them right after the
-commit that records the amount (STYLE 8), converting with ``float()`` only at this boundary.
-After a restart the counters start again at zero (``increase()``/``rate()`` handle the reset);
-``planner report`` reads the ledger for exact totals.
-
-Queue depth and batches by state are *store-derived*: :class:`StoreCollector` calls an injected
-callable at scrape time, so a restart never resets them and replicas agree (§5.3).
+Two kinds of series. *Events of this process* (ingested, quarantined, submitted, provider calls
+and errors, turnaround, estimate error, stage runs) are counters and histograms here, created at
+0 for every expected label set (:meth:`Metrics.prime`) and incremented by the stage observer
+(``runtime/observer.py``) after the commit. *What the store holds* (queue depth, batches by
+state, the oldest pending / uncollected batch, the money and billed tokens of the ledger, and
+the configured budgets' windows) is
+read at scrape time by ``metrics/collectors.py``: never reset by a restart, never drifting from
+the ledger by float additions, equal on every replica (so dashboards take ``max`` across
+instances for them, not ``sum``; README "Metrics").
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from importlib import metadata
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.metrics_core import Metric
 from prometheus_client.process_collector import ProcessCollector
-from prometheus_client.registry import Collector
 
-from planner.core.model import Lane
-from planner.core.states import BatchState, RequestState
 from planner.errors import (
     AuthFailed,
     NotFound,
@@ -52,6 +47,7 @@ from planner.errors import (
     RateLimited,
     Transient,
 )
+from planner.metrics.collectors import Group, StoreCollector, StoreReading
 
 __all__ = [
     "BATCH_TURNAROUND_BUCKETS",
@@ -59,9 +55,10 @@ __all__ = [
     "OTHER_MODEL",
     "STAGES",
     "ErrorKind",
+    "Group",
     "Metrics",
     "StoreCollector",
-    "StoreCounts",
+    "StoreReading",
     "error_kind",
     "ingest_stage",
 ]
@@ -119,55 +116,6 @@ ESTIMATE_ERROR_BUCKETS: tuple[float, ...] = (
 
 STAGE_DURATION_BUCKETS: tuple[float, ...] = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
-StoreCounts = Mapping[str, Mapping[str, float | Decimal]]
-"""What the store reports at scrape time::
-
-    {"requests": {state: n, ...},
-     "batches": {state: n, ...},
-     "oldest": {"pending_batch": unix_seconds,       # submitted, not finished at the provider
-                "uncollected_batch": unix_seconds},  # finished, results not yet collected
-     "budget_limit": {"policy:default/day": usd, ...},   # one key per configured budget window
-     "budget_spent": {...}, "budget_reserved": {...}, "budget_remaining": {...}}
-
-``"oldest"`` and each of its keys are optional: leave a key out when no batch is in that
-condition (the gauge then has no sample, so its alert cannot fire on a placeholder). The
-budget maps hold only the budgets that are configured (``core/budget.py``); their keys are
-``<scope>:<name>/<period>``.
-"""
-
-BUDGET_GAUGES: tuple[tuple[str, str, str], ...] = (
-    ("budget_limit", "planner_budget_limit_usd", "USD the budget may spend in its window."),
-    (
-        "budget_spent",
-        "planner_budget_spent_usd",
-        "USD billed (the ledger) in the budget's current window.",
-    ),
-    (
-        "budget_reserved",
-        "planner_budget_reserved_usd",
-        "USD reserved by work in flight under the budget (each request's upper bound).",
-    ),
-    (
-        "budget_remaining",
-        "planner_budget_remaining_usd",
-        "USD left in the window: limit - spent - reserved, never below 0.",
-    ),
-)
-"""Store-derived, labels ``budget`` (``policy:<name>`` / ``source:<name>``) and ``period``."""
-
-OLDEST_GAUGES: tuple[tuple[str, str, str], ...] = (
-    (
-        "pending_batch",
-        "planner_batch_oldest_pending_timestamp_seconds",
-        "Unix time the oldest batch still pending at the provider was submitted.",
-    ),
-    (
-        "uncollected_batch",
-        "planner_batch_oldest_uncollected_timestamp_seconds",
-        "Unix time the oldest finished but not yet collected batch finished.",
-    ),
-)
-
 
 class ErrorKind(StrEnum):
     """The closed set of ``kind`` label values of ``planner_provider_errors_total``."""
@@ -204,115 +152,13 @@ def _usd(amount: Decimal) -> float:
     return float(amount)
 
 
-class StoreCollector(Collector):
-    """Queue depth and batches by state, asked of the store at scrape time.
-
-    Every known state is exported, at 0 when the store has none ("avoid missing metrics"), and
-    states the store reports that we do not know are exported as they come (the state enums are
-    closed, so that set stays bounded). A failing callable is counted in
-    ``planner_collector_errors_total`` and the store series are left out of that scrape rather
-    than exported stale.
-    """
-
-    def __init__(
-        self,
-        counts: Callable[[], StoreCounts],
-        *,
-        cache_seconds: float = 0.0,
-        monotonic: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._counts = counts
-        self._cache_seconds = cache_seconds
-        self._monotonic = monotonic
-        self._cached: tuple[float, StoreCounts] | None = None
-        self._errors = 0
-        self._last_duration = 0.0
-
-    def _now(self) -> float:
-        return self._monotonic()
-
-    def _read(self) -> StoreCounts | None:
-        start = self._now()
-        if self._cached is not None and start - self._cached[0] < self._cache_seconds:
-            return self._cached[1]
-        try:
-            counts = self._counts()
-        except Exception:
-            self._errors += 1
-            log.exception("store counts failed", extra={"event": "metrics.store_counts_failed"})
-            return None
-        finally:
-            self._last_duration = max(0.0, self._now() - start)
-        self._cached = (start, counts)
-        return counts
-
-    def collect(self) -> Iterable[Metric]:
-        counts = self._read()
-        duration = GaugeMetricFamily(
-            "planner_collector_duration_seconds",
-            "Seconds the last store query for the scrape took.",
-        )
-        duration.add_metric([], self._last_duration)
-        errors = CounterMetricFamily(
-            "planner_collector_errors", "Store queries for a scrape that failed."
-        )
-        errors.add_metric([], float(self._errors))
-        yield duration
-        yield errors
-        if counts is None:
-            return
-        yield _by_state(
-            "planner_requests",
-            "Requests in the store by state (queue depth).",
-            [s.value for s in RequestState],
-            counts.get("requests", {}),
-        )
-        yield _by_state(
-            "planner_batches",
-            "Batches in the store by state.",
-            [s.value for s in BatchState],
-            counts.get("batches", {}),
-        )
-        oldest = counts.get("oldest", {})
-        for key, name, doc in OLDEST_GAUGES:
-            family = GaugeMetricFamily(name, doc)
-            if key in oldest:
-                family.add_metric([], float(oldest[key]))
-            yield family
-        for key, name, doc in BUDGET_GAUGES:
-            budget = GaugeMetricFamily(name, doc, labels=["budget", "period"])
-            for window, usd in sorted(counts.get(key, {}).items()):
-                budget.add_metric(list(window.rsplit("/", 1)), float(usd))
-            yield budget
-
-    def describe(self) -> Iterable[Metric]:
-        # Describing without querying the store: registration must not touch the database.
-        return [
-            GaugeMetricFamily("planner_collector_duration_seconds", ""),
-            CounterMetricFamily("planner_collector_errors", ""),
-            GaugeMetricFamily("planner_requests", "", labels=["state"]),
-            GaugeMetricFamily("planner_batches", "", labels=["state"]),
-            *(GaugeMetricFamily(name, "") for _, name, _ in OLDEST_GAUGES),
-            *(GaugeMetricFamily(n, "", labels=["budget", "period"]) for _, n, _ in BUDGET_GAUGES),
-        ]
-
-
-def _by_state(
-    name: str, doc: str, known: list[str], counts: Mapping[str, float | Decimal]
-) -> GaugeMetricFamily:
-    family = GaugeMetricFamily(name, doc, labels=["state"])
-    for state in [*known, *sorted(set(counts) - set(known))]:
-        family.add_metric([state], float(counts.get(state, 0)))
-    return family
-
-
 class Metrics:
     """planner's metrics on one registry, with the helpers the pipeline calls.
 
     ``known_models``: canonical model names allowed as label values; any other value is
     exported as ``model="other"`` so user input cannot blow up cardinality. ``None`` accepts
     every value (tests, and callers that validated the model against the catalog already).
-    ``store_counts``: the callable behind ``planner_requests`` / ``planner_batches``.
+    ``store``: the callable behind the store-derived series (``metrics/collectors.py``).
     """
 
     def __init__(
@@ -320,7 +166,7 @@ class Metrics:
         registry: CollectorRegistry,
         *,
         known_models: Collection[str] | None = None,
-        store_counts: Callable[[], StoreCounts] | None = None,
+        store: Callable[[], StoreReading] | None = None,
         store_cache_seconds: float = 0.0,
         process_metrics: bool = True,
         version: str = "",
@@ -350,41 +196,6 @@ class Metrics:
             ["provider", "model", "kind"],
             registry=r,
         )
-        self.tokens_billed = Counter(
-            "planner_tokens_billed",
-            "Tokens the provider reported as billed; kind is input, output or cached "
-            "(cached is a part of input).",
-            ["provider", "model", "kind"],
-            registry=r,
-        )
-        self.cost = Counter(
-            "planner_cost",
-            "Actual cost in USD, derived from the store's Decimal ledger after each commit.",
-            ["provider", "model", "mode"],
-            unit="usd",
-            registry=r,
-        )
-        self.interactive_equivalent_cost = Counter(
-            "planner_interactive_equivalent_cost",
-            "What the same requests would have cost on the interactive API, in USD.",
-            ["provider", "model", "mode"],
-            unit="usd",
-            registry=r,
-        )
-        self.savings = Counter(
-            "planner_savings",
-            "Interactive-equivalent cost minus actual cost, in USD (positive part).",
-            ["provider", "model", "mode"],
-            unit="usd",
-            registry=r,
-        )
-        self.overspend = Counter(
-            "planner_overspend",
-            "Actual cost above the interactive equivalent, in USD (should stay 0).",
-            ["provider", "model", "mode"],
-            unit="usd",
-            registry=r,
-        )
         self.batches_submitted = Counter(
             "planner_batches_submitted",
             "Batch jobs the provider accepted.",
@@ -393,7 +204,8 @@ class Metrics:
         )
         self.duplicate_batches = Counter(
             "planner_duplicate_batches",
-            "Batches found twice at the provider for one intent (must stay 0).",
+            "Batches found twice at the provider for one intent (must stay 0): a submit that"
+            " looked its unconfirmed batch up and found it more than once.",
             ["provider"],
             registry=r,
         )
@@ -435,7 +247,8 @@ class Metrics:
         )
         self.estimate_error = Histogram(
             "planner_estimate_error_ratio",
-            "Billed input tokens divided by estimated input tokens, per request.",
+            "Billed input tokens divided by estimated input tokens, per request (chat and"
+            " embeddings).",
             ["provider", "model"],
             buckets=ESTIMATE_ERROR_BUCKETS,
             registry=r,
@@ -490,8 +303,12 @@ class Metrics:
         )
         self.config_reload_success.set(1)
         self.store: StoreCollector | None = None
-        if store_counts is not None:
-            self.store = StoreCollector(store_counts, cache_seconds=store_cache_seconds)
+        if store is not None:
+            self.store = StoreCollector(
+                store,
+                model_label=self.model_label,
+                cache_seconds=store_cache_seconds,
+            )
             r.register(self.store)
         if process_metrics:
             ProcessCollector(registry=r)
@@ -512,14 +329,19 @@ class Metrics:
         sources: Iterable[str] = (),
         models: Iterable[tuple[str, str]] = (),
         providers: Iterable[str] = (),
+        reasons: Iterable[str] = (),
     ) -> None:
-        """Create every expected label combination at 0, so alerts and ``rate()`` see series
-        before the first event ("avoid missing metrics")."""
+        """Create every expected label combination at 0, so alerts and ``increase()`` see
+        series before the first event ("avoid missing metrics"). ``reasons``: every quarantine
+        reason code, primed for each source."""
         provider_set = set(providers)
+        reason_list = list(reasons)
         for source in sources:
             self.requests_ingested.labels(source)
             self.stage_last_success.labels(ingest_stage(source))
             self.stage_failures.labels(ingest_stage(source))
+            for reason in reason_list:
+                self.lines_quarantined.labels(source, reason)
         for provider, model in models:
             provider_set.add(provider)
             m = self.model_label(model)
@@ -527,11 +349,6 @@ class Metrics:
             self.token_limit_refusals.labels(provider, m)
             for kind in ("input", "output"):
                 self.tokens_estimated.labels(provider, m, kind)
-            for kind in ("input", "output", "cached"):
-                self.tokens_billed.labels(provider, m, kind)
-            for lane in Lane:
-                for counter in (self.cost, self.interactive_equivalent_cost, self.savings):
-                    counter.labels(provider, m, lane.value)
         for provider in provider_set:
             self.provider_calls.labels(provider)
             self.duplicate_batches.labels(provider)
@@ -541,6 +358,13 @@ class Metrics:
             self.circuit_open.labels(provider)
             for kind in ErrorKind:
                 self.provider_errors.labels(provider, kind.value)
+
+    def prime_ledger(self, groups: Iterable[Group]) -> None:
+        """The ledger groups exported at 0 until billed (replaces the previous set)."""
+        if self.store is not None:
+            self.store.primed = frozenset(
+                (s, p, self.model_label(m), lane) for s, p, m, lane in groups
+            )
 
     # -- intake ---------------------------------------------------------------------------
     def record_ingested(self, source: str, n: int = 1) -> None:
@@ -590,40 +414,14 @@ class Metrics:
         seconds = max(0.0, (finished_at - submitted_at).total_seconds())
         self.batch_turnaround.labels(provider, self.model_label(model)).observe(seconds)
 
-    def record_result(
-        self,
-        provider: str,
-        model: str,
-        lane: Lane | str,
-        usage_in: int,
-        usage_out: int,
-        cached: int,
-        actual_usd: Decimal,
-        interactive_usd: Decimal,
-        *,
-        estimated_in: int | None = None,
+    def record_estimate_error(
+        self, provider: str, model: str, billed_in: int, estimated_in: int | None
     ) -> None:
-        """After the commit that recorded one request's (or one group's) billed usage and cost.
-
-        ``usage_in`` includes ``cached``. Savings are ``interactive_usd - actual_usd``; a
-        negative difference goes to ``planner_overspend_usd_total`` (counters only go up).
-        ``estimated_in`` (input tokens estimated for the same requests) feeds the estimate
-        error histogram.
-        """
-        m = self.model_label(model)
-        mode = Lane(lane).value
-        self.tokens_billed.labels(provider, m, "input").inc(usage_in)
-        self.tokens_billed.labels(provider, m, "output").inc(usage_out)
-        self.tokens_billed.labels(provider, m, "cached").inc(cached)
-        self.cost.labels(provider, m, mode).inc(_usd(actual_usd))
-        self.interactive_equivalent_cost.labels(provider, m, mode).inc(_usd(interactive_usd))
-        saved = interactive_usd - actual_usd
-        if saved >= 0:
-            self.savings.labels(provider, m, mode).inc(_usd(saved))
-        else:
-            self.overspend.labels(provider, m, mode).inc(_usd(-saved))
+        """One request's billed input tokens against its estimate (money and billed tokens
+        are read from the ledger at scrape time, not counted here)."""
         if estimated_in:
-            self.estimate_error.labels(provider, m).observe(usage_in / estimated_in)
+            ratio = billed_in / estimated_in
+            self.estimate_error.labels(provider, self.model_label(model)).observe(ratio)
 
     # -- providers ------------------------------------------------------------------------
     def record_provider_call(self, provider: str) -> None:
@@ -636,7 +434,7 @@ class Metrics:
     def set_circuit_open(self, provider: str, is_open: bool) -> None:
         self.circuit_open.labels(provider).set(1 if is_open else 0)
 
-    # -- stages, config -----------------------------------------------------------
+    # -- stages, config ---------------------------------------------------------------------
     def set_stage_interval(self, stage: str, seconds: float) -> None:
         self.stage_interval.labels(stage).set(seconds)
 
