@@ -2,8 +2,9 @@
 
 Why a class on an injected ``CollectorRegistry`` and not module globals: a fresh registry per
 test keeps tests independent (``registry.get_sample_value``), and a reload never registers a
-metric twice. The pipeline calls the ``record_*`` helpers; nothing else touches the metric
-objects, so names, labels and units live here only.
+metric twice. The stage observer (``runtime/observer.py``) calls the ``record_*`` helpers;
+nothing else touches the metric objects, so names, labels and units live here (and, for the
+store-derived series, in ``metrics/collectors.py``) only.
 
 Conventions (DESIGN "Metrics", specs/reliability-and-operations.md §5):
 
@@ -11,7 +12,7 @@ Conventions (DESIGN "Metrics", specs/reliability-and-operations.md §5):
   are ``_timestamp_seconds`` (timestamps, not ages); money in ``_usd`` (a documented local
   convention: Prometheus has no currency unit and we never add a ``currency`` label).
 - labels come from bounded sets only: ``source``, ``provider``, ``model`` (the canonical catalog
-  name; anything outside ``known_models`` becomes ``"other"``), ``mode`` (the lane: batch,
+  name; anything outside ``known_models`` becomes ``"other"``), ``lane`` (batch,
   interactive, flex), ``state``, ``stage``, ``kind``, ``reason``, ``budget`` (a configured
   budget), ``period``. Never a request id, batch id, file name or error message.
 
