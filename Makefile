@@ -19,9 +19,10 @@ $(BIN)/planner: pyproject.toml
 venv: $(BIN)/planner
 
 ## The main job on the embedded default: SQLite under ./state, the sandbox instead of the
-## providers (no API key needed), the sample spool copied into ./state/spool the first time.
+## providers (no API key needed), the sample spool copied into ./state/spool the first time
+## (cp -p keeps the files' times, so they are settled and the first plan shows them).
 demo: venv
-	@test -d state/spool || { mkdir -p state/spool && cp config/spool/*.jsonl state/spool/; }
+	@test -d state/spool || { mkdir -p state/spool && cp -p config/spool/*.jsonl state/spool/; }
 	$(BIN)/planner plan -c $(CONFIG)
 	$(BIN)/planner run --once --sandbox -c $(CONFIG)
 	$(BIN)/planner status -c $(CONFIG)

@@ -158,6 +158,11 @@ def render_plan(console: Console, report: PlanReport) -> None:
             f"[yellow]unpriced models (not counted as $0, add them under `models:`):[/] "
             f"{', '.join(report.unpriced)}"
         )
+    if report.settling:
+        console.print(
+            f"[yellow]{report.settling} spool file(s) not read yet: modified within the source's "
+            "`settle` time; they are read once they have settled[/]"
+        )
     if report.quarantined:
         console.print(f"[red]{report.quarantined} bad line(s) would be quarantined:[/]")
         for error in report.errors:

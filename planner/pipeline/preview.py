@@ -110,6 +110,7 @@ class PlanReport:
     quarantined: int = 0
     book: BudgetBook | None = None  # the budgets, as this plan would leave them
     retirements: list[CatalogWarning] = field(default_factory=list)  # models in use, once each
+    settling: int = 0  # spool files not read: modified within their source's ``settle``
 
     def add(self, a: Assessment) -> None:
         key = (a.provider, a.request.model, a.request.endpoint)
@@ -173,6 +174,7 @@ class PlanReport:
             "models": [r.to_json() for r in self.ordered_rows()],
             "totals": self.totals(),
             "quarantined": self.quarantined,
+            "settling": self.settling,
             "errors": [
                 {"origin": e.origin, "reason": e.reason, "message": e.message} for e in self.errors
             ],

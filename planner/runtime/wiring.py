@@ -376,7 +376,9 @@ def build_plan_report(
     planner = build_planner(cfg, catalog)
     sources = build_sources(cfg, catalog)
     lines: Iterator[ParsedLine] = chain.from_iterable(s.scan(now) for s in sources)
-    return build_report(lines, planner, now, on_request, book=_plan_book(cfg, planner, now))
+    report = build_report(lines, planner, now, on_request, book=_plan_book(cfg, planner, now))
+    report.settling = sum(s.settling(now) for s in sources if isinstance(s, JsonlDirSource))
+    return report
 
 
 def _plan_book(cfg: PlannerConfig, planner: Planner, now: datetime) -> BudgetBook | None:

@@ -146,6 +146,19 @@ class JsonlDirSource:
                 ready.append((st.st_mtime_ns, name))
         return [name for _, name in sorted(ready)]
 
+    def settling(self, now: datetime) -> int:
+        """How many ``.jsonl`` files are left alone for now: modified within ``settle``."""
+        count = 0
+        with os.scandir(self.path) as entries:
+            for entry in entries:
+                if entry.name.startswith(".") or not entry.name.endswith(SUFFIX):
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    st = entry.stat(follow_symlinks=False)
+                    fresh = now - datetime.fromtimestamp(st.st_mtime, UTC) < self.settle
+                    count += stat.S_ISREG(st.st_mode) and fresh
+        return count
+
     def scan(self, now: datetime) -> Iterator[ParsedLine]:
         """Every line of every ready file, in file order; reads only, claims and moves nothing."""
         for name in self.ready_files(now):
