@@ -8,6 +8,11 @@ with ``download=False``), checks its SHA-256 and writes it into the cache atomic
 fails too, it logs one ``tokenizer_unavailable`` warning per encoding and answers ``None``, so
 the estimate falls back to the chars/4 rule. Operators can also put the files in a cache
 directory of their own (``cache_dir``) — see ``expected_cache_file``.
+
+Counts of repeated texts are remembered (``CountCache``): real traffic repeats its system
+prompts, instructions and tool definitions on every request, and a dictionary look-up costs a
+hash of the text (once per string object) where the BPE costs a regular-expression pass and the
+merges. The cache is bounded by the characters it holds, so memory stays flat whatever the spool.
 """
 
 from __future__ import annotations
@@ -106,6 +111,39 @@ def _fetch(encoding: str, cache_dir: Path, base: str, timeout: float) -> str | N
     return None
 
 
+CACHE_CHARS = 4_000_000  # characters of text the count cache may hold (~4-16 MB)
+CACHE_MIN_CHARS = 32  # shorter texts are cheaper to encode than to remember
+
+
+class CountCache:
+    """Token counts of texts already counted, per encoding; the least recently used leave first
+    once the cached texts exceed ``max_chars`` characters in all."""
+
+    def __init__(self, max_chars: int = CACHE_CHARS) -> None:
+        self.max_chars = max_chars
+        self.chars = 0
+        self.counts: dict[tuple[str, str], int] = {}
+
+    def get(self, text: str, encoding: str) -> int | None:
+        key = (text, encoding)
+        count = self.counts.pop(key, None)
+        if count is not None:
+            self.counts[key] = count  # most recently used last
+        return count
+
+    def put(self, text: str, encoding: str, count: int) -> None:
+        size = len(text)
+        if size < CACHE_MIN_CHARS or size > self.max_chars // 4:
+            return
+        counts = self.counts
+        while counts and self.chars + size > self.max_chars:
+            oldest = next(iter(counts))
+            del counts[oldest]
+            self.chars -= len(oldest[0])
+        counts[(text, encoding)] = count
+        self.chars += size
+
+
 class TiktokenCounter:
     """Counts tokens with tiktoken; encodings are loaded once and cached (also the failures)."""
 
@@ -125,6 +163,7 @@ class TiktokenCounter:
         self._timeout = download_timeout
         self._base = download_base
         self._encodings: dict[str, Any] = {}
+        self._cache = CountCache()
 
     def encoding_for(self, model: str) -> str | None:
         """The catalog entry's ``encoding``, else tiktoken's own model table, else ``None``."""
@@ -138,8 +177,15 @@ class TiktokenCounter:
 
     def count(self, text: str, encoding: str) -> int | None:
         """Tokens of ``text`` (special-token text counted as ordinary text), or ``None``."""
+        cached = self._cache.get(text, encoding)
+        if cached is not None:
+            return cached
         loaded = self._load(encoding)
-        return None if loaded is None else len(loaded.encode_ordinary(text))
+        if loaded is None:
+            return None
+        counted = len(loaded.encode_ordinary(text))
+        self._cache.put(text, encoding, counted)
+        return counted
 
     def _load(self, encoding: str) -> Any:
         if encoding not in self._encodings:

@@ -122,20 +122,44 @@ def actual_cost(entry: ModelEntry, lane: Lane, usage: Usage, at: datetime) -> De
     )
 
 
+def _lane_cost(
+    period: PricePeriod, lane: Lane, input_tokens: int, output_tokens: int
+) -> Decimal | None:
+    rates = lane_rates(period, lane, input_tokens)
+    if rates is None:
+        return None
+    return _sum(_part(rates.input, input_tokens), _part(rates.output, output_tokens))
+
+
+_PERIODS: dict[tuple[int, datetime], tuple[ModelEntry, PricePeriod | None]] = {}
+_PERIODS_MAX = 1024
+
+
+def _period_at(entry: ModelEntry, at: datetime) -> PricePeriod | None:
+    """``entry.period_at(at)``, remembered: a planning pass prices every request at one ``now``."""
+    key = (id(entry), at)
+    found = _PERIODS.get(key)
+    if found is not None and found[0] is entry:
+        return found[1]
+    if len(_PERIODS) >= _PERIODS_MAX:
+        _PERIODS.clear()
+    period = entry.period_at(at)
+    _PERIODS[key] = (entry, period)  # the entry is kept alive, so its id is not reused
+    return period
+
+
 def compare(entry: ModelEntry | None, estimate: TokenEstimate, at: datetime) -> LaneCosts:
-    """The estimated cost in every lane; an unknown model is unpriced everywhere."""
+    """The estimated cost in every lane; an unknown model is unpriced everywhere. Equal to
+    ``cost(entry, lane, ...)`` for each lane, with the period looked up once."""
     if entry is None:
         return LaneCosts(None, None, None, None)
-    costs = {
-        lane: cost(
-            entry,
-            lane,
-            input_tokens=estimate.input_tokens,
-            output_tokens=estimate.output_tokens,
-            at=at,
-        )
-        for lane in Lane
-    }
-    interactive, batch = costs[Lane.INTERACTIVE], costs[Lane.BATCH]
+    input_tokens, output_tokens = estimate.input_tokens, estimate.output_tokens
+    _check_tokens(input_tokens, output_tokens, 0)
+    period = _period_at(entry, at)
+    if period is None:
+        return LaneCosts(None, None, None, None)
+    interactive = _lane_cost(period, Lane.INTERACTIVE, input_tokens, output_tokens)
+    batch = _lane_cost(period, Lane.BATCH, input_tokens, output_tokens)
+    flex = _lane_cost(period, Lane.FLEX, input_tokens, output_tokens)
     savings = None if interactive is None or batch is None else interactive - batch
-    return LaneCosts(interactive, batch, costs[Lane.FLEX], savings)
+    return LaneCosts(interactive, batch, flex, savings)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -238,7 +238,8 @@ def build_report(
             if on_request is not None and seen % PROGRESS_EVERY == 0:
                 on_request(seen)
             if assessment.lane is Lane.BATCH:
-                yield planner.pack_item(assessment)
+                # the report shows batch sizes, never keys: dropping them keeps memory flat
+                yield replace(planner.pack_item(assessment), key="")
 
     result = pack(batch_items(), planner.limits_for)
     report.add_batches(result.batches, result.oversized)

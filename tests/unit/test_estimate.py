@@ -19,6 +19,7 @@ from planner.core.estimate import chars4, embedding_inputs, estimate, output_tok
 from planner.core.model import Endpoint, Request
 from planner.tokenizers import (
     EVENT_TOKENIZER_UNAVAILABLE,
+    CountCache,
     TiktokenCounter,
     expected_cache_file,
 )
@@ -196,6 +197,34 @@ def test_encoding_for_prefers_catalog_then_tiktoken(counter: TiktokenCounter) ->
 
 def test_special_token_text_is_counted_not_rejected(counter: TiktokenCounter) -> None:
     assert counter.count("<|endoftext|>", "cl100k_base") == 7  # ordinary text, no ValueError
+
+
+def test_repeated_texts_are_counted_once_and_alike(counter: TiktokenCounter) -> None:
+    prompt = "お誕生日おめでとう、" * 4
+    first = counter.count(prompt, "o200k_base")
+    again = counter.count("".join(list(prompt)), "o200k_base")  # an equal, distinct string
+    assert first == again == 33
+    assert counter.count(prompt, "cl100k_base") == 40  # cached per encoding, not across them
+    assert counter.count(prompt, "o200k_base") == 33
+    assert counter._cache.get(prompt, "o200k_base") == 33
+    assert counter._cache.get(prompt, "p50k_base") is None
+
+
+def test_count_cache_is_bounded_by_characters() -> None:
+    cache = CountCache(max_chars=1000)
+    texts = [f"{i:04d}" + "x" * 96 for i in range(30)]  # 100 characters each
+    for i, text in enumerate(texts):
+        cache.put(text, "e", i)
+        assert cache.chars <= 1000
+    assert cache.chars == 1000 and len(cache.counts) == 10
+    assert cache.get(texts[0], "e") is None  # the oldest left first
+    assert cache.get(texts[29], "e") == 29
+    assert cache.get(texts[20], "e") == 20  # used: now the most recent
+    cache.put("y" * 100, "e", 99)
+    assert cache.get(texts[21], "e") is None  # the least recently used left
+    assert cache.get(texts[20], "e") == 20
+    cache.put("short", "e", 1)
+    assert cache.get("short", "e") is None  # too short to be worth remembering
 
 
 # --- rule arithmetic with a one-token-per-word counter ---------------------------------------
