@@ -1,6 +1,10 @@
 """``planner run``: the stages on an APScheduler 3.x schedule, under systemd's life cycle.
 
-One ``BackgroundScheduler`` with a single worker thread runs the stages as jobs: ingest
+The daemon only schedules: what a step does, in which order, and what is recorded about it
+(stage runs, metrics, log lines) is ``runtime/passes.py`` and its observer
+(``runtime/observer.py``), shared with ``run --once``; the objects come from
+``runtime/wiring.py``. One ``BackgroundScheduler`` with a single worker thread runs the steps
+as jobs: ingest
 (every source's ``interval``), plan+submit (``schedule.submit``, plus a flush check every 30 s
 that plans early for the reasons of ``core/flush.py``: requests or tokens enough for a batch,
 a request waiting ``flush.max_wait``, or a deadline the next scheduled pass would be too late
@@ -10,7 +14,8 @@ housekeeping (``pipeline/housekeeping.py``: expired claims back to the queue, or
 deleted at the providers, store retention). Every job has ``coalesce=True``,
 ``max_instances=1`` and an explicit ``misfire_grace_time``; one worker means two stages never
 race on the same rows inside one process (replicas are fenced by the store's compare-and-set).
-A stage that raises is logged and counted; the others keep running.
+A stage that raises is logged and counted; the others keep running. The last log line of a
+process that exits is ``stopped``.
 
 The main thread owns the signals: SIGTERM/SIGINT stop (the running stage finishes, then the
 process exits within ``grace``), SIGHUP reloads the configuration (an invalid new file is

@@ -242,6 +242,36 @@ def assert_panels_equal_the_ledger(prom: Prometheus, config: Path) -> dict[str, 
     raise AssertionError(f"the money panels never equalled planner report: {seen[-3:]}")
 
 
+def scraped_totals(metrics_url: str) -> dict[str, Decimal]:
+    """The daemon's own /metrics, summed over every series of the two money totals."""
+    sums: dict[str, Decimal] = defaultdict(Decimal)
+    for line in httpx.get(metrics_url, timeout=30).text.splitlines():
+        name, _, rest = line.partition("{")
+        if name in ("planner_savings_usd_total", "planner_cost_usd_total"):
+            sums[name] += Decimal(rest.rsplit(" ", 1)[1])
+    return sums
+
+
+def assert_scrape_equals_the_ledger(metrics_url: str, config: Path) -> None:
+    """/metrics as a scraper reads it, against ``planner report`` (a still ledger; the daemon
+    caches its store reads for a few seconds)."""
+    seen: list[tuple[dict[str, Decimal], dict[str, Any]]] = []
+    deadline = time.monotonic() + 45
+    while time.monotonic() < deadline:
+        before = money_of(report(config))
+        scraped = scraped_totals(metrics_url)
+        after = money_of(report(config))
+        if (
+            before == after
+            and abs(scraped["planner_savings_usd_total"] - after["saved"]) < MICRO
+            and abs(scraped["planner_cost_usd_total"] - after["spent"]) < MICRO
+        ):
+            return
+        seen.append((scraped, after))
+        time.sleep(0.5)
+    raise AssertionError(f"/metrics never equalled planner report: {seen[-3:]}")
+
+
 def every_query_runs(prom: Prometheus) -> None:
     for title, exprs in dashboard_targets().items():
         for expr in exprs:
@@ -261,7 +291,7 @@ def status(config: Path) -> dict[str, Any]:
 
 
 def all_terminal(config: Path, total: int) -> bool:
-    requests = status(config)["requests"]
+    requests: dict[str, int] = status(config)["requests"]
     return sum(requests.get(s, 0) for s in TERMINAL) == total
 
 
@@ -362,6 +392,8 @@ def test_dashboard_money_equals_the_ledger_across_a_restart_with_malformed_resul
     total = write_wave(spool, "w1", 24)
     wait_for("wave 1 to finish", lambda: all_terminal(config, total), timeout=90)
     first = assert_panels_equal_the_ledger(prom, config)
+    metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+    assert_scrape_equals_the_ledger(metrics_url, config)
     every_query_runs(prom)
 
     # wave 2, and SIGTERM while its batches are at the provider
@@ -379,6 +411,8 @@ def test_dashboard_money_equals_the_ledger_across_a_restart_with_malformed_resul
 
     daemon = start_daemon(config, sandbox_url, log)
     processes.append(daemon)
+    wait_for("the restarted daemon's /metrics", lambda: httpx.get(metrics_url).is_success)
+    assert_scrape_equals_the_ledger(metrics_url, config)  # its first scrapes: the ledger's totals
     wait_for(
         "a scrape of the restarted daemon",
         lambda: (
@@ -392,6 +426,7 @@ def test_dashboard_money_equals_the_ledger_across_a_restart_with_malformed_resul
 
     wait_for("wave 2 to finish", lambda: all_terminal(config, total), timeout=120)
     last = assert_panels_equal_the_ledger(prom, config)
+    assert_scrape_equals_the_ledger(metrics_url, config)
     assert last["saved"] > first["saved"]
     assert money_of(report_cli(config)) == last  # the CLI's report --json says the same
     every_query_runs(prom)
