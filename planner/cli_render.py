@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -26,38 +27,78 @@ STALE_AFTER_DAYS = 90
 RETIRING_WITHIN_DAYS = 30
 
 
-def _fit(table: Table) -> None:
+FOLD_AT = 24  # a text column keeps words up to this long whole while the table fits
+
+
+def _words(cell: object) -> int:
+    """The longest word of a text cell (markup stripped): what folding would split."""
+    plain = Text.from_markup(cell).plain if isinstance(cell, str) else ""
+    return max((len(word) for word in plain.split()), default=0)
+
+
+def _fit(table: Table, folded: set[int]) -> int:
     """Never cut a number: on a narrow terminal Rich shortens cells with an ellipsis, and
     "$0.00003…" is a wrong amount, not a short one. Right-aligned columns (counts, money) keep
-    their full width; the text columns wrap instead."""
-    for column in table.columns:
+    their full width and their headers go onto more lines at spaces; text columns fold long
+    names (``overflow="fold"``) instead of cutting them: words up to ``FOLD_AT`` stay whole,
+    except in the columns ``folded`` (by index), which may fold down to 5 characters.
+    Returns the narrowest width of the table's cells."""
+    narrowest = 0
+    for i, column in enumerate(table.columns):
         if column.justify == "right":
             column.no_wrap = True
+            header = str(column.header)
+            if " " in header and "\n" not in header:
+                column.header = header.replace(" ", "\n")  # a two-line header, never cut
             cells = [Text.from_markup(c).cell_len for c in column.cells if isinstance(c, str)]
-            column.min_width = max(cells, default=0)
-        else:  # long text (model ids) folds
-            column.min_width = 5
+            lines = str(column.header).split("\n")
+            column.min_width = max([*cells, *(len(line) for line in lines)], default=0)
+        else:
+            longest = max((_words(c) for c in [column.header, *column.cells]), default=0)
+            column.min_width = 5 if i in folded else max(5, min(longest, FOLD_AT))
             column.overflow = "fold"
+        narrowest += column.min_width or 0
+    return narrowest
+
+
+def _layouts(table: Table) -> Iterator[tuple[set[int], bool]]:
+    """Ever narrower ways to lay ``table`` out: boxed, then borderless, then folding its text
+    columns one by one, the one with the longest words first."""
+    yield set(), True
+    yield set(), False
+    texts = [i for i, c in enumerate(table.columns) if c.justify != "right"]
+    longest = sorted(texts, key=lambda i: -max(map(_words, table.columns[i].cells), default=0))
+    for n in range(1, len(longest) + 1):
+        yield set(longest[:n]), False
 
 
 def _show(console: Console, table: Table) -> None:
-    """Print ``table`` whole: as a table when the terminal is wide enough for its numbers,
-    otherwise one block of ``column: value`` lines per row (nothing cropped or cut)."""
-    _fit(table)
-    # each column: its narrowest (the header of a number column cannot wrap either), padding
-    # of one each side and a border; plus the last border
-    narrowest = sum(
-        max(column.min_width or 0, Text.from_markup(str(column.header)).cell_len)
-        if column.no_wrap
-        else column.min_width or 0
-        for column in table.columns
-    )
-    if narrowest + 3 * len(table.columns) + 1 <= console.width:
-        console.print(table)
-        return
+    """Print ``table`` whole, as a table whenever its numbers fit (see ``_layouts``); only a
+    terminal too narrow even for that gets one block of ``column: value`` lines per row."""
+    n = len(table.columns)
+    for folded, boxed in _layouts(table):
+        narrowest = _fit(table, folded)
+        # boxed: padding 1 each side and a border per column, plus the last border;
+        # borderless: one space between columns (collapsed padding)
+        chrome = 3 * n + 1 if boxed else n - 1
+        if narrowest + chrome <= console.width:
+            # Rich measures a text cell by its longest word, folding or not: cap each text
+            # column so that no line runs past the terminal, the spare width going to the
+            # folded columns (or, when none is, to every text column)
+            texts = [i for i, c in enumerate(table.columns) if c.justify != "right"]
+            takers = [i for i in texts if i in folded] or texts
+            spare = (console.width - chrome - narrowest) // max(1, len(takers))
+            for i in texts:
+                column = table.columns[i]
+                column.max_width = (column.min_width or 0) + (spare if i in takers else 0)
+            if not boxed:
+                table.box, table.show_edge, table.pad_edge = None, False, False
+                table.collapse_padding = True
+            console.print(table)
+            return
     if table.title:
         console.print(table.title, style="bold")
-    headers = [str(column.header) for column in table.columns]
+    headers = [str(column.header).replace("\n", " ") for column in table.columns]
     for row in zip(*(list(column.cells) for column in table.columns), strict=True):
         for header, value in zip(headers, row, strict=True):
             console.print(f"  {header}: ", end="")
@@ -231,7 +272,7 @@ def render_prices(
         return
     table = Table(title="price catalog, USD per 1M tokens (interactive / batch)")
     for name in ("model", "in", "out", "batch in", "batch out", "cached", "flex in/out", "source"):
-        table.add_column(name)
+        table.add_column(name, justify="left" if name in ("model", "source") else "right")
     for e in entries:
         period = e.period_at(now)
         if period is None:
@@ -250,7 +291,7 @@ def render_prices(
             flex,
             f"{e.source or '-'}\n[dim]checked {checked}[/]",
         )
-    console.print(table)
+    _show(console, table)
     for w in warnings:
         console.print(f"[yellow]warning[/] {w.model}: {w.message}")
 
