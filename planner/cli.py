@@ -106,10 +106,28 @@ def plan(config: ConfigOption, as_json: JsonOption = False) -> None:
         render_plan(out, report)
 
 
+def _on_a_terminal() -> bool:
+    """Progress is for a person at a terminal: never into a pipe, a log or a --json reader."""
+    return out.is_terminal and err.is_terminal
+
+
+@contextmanager
+def _pass_progress(*, enabled: bool) -> Iterator[Callable[[str], None] | None]:
+    """The steps of ``run --once`` as they run, on stderr; nothing when not a terminal."""
+    if not enabled or not _on_a_terminal():
+        yield None
+        return
+    from planner.cli_render import stage_progress
+    from planner.runtime.runner import STEPS
+
+    with stage_progress(err, STEPS) as on_stage:
+        yield on_stage
+
+
 @contextmanager
 def _progress(*, enabled: bool) -> Iterator[Callable[[int], None]]:
     """A spinner with a running count of requests read; silent when not a terminal."""
-    if not enabled or not err.is_terminal:
+    if not enabled or not _on_a_terminal():
         yield lambda _n: None
         return
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
@@ -283,7 +301,8 @@ def run(
         cfg = load_config(config)
         with _sandbox(use_sandbox, sandbox_url) as url:
             ctx = build_context(cfg, sandbox_url=url)
-            summary = run_once(ctx)
+            with _pass_progress(enabled=not as_json) as on_stage:
+                summary = run_once(ctx, on_stage=on_stage)
     if as_json:
         _print_json(summary.stages)
     else:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -393,3 +394,36 @@ def render_report(console: Console, data: dict[str, Any]) -> None:
             f"{unpriced:,} billed requests had no price in the catalog: not in the sums above "
             "(add the model under models: to price them)"
         )
+
+
+STEP_LABELS = {
+    "ingest": "reading the sources",
+    "submit": "planning and submitting batches",
+    "interactive": "the interactive lane",
+    "poll": "polling and collecting batches",
+    "housekeeping": "housekeeping (orphan files, retention)",
+}
+
+
+@contextmanager
+def stage_progress(console: Console, steps: Sequence[str]) -> Iterator[Callable[[str], None]]:
+    """One line per step of a pass, a spinner on the running one and a tick on those done;
+    yields the callback told each step that finished. For a terminal only (the caller checks)."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    columns = (SpinnerColumn(finished_text="[green]done[/]"), TextColumn("{task.description}"))
+    with Progress(*columns, TimeElapsedColumn(), console=console) as progress:
+        tasks = {
+            step: progress.add_task(STEP_LABELS.get(step, step), total=1, start=i == 0)
+            for i, step in enumerate(steps)
+        }
+
+        def finished(step: str) -> None:
+            if step not in tasks:
+                return
+            progress.update(tasks[step], completed=1)
+            later = steps[steps.index(step) + 1 :]
+            if later:
+                progress.start_task(tasks[later[0]])
+
+        yield finished

@@ -30,11 +30,33 @@ class RunSummary:
     every_call_failed: bool = False  # provider calls were made and not one succeeded
 
 
-def run_once(ctx: StageContext, now: Callable[[], datetime] = clock.utc_now) -> RunSummary:
+class _Announcing(MetricsObserver):
+    """The daemon's observer, also telling ``on_stage`` each step of the pass that finished
+    (the CLI's progress display on a terminal)."""
+
+    def __init__(self, metrics: Metrics, on_stage: Callable[[str], None]) -> None:
+        super().__init__(metrics)
+        self._on_stage = on_stage
+
+    def stage_finished(
+        self, ctx: StageContext, stage: str, *, ok: bool, finished_at: datetime, seconds: float
+    ) -> None:
+        super().stage_finished(ctx, stage, ok=ok, finished_at=finished_at, seconds=seconds)
+        self._on_stage(stage)
+
+
+STEPS = tuple(name for name, _ in passes.PASS)
+"""The steps of one pass, in order, as ``on_stage`` names them."""
+
+
+def run_once(
+    ctx: StageContext,
+    now: Callable[[], datetime] = clock.utc_now,
+    on_stage: Callable[[str], None] | None = None,
+) -> RunSummary:
     # a registry of its own: nothing scrapes a --once run, but it counts what the daemon counts
-    observer = MetricsObserver(
-        Metrics(CollectorRegistry(), known_models=ctx.catalog.models(), process_metrics=False)
-    )
+    metrics = Metrics(CollectorRegistry(), known_models=ctx.catalog.models(), process_metrics=False)
+    observer = MetricsObserver(metrics) if on_stage is None else _Announcing(metrics, on_stage)
     ctx.guard.observe(observer.provider_outcome)
     for source in ctx.sources:
         source.recover(now())
