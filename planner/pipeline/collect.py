@@ -28,7 +28,7 @@ from planner.core.model import Lane
 from planner.core.states import FINISHED_BATCH_STATES, BatchState
 from planner.errors import ProviderError
 from planner.pipeline.context import StageContext
-from planner.pipeline.deliver import Outcome, SettleResult, settle
+from planner.pipeline.deliver import Outcome, SettleResult, deliver_rejected, settle
 from planner.pipeline.shrink import is_token_limited, requeue_token_limited
 from planner.providers.base import MISSING, NOT_EXECUTED, LineResult, RemoteBatch
 from planner.store import batches as store_batches
@@ -50,6 +50,7 @@ class CollectResult:
     errors: list[str] = field(default_factory=list)
     settled: list[SettleResult] = field(default_factory=list)
     token_limited: list[Batch] = field(default_factory=list)  # refused for a full queue
+    rejected: int = 0  # dead-letter lines written for requests the policy rejected
 
 
 def _never_sent(key: str, why: str) -> LineResult:
@@ -180,8 +181,10 @@ def clean_up_due(ctx: StageContext, now: datetime) -> int:
 
 
 def run_collect_stage(ctx: StageContext, now: datetime) -> CollectResult:
-    """Collect every finished batch; one batch failing does not stop the others."""
+    """Collect every finished batch; one batch failing does not stop the others. Requests the
+    policy rejected get their dead-letter line here too (an outcome with nothing to fetch)."""
     result = CollectResult()
+    result.rejected = deliver_rejected(ctx, now)
     clean_up_due(ctx, now)
     with ctx.session_factory() as session:
         finished = store_batches.batches_in(session, FINISHED_BATCH_STATES)

@@ -6,6 +6,9 @@ always get again; then one transaction records the ledger (unique per request at
 state changes. A crash in between repeats the delivery, which rewrites the same files: every
 request ends with exactly one result line or one dead-letter line.
 
+A rejected request (the policy would not send it) gets its dead-letter line here too, after
+planning recorded the rejection (:func:`deliver_rejected`).
+
 Failed lines are retried (back to ``queued``, re-planned) while the failure is retryable and
 the request has attempts left; otherwise they are dead-lettered with the provider's message,
 their ``reason`` (the error code, which ``planner requeue --reason`` names) and, for a result
@@ -14,6 +17,7 @@ line that could not be read, its ``raw`` text.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -32,10 +36,13 @@ from planner.pipeline.context import StageContext
 from planner.providers.base import FLEX_TIER, LineResult
 from planner.sinks.base import Record
 from planner.store import ledger as store_ledger
+from planner.store import rejections as store_rejections
 from planner.store import requests as store_requests
 from planner.store.requests import StoredRequest
 
 _log = logging.getLogger(__name__)
+
+REJECTED_CHUNK = 500  # rejected requests per dead-letter file
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,18 +84,65 @@ def billed_lane(o: Outcome) -> Lane:
 
 
 def _base_record(o: Outcome, now: datetime) -> dict[str, Any]:
-    r = o.stored.request
+    return _request_record(o.stored, o.lane, now)
+
+
+def _request_record(stored: StoredRequest, lane: Lane | None, now: datetime) -> dict[str, Any]:
+    r = stored.request
     return {
         "source": r.source,
         "id": r.key,
         "model": r.model,
         "endpoint": r.endpoint.value,
-        "provider": o.stored.provider,
-        "lane": o.lane.value,
-        "batch_id": o.stored.batch_id if o.lane is Lane.BATCH else None,
+        "provider": stored.provider,
+        "lane": None if lane is None else lane.value,
+        "batch_id": stored.batch_id if lane is Lane.BATCH else None,
         "metadata": dict(r.metadata),
         "completed_at": now.isoformat(),
     }
+
+
+def _rejected_record(stored: StoredRequest, now: datetime) -> dict[str, Any]:
+    """A rejected request's dead-letter line: its rule as ``reason``, the detail as message."""
+    code, _, detail = (stored.reason or "rejected").partition(": ")
+    return _request_record(stored, None, now) | {
+        "state": "rejected",
+        "reason": code,
+        "error": {"code": code, "message": detail or code},
+        "attempts": stored.attempts,
+    }
+
+
+def rejected_delivery_id(chunk: Sequence[StoredRequest]) -> str:
+    """The same rows always get the same name (a crash rewrites the file), and rows of another
+    store do not: their ingestion times (to the microsecond) are part of the digest."""
+    digest = hashlib.sha256(usedforsecurity=False)
+    for s in chunk:
+        digest.update(
+            f"{s.id}|{s.request.source}|{s.request.key}|{s.request.received_at}|".encode()
+        )
+    return f"rejected-{digest.hexdigest()[:32]}"
+
+
+def deliver_rejected(ctx: StageContext, now: datetime) -> int:
+    """Write the dead-letter line of every rejected request that has none yet, then record it
+    (``store/rejections.py``); returns how many lines were written."""
+    written = 0
+    while True:
+        with ctx.session_factory() as session:
+            chunk = store_rejections.undelivered(session, REJECTED_CHUNK)
+        if not chunk:
+            return written
+        dead: dict[str, list[Record]] = defaultdict(list)
+        for stored in chunk:
+            dead[stored.request.source].append(_rejected_record(stored, now))
+        name = rejected_delivery_id(chunk)
+        for source, records in dead.items():
+            for sink in ctx.sinks_for(source):
+                sink.deliver(name, [], records)
+        with ctx.session_factory() as session, session.begin():
+            store_rejections.mark_delivered(session, chunk)
+        written += len(chunk)
 
 
 def _retry(o: Outcome, max_attempts: int) -> bool:

@@ -25,10 +25,10 @@ that.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
+import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -113,11 +113,11 @@ class ProviderGates:
         self.tokens.wait(tokens)
 
 
-def delivery_id(chunk: Sequence[StoredRequest]) -> str:
-    digest = hashlib.sha1(
-        ",".join(f"{s.id}:{s.attempts}" for s in chunk).encode(), usedforsecurity=False
-    )
-    return f"interactive-{digest.hexdigest()[:20]}"
+def delivery_id() -> str:
+    """A new delivery name: random, so that two stores (or a store made anew) writing one
+    results folder never share a file name; it is recorded in the outbox before anything is
+    written, and a crash re-delivers under the recorded name (module docstring)."""
+    return f"interactive-{uuid.uuid4().hex}"
 
 
 def encode_answer(result: LineResult) -> str:
@@ -284,7 +284,7 @@ def _deliver(
     here delivers the same rows under the same name again."""
     ids = [o.stored.id for o in outcomes]
     if name is None:
-        name = delivery_id([o.stored for o in outcomes])
+        name = delivery_id()
         with ctx.session_factory() as session, session.begin():
             sends.assign_delivery(session, ids, name)
 

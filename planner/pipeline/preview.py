@@ -1,6 +1,8 @@
 """The dry-run report of ``planner plan``: per model, what batching would cost and save.
 
-Money definitions (each a sum over the priced requests of the row):
+Money definitions (each a sum over the priced requests of the row that would be sent now: a
+request that is rejected, by the policy or for being too large for any batch, or held for a
+budget costs nothing and saves nothing, as in a real run):
 
 - ``interactive_usd``: every request at the interactive price (the interactive-equivalent);
 - ``batch_usd``: every request at the batch price (what sending all of them by batch would cost);
@@ -22,13 +24,15 @@ from typing import Any
 
 from planner.core.budget import BudgetBook, HeldBack
 from planner.core.model import Endpoint, Lane, Request
-from planner.core.pack import Oversized, PackItem, PlannedBatch, pack
+from planner.core.pack import Oversized, PackItem, PlannedBatch, broken_limit, pack
+from planner.core.policy import REJECTED
 from planner.core.retirement import CatalogWarning, retirement_warnings
 from planner.pipeline.plan import Assessment, Planner
 from planner.sources.base import LineError
 
 ERROR_SAMPLE = 50  # quarantined lines shown in full in the report
 PROGRESS_EVERY = 1000  # requests between progress callbacks
+TOO_LARGE = "too_large"  # the reason planning records for a request no batch can carry
 
 
 def _add(total: Decimal | None, value: Decimal | None) -> Decimal | None:
@@ -66,17 +70,20 @@ class ModelRow:
             return None
         return self.interactive_usd - self.planned_usd
 
-    def add(self, a: Assessment) -> None:
+    def add(self, a: Assessment, *, too_large: bool = False) -> None:
         self.requests += 1
         self.input_tokens += a.estimate.input_tokens
         self.output_tokens += a.estimate.output_tokens
+        self.methods[a.estimate.method] += 1
+        self.lanes[REJECTED if too_large else a.decision.outcome] += 1
+        self.reasons[TOO_LARGE if too_large else a.decision.reason.value] += 1
+        if a.costs.interactive is None:  # unpriced: the row's money is unknown, never $0
+            self.interactive_usd = self.batch_usd = self.planned_usd = None
+        if a.lane is None or too_large:
+            return  # not sent (rejected or held): no cost and no savings
         self.interactive_usd = _add(self.interactive_usd, a.costs.interactive)
         self.batch_usd = _add(self.batch_usd, a.costs.batch)
-        if a.lane is not None:
-            self.planned_usd = _add(self.planned_usd, a.reserved)
-        self.lanes[a.decision.outcome] += 1
-        self.reasons[a.decision.reason.value] += 1
-        self.methods[a.estimate.method] += 1
+        self.planned_usd = _add(self.planned_usd, a.reserved)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -112,12 +119,12 @@ class PlanReport:
     retirements: list[CatalogWarning] = field(default_factory=list)  # models in use, once each
     settling: int = 0  # spool files not read: modified within their source's ``settle``
 
-    def add(self, a: Assessment) -> None:
+    def add(self, a: Assessment, *, too_large: bool = False) -> None:
         key = (a.provider, a.request.model, a.request.endpoint)
         row = self.rows.get(key)
         if row is None:
             row = self.rows[key] = ModelRow(a.provider, a.request.model, a.request.endpoint)
-        row.add(a)
+        row.add(a, too_large=too_large)
 
     def add_error(self, error: LineError) -> None:
         self.quarantined += 1
@@ -226,6 +233,12 @@ def build_report(
     report = PlanReport(book=book)
     seen = 0
 
+    def _alone_too_large(item: PackItem) -> bool:
+        """The packer refuses it whatever the batch (``core.pack``): planning rejects it."""
+        limits = planner.limits_for(item.group)
+        found = broken_limit(limits, 1, item.line_bytes, item.input_tokens, item.embedding_inputs)
+        return found is not None
+
     def batch_items() -> Iterator[PackItem]:
         nonlocal seen
         for line in lines:
@@ -233,13 +246,14 @@ def build_report(
                 report.add_error(line)
                 continue
             assessment = planner.assess(line, now, book)
-            report.add(assessment)
+            item = planner.pack_item(assessment) if assessment.lane is Lane.BATCH else None
+            report.add(assessment, too_large=item is not None and _alone_too_large(item))
             seen += 1
             if on_request is not None and seen % PROGRESS_EVERY == 0:
                 on_request(seen)
-            if assessment.lane is Lane.BATCH:
+            if item is not None:
                 # the report shows batch sizes, never keys: dropping them keeps memory flat
-                yield replace(planner.pack_item(assessment), key="")
+                yield replace(item, key="")
 
     result = pack(batch_items(), planner.limits_for)
     report.add_batches(result.batches, result.oversized)
