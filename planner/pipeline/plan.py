@@ -191,9 +191,14 @@ class PlanStageResult:
     lanes: dict[str, int] = field(default_factory=dict)
     deferred: int = 0  # batch-bound, left queued: their model's enqueued-token queue is full
     models: set[str] = field(default_factory=set)  # every model decided in this pass
+    rejections: dict[str, tuple[int, str]] = field(default_factory=dict)  # rule: (n, 1st why)
 
     def count(self, lane: str, n: int = 1) -> None:
         self.lanes[lane] = self.lanes.get(lane, 0) + n
+
+    def rejected(self, a: Assessment) -> None:
+        n, detail = self.rejections.get(a.decision.reason.value, (0, a.decision.detail))
+        self.rejections[a.decision.reason.value] = (n + 1, detail)
 
 
 _STATE_OF = {
@@ -274,6 +279,19 @@ def _warn_retirements(catalog: Catalog, models: set[str], now: datetime) -> None
         )
 
 
+def _warn_rejections(result: PlanStageResult) -> None:
+    """Once per pass, one line per rule that rejected requests, with the first one's reason:
+    a rejection is never silent (``planner status`` counts them; the store keeps each reason)."""
+    for rule, (n, detail) in sorted(result.rejections.items()):
+        _log.warning(
+            "%d request(s) rejected (%s), e.g. %s",
+            n,
+            rule,
+            detail,
+            extra={"event": "requests_rejected", "reason": rule, "count": n},
+        )
+
+
 def run_plan_stage(
     planner: Planner, session_factory: Callable[[], Session], now: datetime, chunk: int
 ) -> PlanStageResult:
@@ -301,12 +319,16 @@ def run_plan_stage(
             )
             if not queued:
                 _warn_retirements(planner.catalog, total.models, now)
+                _warn_rejections(total)
                 return total
             last_id = queued[-1].id
             round_planner = planner.with_learned_limits(store_limits.learned_limits(session), now)
             book = open_book(session, round_planner, now)
             assessed = [(s, round_planner.assess(s.request, now, book)) for s in queued]
             total.models.update(a.request.model for _, a in assessed)
+            for _, a in assessed:
+                if a.decision.outcome == "rejected":
+                    total.rejected(a)
             round_result = _record_decisions(session, assessed, now)
             ids = {(a.request.source, a.request.key): s.id for s, a in assessed}
             batch_bound = [a for _, a in assessed if a.lane is Lane.BATCH]

@@ -99,6 +99,11 @@ def test_compat_mode_serves_gemini_format_lines(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
+    # the rejection is said, with the field, not left to a bare count
+    assert (
+        "1 request(s) rejected (no_provider), e.g. request 'tools-1' (generateContent): "
+        "'tools': has no equivalent" in done.stderr
+    ), done.stderr
     records = _records(tmp_path / "out")
     answered = {r["id"]: r for r in records if "response" in r}
     assert set(answered) == {"gen-1", "gen-2", "emb-1", "simple-1", "simple-emb", "oa-1"}
