@@ -108,14 +108,16 @@ def _show(console: Console, table: Table) -> None:
 
 
 def _usd(value: Decimal | str | None) -> str:
+    """The exact amount (cents at least, never rounded): the ledger's sums are exact decimals,
+    so the shown spent + saved is the shown interactive equivalent, in every row and total
+    (each amount rounded on its own did not add up). Fractions of a cent still matter at two
+    million requests."""
     if value is None:
         return "[yellow]unpriced[/]"
     amount = Decimal(value)
-    if abs(amount) >= 1:
-        return f"${amount:,.2f}"
-    if amount == 0 or abs(amount) >= Decimal("0.0001"):
-        return f"${amount:,.6f}"
-    return f"${amount:.9f}"  # fractions of a cent still matter at 2 million requests
+    exponent = amount.normalize().as_tuple().exponent
+    places = max(2, -exponent) if isinstance(exponent, int) else 2
+    return f"${amount:,.{places}f}"
 
 
 def _counts(counts: dict[str, int]) -> str:
