@@ -425,6 +425,11 @@ class JsonlDirSourceConfig(Section):
     budget: BudgetConfig | None = Field(
         None, description="Spending cap of this source alone (on top of its policy's)."
     )
+    lease: Duration = Field(
+        timedelta(minutes=2),
+        description="A replica's claim on a file, kept in the store and renewed while the file "
+        "is read; a file whose claimer died is read again by another replica after this.",
+    )
 
 
 SourceConfig = Annotated[Union[JsonlDirSourceConfig], Field(discriminator="kind")]  # noqa: UP007

@@ -3,7 +3,9 @@
 Order per unit (a spool file): claim it, insert its requests in chunks (each chunk one commit;
 ``(source, key)`` is unique, so a re-read after a crash inserts nothing twice), and only then
 ``finish`` it (quarantine the bad lines, move the file to ``done/``). A crash before ``finish``
-leaves the unit in ``.claimed/``; ``recover`` at start puts it back.
+leaves the unit in ``.claimed/``; ``recover`` puts it back (at start, and on every pass once its
+lease in the store ran out). A unit another replica took over meanwhile (``LeaseLost``) is left
+to it: what was stored stays, the new owner reads the unit again, and nothing is an error.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from sqlalchemy.orm import Session
 import planner.store.requests as store_requests
 from planner import crashpoints
 from planner.core.model import Request
-from planner.sources.base import LineError, Source
+from planner.sources.base import Claim, LeaseLost, LineError, Source
 from planner.sources.formats import Reason
 
 DUPLICATE_ID = Reason.DUPLICATE_ID.value
@@ -74,35 +76,53 @@ def ingest_source(
     result = result or IntakeResult()
     name = source.name
     for claim in source.claim(now):
-        crashpoints.reached("after_claim")
-        chunk: list[Request] = []
-        conflicts: list[Request] = []
-        for line in claim.lines():
-            if isinstance(line, LineError):
-                _quarantine(result, name, line)
-                continue
-            chunk.append(line)
-            if len(chunk) >= CHUNK:
-                _add(result, name, _store_chunk(session_factory, chunk, now, conflicts))
-                chunk = []
-        if chunk:
-            _add(result, name, _store_chunk(session_factory, chunk, now, conflicts))
-        for request in conflicts:  # same key as a stored request, different content
-            message = (
-                f"key {request.key!r} is already stored with a different request "
-                "(model, endpoint or body); the stored one stands and this one is not sent"
+        try:
+            _ingest_unit(claim, name, session_factory, now, result)
+        except LeaseLost as exc:
+            _log.info(
+                "%s",
+                exc,
+                extra={"event": "unit_taken_over", "source": name, "unit": claim.name},
             )
-            _quarantine(result, name, claim.reject(request, DUPLICATE_ID, message))
-        crashpoints.reached("after_ingest")
-        claim.finish(now)
-        result.units += 1
-        _log.info(
-            "ingested %s from %s",
-            claim.name,
-            name,
-            extra={"event": "unit_ingested", "source": name, "unit": claim.name},
-        )
     return result
+
+
+def _ingest_unit(
+    claim: Claim,
+    name: str,
+    session_factory: Callable[[], Session],
+    now: datetime,
+    result: IntakeResult,
+) -> None:
+    """Store one claimed unit's good requests, then finish it (quarantine its bad lines)."""
+    crashpoints.reached("after_claim")
+    chunk: list[Request] = []
+    conflicts: list[Request] = []
+    for line in claim.lines():
+        if isinstance(line, LineError):
+            _quarantine(result, name, line)
+            continue
+        chunk.append(line)
+        if len(chunk) >= CHUNK:
+            _add(result, name, _store_chunk(session_factory, chunk, now, conflicts))
+            chunk = []
+    if chunk:
+        _add(result, name, _store_chunk(session_factory, chunk, now, conflicts))
+    for request in conflicts:  # same key as a stored request, different content
+        message = (
+            f"key {request.key!r} is already stored with a different request "
+            "(model, endpoint or body); the stored one stands and this one is not sent"
+        )
+        _quarantine(result, name, claim.reject(request, DUPLICATE_ID, message))
+    crashpoints.reached("after_ingest")
+    claim.finish(now)
+    result.units += 1
+    _log.info(
+        "ingested %s from %s",
+        claim.name,
+        name,
+        extra={"event": "unit_ingested", "source": name, "unit": claim.name},
+    )
 
 
 def _add(result: IntakeResult, source: str, counts: tuple[int, int]) -> None:

@@ -45,6 +45,11 @@ _log = logging.getLogger(__name__)
 
 _PLANNABLE = (RequestState.QUEUED, RequestState.HELD)
 
+# One planner at a time over a shared queue: two replicas packing the same queued requests
+# would both try to move them, and one would fail. A transaction-scoped advisory lock per
+# planning round on PostgreSQL (SQLite serialises its writers anyway).
+PLAN_LOCK = "plan"
+
 
 @dataclass(frozen=True, slots=True)
 class Assessment:
@@ -298,9 +303,11 @@ def run_plan_stage(
     """Decide every queued request and record batch intents, ``chunk`` requests per round.
 
     Each round is one transaction: estimates, lane decisions and the batch intents (batch row
-    ``planned``, its requests ``planned``) commit together or not at all. Enqueued-token limits
-    are ``min(configured, learned)``, and a model's batches are only planned while its queue
-    (the unfinished batches' tokens) has room; the rest stay queued for a later pass.
+    ``planned``, its requests ``planned``) commit together or not at all. A round starts by
+    taking ``PLAN_LOCK``; while another replica holds it, this pass plans nothing (not an error).
+    Enqueued-token limits are ``min(configured, learned)``, and a model's batches are only
+    planned while its queue (the unfinished batches' tokens) has room; the rest stay queued for
+    a later pass.
 
     Held requests are decided again with the queued ones (the budget may have room now). With
     budgets, each round reads them from the store under an advisory lock, so replicas sharing
@@ -310,6 +317,12 @@ def run_plan_stage(
     last_id: int | None = None
     while True:
         with session_factory() as session, session.begin():
+            if not store_claims.try_advisory_lock(session, PLAN_LOCK):
+                _log.info(
+                    "another replica is planning; this pass leaves the queue to it",
+                    extra={"event": "plan_busy_elsewhere"},
+                )
+                return total
             if planner.budget_rules:
                 store_claims.advisory_lock(session, "plan:budgets")
             queued = list(

@@ -33,8 +33,10 @@ from planner.errors import ConfigError
 from planner.metrics import Group, Metrics, StoreReading
 from planner.pipeline.context import StageContext
 from planner.pipeline.decisions import budget_gauges
+from planner.pipeline.leases import StoreUnitLeases
 from planner.pipeline.plan import Planner, open_book
 from planner.pipeline.preview import PlanReport, build_report
+from planner.pipeline.process import this_process
 from planner.providers import compat_wire, create_provider, gemini_wire, openai_wire
 from planner.providers.base import BatchLine, BatchProvider
 from planner.runtime import clock
@@ -173,9 +175,21 @@ def build_planner(cfg: PlannerConfig, catalog: Catalog | None = None) -> Planner
     )
 
 
-def build_sources(cfg: PlannerConfig, catalog: Catalog) -> list[Source]:
+def build_sources(
+    cfg: PlannerConfig,
+    catalog: Catalog,
+    session_factory: Callable[[], Session] | None = None,
+    owner: str | None = None,
+) -> list[Source]:
+    """The configured sources; with ``session_factory`` their claims are leases in the store
+    (held as ``owner``, default this process), so replicas can share them."""
     sources: list[Source] = []
     for name, s in cfg.sources.items():
+        leases = (
+            None
+            if session_factory is None
+            else StoreUnitLeases(session_factory, name, owner or this_process(), s.lease)
+        )
         sources.append(
             JsonlDirSource(
                 name,
@@ -188,6 +202,7 @@ def build_sources(cfg: PlannerConfig, catalog: Catalog) -> list[Source]:
                 default_deadline=s.default_deadline,
                 settle=s.settle,
                 max_line_bytes=s.max_line_bytes,
+                leases=leases,
             )
         )
     return sources
@@ -269,12 +284,13 @@ def build_context(cfg: PlannerConfig, *, sandbox_url: str | None) -> StageContex
             ]
         )
     catalog = catalog_for(cfg)
+    session_factory = open_store(cfg)
     return StageContext(
-        session_factory=open_store(cfg),
+        session_factory=session_factory,
         catalog=catalog,
         planner=build_planner(cfg, catalog),
         providers=build_providers(cfg, sandbox_url, os.environ),
-        sources=build_sources(cfg, catalog),
+        sources=build_sources(cfg, catalog, session_factory),
         sinks_for=build_sinks(cfg),
         rate_limits={
             name: RateLimits(p.requests_per_minute, p.tokens_per_minute)

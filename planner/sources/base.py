@@ -6,6 +6,11 @@ that belong to the caller alone; the caller commits the good requests to the sto
 then calls ``finish``, so a crash in between re-delivers the unit, and the store's unique
 ``(source, key)`` drops what it already has. Bad records travel as ``LineError`` values next to
 the good ones, in input order, so one bad record never stops the rest and none is dropped.
+
+Replicas sharing one input coordinate through ``UnitLeases`` (implemented over the store by the
+pipeline, since sources never import it): a unit is leased before it is taken, the lease is
+renewed while it is read and dropped when it is finished, so a unit whose lease is live is never
+taken back from a working replica, and one whose owner died is recovered once its lease ran out.
 """
 
 from __future__ import annotations
@@ -16,6 +21,31 @@ from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from planner.core.model import Request
+from planner.errors import PlannerError
+
+
+class LeaseLost(PlannerError):
+    """Another worker took over a unit this one was reading (its lease ran out meanwhile).
+
+    Not a failure: what was stored stays stored (ingestion is idempotent), and the new owner
+    reads the unit again."""
+
+
+@runtime_checkable
+class UnitLeases(Protocol):
+    """Leases on one source's units, shared by every replica (``store/claims.py``)."""
+
+    def acquire(self, unit: str) -> bool:
+        """Take ``unit`` unless another worker holds a live lease on it."""
+        ...
+
+    def renew(self, unit: str) -> bool:
+        """Keep ``unit``; ``False`` if it was taken over (stop working on it)."""
+        ...
+
+    def release(self, unit: str) -> None:
+        """Give ``unit`` up (done, or put back)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,8 +17,16 @@ rename where links are not supported); the link fails if the name is already tak
 claimers never both win and a claim never overwrites another. The caller commits the good lines
 to the store and only then calls ``finish``. If the process dies in between, ``recover`` puts
 the file back and it is read again; that is safe because ingestion is idempotent per
-``(source, key)`` in the store — the store drops what it already has. Quarantine entries are
-written at least once (a crash after the quarantine append but before the move repeats them).
+``(source, key)`` in the store — the store drops what it already has.
+
+Replicas sharing the folder also share ``leases`` (``UnitLeases``, kept in the store): a file is
+leased before it is moved into ``.claimed/``, the lease is renewed while its lines are read and
+dropped once it is in ``done/``. ``recover`` (also run at the start of every ``claim`` pass)
+puts back only files whose lease ran out or was never taken, so a live replica's file is never
+taken from it, and a killed replica's file is read again by another once its lease has run out.
+Without ``leases`` (one process alone), ``recover`` trusts ``stale_after`` or runs at start-up.
+Quarantine entries are written at least once (a crash after the quarantine append but before
+the move repeats them).
 
 Memory stays flat whatever the file size: lines are read one at a time with a bounded
 ``readline``, a line over ``max_line_bytes`` is skipped in chunks and reported ``too_large``,
@@ -43,7 +51,7 @@ from typing import BinaryIO
 
 from planner.core.catalog import ModelEntry
 from planner.core.model import ProviderKind, Request
-from planner.sources.base import LineError, ParsedLine
+from planner.sources.base import LeaseLost, LineError, ParsedLine, UnitLeases
 from planner.sources.formats import Defaults
 from planner.sources.lines import RAW_PREVIEW_CHARS, LineParser, RawLine, safe_name
 
@@ -59,6 +67,7 @@ DEFAULT_MAX_LINE_BYTES = 10 * 1024 * 1024  # 10 MB per line
 DEFAULT_MEMORY_KEYS = 100_000  # keys held in a set before spilling to disk (~10 MB)
 _READ_BUFFER = 1 << 20
 _SKIP_CHUNK = 1 << 16
+RENEW_EVERY = 1000  # lines read between two renewals of a file's lease
 
 
 class JsonlDirSource:
@@ -80,6 +89,7 @@ class JsonlDirSource:
         settle: timedelta = DEFAULT_SETTLE,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
         memory_keys: int = DEFAULT_MEMORY_KEYS,
+        leases: UnitLeases | None = None,
     ) -> None:
         if max_line_bytes < 1:
             raise ValueError("max_line_bytes must be positive")
@@ -88,6 +98,7 @@ class JsonlDirSource:
         self.settle = settle
         self.max_line_bytes = max_line_bytes
         self.memory_keys = memory_keys
+        self.leases = leases
         self._settings = Defaults(
             source=name,
             family_of=family_of,
@@ -188,10 +199,16 @@ class JsonlDirSource:
     def claim(self, now: datetime) -> Iterator[ClaimedFile]:
         """Claim ready files one by one; each is yielded before the next is claimed."""
         self.claimed_dir.mkdir(exist_ok=True)
+        if self.leases is not None:
+            self.recover(now)  # files of replicas whose lease ran out (they died)
         for found in self.ready_files(now):
             name = safe_name(found)  # a name that is not UTF-8 or too long is claimed renamed
+            if self.leases is not None and not self.leases.acquire(name):
+                continue  # another replica is taking this one
             target = self.claimed_dir / name
             if not _move_no_replace(self.path / found, target):
+                if self.leases is not None:
+                    self.leases.release(name)
                 continue  # another claimer has it (or a file of that name is in progress)
             if name != found:
                 log.warning(
@@ -208,9 +225,10 @@ class JsonlDirSource:
     def recover(self, now: datetime, *, stale_after: timedelta | None = None) -> int:
         """Put files a crashed claimer left in ``.claimed/`` back into the folder.
 
-        Run it at start-up while no other process claims from this folder, or pass
-        ``stale_after`` longer than any claim can take so live claims are left alone.
-        Returns how many files went back.
+        With ``leases``, only files whose lease ran out (or was never taken) go back: a live
+        claim belongs to a working replica. Without, run it at start-up while no other process
+        claims from this folder, or pass ``stale_after`` longer than any claim can take so live
+        claims are left alone. Returns how many files went back.
         """
         if not self.claimed_dir.is_dir():
             return 0
@@ -222,16 +240,25 @@ class JsonlDirSource:
             if not name.endswith(SUFFIX) or not entry.is_file(follow_symlinks=False):
                 continue
             claimed = self.claimed_dir / name
-            # link/rename set ctime, so ctime is the claim time (mtime stays the producer's)
-            age = now - datetime.fromtimestamp(entry.stat(follow_symlinks=False).st_ctime, UTC)
-            if stale_after is not None and age < stale_after:
-                continue
+            if self.leases is not None:
+                if not self.leases.acquire(name):
+                    continue  # its owner is alive and working on it
+                if not claimed.is_file():  # its owner finished it meanwhile
+                    self.leases.release(name)
+                    continue
+            elif stale_after is not None:
+                # link/rename set ctime, so ctime is the claim time (mtime stays the producer's)
+                ctime = entry.stat(follow_symlinks=False).st_ctime
+                if now - datetime.fromtimestamp(ctime, UTC) < stale_after:
+                    continue
             _remove(claimed.with_name(name + PENDING_ERRORS_SUFFIX))
             original = self.path / name
             if original.exists() and os.path.samefile(original, claimed):
                 claimed.unlink()  # the crash fell between link and unlink: the original stands
             elif not _move_no_replace(claimed, original):
                 _move_unique(claimed, self.path, name, tag="recovered")
+            if self.leases is not None:
+                self.leases.release(name)
             recovered += 1
             log.warning(
                 "spool file recovered from an interrupted claim",
@@ -268,7 +295,11 @@ class ClaimedFile:
         self._complete = False
         self.good = self.bad = 0
         with _open_regular(self.path) as stream, self._pending.open("wb") as pending:
-            for item in self._source._parse(stream, self._name, self.claimed_at):
+            for number, item in enumerate(
+                self._source._parse(stream, self._name, self.claimed_at), 1
+            ):
+                if number % RENEW_EVERY == 0:
+                    self._keep_lease()
                 if isinstance(item, LineError):
                     self.bad += 1
                     pending.write(_quarantine_record(item, self.claimed_at))
@@ -304,6 +335,7 @@ class ClaimedFile:
         if not self._complete:
             raise RuntimeError(f"{self!r}: finish() before lines() was read to the end")
         source = self._source
+        self._keep_lease()
         if self.bad:
             source.quarantine_dir.mkdir(mode=0o700, exist_ok=True)  # raw prompts inside
             target = source.quarantine_dir / (self._name + ".errors" + SUFFIX)
@@ -316,6 +348,8 @@ class ClaimedFile:
         os.utime(self.path, (stamp, stamp))
         done = _move_unique(self.path, source.done_dir, self._name, tag="")
         _remove(self._pending)
+        if source.leases is not None:
+            source.leases.release(self._name)
         log.info(
             "spool file done",
             extra={
@@ -327,6 +361,14 @@ class ClaimedFile:
                 "bad": self.bad,
             },
         )
+
+    def _keep_lease(self) -> None:
+        leases = self._source.leases
+        if leases is not None and not leases.renew(self._name):
+            raise LeaseLost(
+                f"{self._source.name}: {self._name} was taken over by another replica "
+                "(its lease ran out)"
+            )
 
 
 # ---------------------------------------------------------------------- helpers

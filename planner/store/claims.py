@@ -13,6 +13,12 @@ Each claim counts (``request.claims``): a request whose claims keep growing with
 crashed its worker (a poison pill); :func:`overclaimed` lists them so the caller can dead-letter
 them. Any state change through the store releases the claim and resets the count.
 
+Source units (a spool file) are leased in ``unit_claim`` the same way, one row per unit held:
+:func:`lease_unit` takes a unit that nobody holds or whose lease ran out (a compare-and-set on
+the row, so of two replicas exactly one wins), :func:`renew_unit` keeps it while the owner
+works, :func:`release_unit` deletes it when the unit is done. A replica never recovers a unit
+whose lease is live: its owner is still working on it.
+
 ``now`` is a parameter like everywhere else. Replicas on several hosts should pass
 :func:`database_now` so every lease is measured on one clock, the database's.
 """
@@ -23,13 +29,15 @@ import hashlib
 from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import ColumnElement, func, literal_column, select, text, update
+from sqlalchemy import ColumnElement, delete, func, literal_column, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from planner.core.states import BatchState, RequestState
 from planner.errors import StoreError
 from planner.store._sql import rowcount, translated
-from planner.store.tables import BATCH, REQUEST
+from planner.store.tables import BATCH, REQUEST, UNIT_CLAIM
 
 
 def _is_postgres(session: Session) -> bool:
@@ -172,6 +180,60 @@ def release_batch(session: Session, batch_id: str, worker_id: str) -> bool:
         update(BATCH)
         .where(BATCH.c.id == batch_id, BATCH.c.claimed_by == worker_id)
         .values(claimed_by=None, lease_until=None)
+    )
+    return rowcount(result) == 1
+
+
+@translated
+def lease_unit(
+    session: Session, source: str, unit: str, owner: str, lease: timedelta, now: datetime
+) -> bool:
+    """Take the lease on ``unit`` of ``source`` for ``owner``; ``False`` if someone else holds
+    a live one. A lease of ``owner``'s own, or one that ran out, is (re)taken."""
+    taken = session.execute(
+        update(UNIT_CLAIM)
+        .where(
+            UNIT_CLAIM.c.source == source,
+            UNIT_CLAIM.c.unit == unit,
+            (UNIT_CLAIM.c.owner == owner) | (UNIT_CLAIM.c.lease_until < now),
+        )
+        .values(owner=owner, claimed_at=now, lease_until=now + lease)
+    )
+    if rowcount(taken) == 1:
+        return True
+    insert = pg_insert if _is_postgres(session) else sqlite_insert
+    created = session.execute(
+        insert(UNIT_CLAIM)
+        .values(source=source, unit=unit, owner=owner, claimed_at=now, lease_until=now + lease)
+        .on_conflict_do_nothing(index_elements=["source", "unit"])
+        .returning(UNIT_CLAIM.c.unit)
+    )
+    return created.first() is not None
+
+
+@translated
+def renew_unit(
+    session: Session, source: str, unit: str, owner: str, lease: timedelta, now: datetime
+) -> bool:
+    """Extend ``owner``'s lease on ``unit``; ``False`` means another worker took it over (the
+    lease ran out meanwhile): stop working on the unit."""
+    result = session.execute(
+        update(UNIT_CLAIM)
+        .where(
+            UNIT_CLAIM.c.source == source, UNIT_CLAIM.c.unit == unit, UNIT_CLAIM.c.owner == owner
+        )
+        .values(lease_until=now + lease)
+    )
+    return rowcount(result) == 1
+
+
+@translated
+def release_unit(session: Session, source: str, unit: str, owner: str) -> bool:
+    """Drop ``owner``'s lease on ``unit`` (the unit is done or given back)."""
+    result = session.execute(
+        delete(UNIT_CLAIM).where(
+            UNIT_CLAIM.c.source == source, UNIT_CLAIM.c.unit == unit, UNIT_CLAIM.c.owner == owner
+        )
     )
     return rowcount(result) == 1
 

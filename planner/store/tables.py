@@ -282,6 +282,20 @@ class SendRow(StoreModel, table=True):
     delivery_id: str | None = Field(default=None, sa_column=Column(String(64)))
 
 
+class UnitClaimRow(StoreModel, table=True):
+    """A lease on one unit of a source (a spool file) while a worker ingests it
+    (``store/claims.py``): who holds it and until when; the row is gone once the unit is done.
+    A unit whose lease is live belongs to its owner: no other replica recovers it."""
+
+    __tablename__ = "unit_claim"
+
+    source: str = Field(sa_column=Column(String(200), primary_key=True))
+    unit: str = Field(sa_column=Column(String(512), primary_key=True))
+    owner: str = Field(sa_column=Column(String(200), nullable=False))
+    claimed_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    lease_until: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+
+
 METADATA: MetaData = StoreModel.metadata
 REQUEST: Table = METADATA.tables["request"]
 BATCH: Table = METADATA.tables["batch"]
@@ -290,3 +304,4 @@ LEDGER: Table = METADATA.tables["ledger"]
 STAGE_RUN: Table = METADATA.tables["stage_run"]
 ENQUEUED_LIMIT: Table = METADATA.tables["enqueued_limit"]
 SEND: Table = METADATA.tables["send"]
+UNIT_CLAIM: Table = METADATA.tables["unit_claim"]
