@@ -2,7 +2,10 @@
 
 ``StoreUnitLeases`` implements ``planner.sources.base.UnitLeases`` over ``store/claims.py``:
 each call is one short transaction, and every lease is measured on the database's clock, so
-replicas on several hosts agree on when one ran out whatever their own clocks say.
+replicas on several hosts agree on when one ran out whatever their own clocks say. A lease
+whose owner is certainly gone (a process on this host that no longer runs: ``process.py``) is
+taken over at once instead of waiting for it to run out, so a restart after a kill reads the
+killed process's file again straight away.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session
 
+from planner.pipeline.process import certainly_gone
 from planner.store import claims
 
 DEFAULT_UNIT_LEASE = timedelta(minutes=2)
@@ -38,7 +42,14 @@ class StoreUnitLeases:
     def acquire(self, unit: str) -> bool:
         with self._session_factory() as session, session.begin():
             now = claims.database_now(session)
-            return claims.lease_unit(session, self.source, unit, self.owner, self.lease, now)
+            if claims.lease_unit(session, self.source, unit, self.owner, self.lease, now):
+                return True
+            holder = claims.unit_owner(session, self.source, unit)
+            if holder is not None and not certainly_gone(holder):
+                return False  # a live replica's (or one this host cannot judge: it runs out)
+            return claims.lease_unit(
+                session, self.source, unit, self.owner, self.lease, now, gone=holder
+            )
 
     def renew(self, unit: str) -> bool:
         with self._session_factory() as session, session.begin():

@@ -186,17 +186,24 @@ def release_batch(session: Session, batch_id: str, worker_id: str) -> bool:
 
 @translated
 def lease_unit(
-    session: Session, source: str, unit: str, owner: str, lease: timedelta, now: datetime
+    session: Session,
+    source: str,
+    unit: str,
+    owner: str,
+    lease: timedelta,
+    now: datetime,
+    *,
+    gone: str | None = None,
 ) -> bool:
     """Take the lease on ``unit`` of ``source`` for ``owner``; ``False`` if someone else holds
-    a live one. A lease of ``owner``'s own, or one that ran out, is (re)taken."""
+    a live one. A lease of ``owner``'s own, one that ran out, or one held by ``gone`` (an owner
+    the caller knows has stopped) is (re)taken."""
+    free = (UNIT_CLAIM.c.owner == owner) | (UNIT_CLAIM.c.lease_until < now)
+    if gone is not None:
+        free = free | (UNIT_CLAIM.c.owner == gone)
     taken = session.execute(
         update(UNIT_CLAIM)
-        .where(
-            UNIT_CLAIM.c.source == source,
-            UNIT_CLAIM.c.unit == unit,
-            (UNIT_CLAIM.c.owner == owner) | (UNIT_CLAIM.c.lease_until < now),
-        )
+        .where(UNIT_CLAIM.c.source == source, UNIT_CLAIM.c.unit == unit, free)
         .values(owner=owner, claimed_at=now, lease_until=now + lease)
     )
     if rowcount(taken) == 1:
@@ -209,6 +216,14 @@ def lease_unit(
         .returning(UNIT_CLAIM.c.unit)
     )
     return created.first() is not None
+
+
+@translated
+def unit_owner(session: Session, source: str, unit: str) -> str | None:
+    """Who holds the lease on ``unit`` (live or not), if anyone."""
+    return session.execute(
+        select(UNIT_CLAIM.c.owner).where(UNIT_CLAIM.c.source == source, UNIT_CLAIM.c.unit == unit)
+    ).scalar_one_or_none()
 
 
 @translated

@@ -58,6 +58,16 @@ def test_a_lease_that_ran_out_is_taken_over(factory: sessionmaker[Session]) -> N
     assert renew(factory, "a.jsonl", "w2", much_later)
 
 
+def test_a_lease_of_an_owner_known_gone_is_taken_over(factory: sessionmaker[Session]) -> None:
+    assert lease(factory, "a.jsonl", "dead-one")
+    with factory() as s, s.begin():
+        assert claims.unit_owner(s, "spool", "a.jsonl") == "dead-one"
+        assert not claims.lease_unit(s, "spool", "a.jsonl", "w2", LEASE, NOW, gone="other")
+        assert claims.lease_unit(s, "spool", "a.jsonl", "w2", LEASE, NOW, gone="dead-one")
+        assert claims.unit_owner(s, "spool", "a.jsonl") == "w2"
+        assert claims.unit_owner(s, "spool", "b.jsonl") is None
+
+
 def test_concurrent_claimers_one_winner_per_unit(factory: sessionmaker[Session]) -> None:
     """Eight workers race for the same twenty units (a fresh one and one that ran out)."""
     units = [f"u{i}.jsonl" for i in range(20)]

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from planner.config import load_config
@@ -113,6 +117,33 @@ def test_a_live_claim_is_never_recovered_by_another_replica(
     assert list((spool / ".claimed").iterdir()) == [] and leases_left(factory) == 0
     events = [getattr(r, "event", "") for r in caplog.records]
     assert "spool_recovered" not in events and failures(caplog) == []
+
+
+def test_a_killed_process_on_this_host_leaves_its_file_to_the_next_at_once(
+    tmp_path: Path, factory: Callable[[], Session]
+) -> None:
+    """A lease held by a process of this host that no longer runs (kill -9, then a restart)
+    does not have to run out: the restarted process reads the file again straight away."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    drop(spool, "a.jsonl")
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    elsewhere = replica(spool, factory, "other-host:1:feedfacecafe")
+    (claim,) = list(elsewhere.claim(clock.utc_now()))
+    del claim  # a replica on another host holds it: this host cannot tell it died, so it waits
+    restarted = replica(spool, factory, f"{socket.gethostname()}:{os.getpid()}:abcdefabcdef")
+    assert ingest_all([restarted], factory, clock.utc_now()).units == 0
+    with factory() as session, session.begin():  # as if that replica had been this host's
+        session.execute(
+            update(UNIT_CLAIM).values(owner=f"{socket.gethostname()}:{int(done.stdout)}:0123")
+        )
+    assert ingest_all([restarted], factory, clock.utc_now()).units == 1
+    assert stored(factory) == LINES and leases_left(factory) == 0
 
 
 def test_a_dead_replicas_file_is_taken_over_and_its_owner_steps_aside(
