@@ -30,7 +30,7 @@ from planner.pipeline.intake import IntakeResult, ingest_all, ingest_source
 from planner.pipeline.leases import StoreUnitLeases
 from planner.pipeline.plan import PLAN_LOCK, run_plan_stage
 from planner.runtime import clock
-from planner.runtime.runner import build_context
+from planner.runtime.wiring import build_context
 from planner.sources import JsonlDirSource
 from planner.store import claims
 from planner.store import requests as store_requests
