@@ -308,7 +308,12 @@ def run(
     else:
         for stage, figures in summary.stages.items():
             out.print(f"[bold]{stage:12}[/] " + ", ".join(f"{k} {v}" for k, v in figures.items()))
-        sinks = ", ".join(str(s.path) for s in cfg.sinks.values()) or "no sink configured"
+        sinks = (
+            ", ".join(
+                str(getattr(s, "path", None) or getattr(s, "url", "")) for s in cfg.sinks.values()
+            )
+            or "no sink configured"
+        )
         out.print(f"results: {sinks}; money so far: planner status -c {config}")
     if summary.every_call_failed:  # a cron script must see it: no key, a bad key, no network
         _fail(1, ["error: every provider call failed (see the log above); nothing was sent"])

@@ -7,6 +7,7 @@ Public API::
     validate_file(path, *, catalog=None) -> list[str]       # "FILE:LINE:COL: message" each
     parse_config(text, *, filename, base_dir, catalog) -> PlannerConfig
     resolve_api_key(provider_cfg, environ) -> SecretStr | None
+    resolve_secret(env_name, file, environ, what) -> SecretStr | None
     resolve_store_url(cfg, environ) -> str
     default_config_path() -> Path;  reference_rows() -> list[(key, type, default, description)]
 """
@@ -16,6 +17,7 @@ from planner.config.load import (
     load_config,
     parse_config,
     resolve_api_key,
+    resolve_secret,
     resolve_store_url,
     validate_file,
 )
@@ -37,6 +39,7 @@ from planner.config.schema import (
     SinkConfig,
     SourceConfig,
     StoreConfig,
+    WebhookSinkConfig,
     reference_rows,
 )
 from planner.config.units import Listen, SubmitSchedule
@@ -61,11 +64,13 @@ __all__ = [
     "SourceConfig",
     "StoreConfig",
     "SubmitSchedule",
+    "WebhookSinkConfig",
     "default_config_path",
     "load_config",
     "parse_config",
     "reference_rows",
     "resolve_api_key",
+    "resolve_secret",
     "resolve_store_url",
     "validate_file",
 ]

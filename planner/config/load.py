@@ -507,6 +507,10 @@ def _check_config(cfg: PlannerConfig, doc: Document) -> list[Problem]:
                 f"same folder as source {show(seen[source.path])}",
             )
         seen[source.path] = name
+    for name, sink in cfg.sinks.items():
+        secrets = [getattr(sink, k, None) for k in ("secret_env", "secret_file")]
+        if sink.kind == "webhook" and secrets.count(None) != 1:
+            add(("sinks", name), "key", "a webhook sink needs one of secret_env, secret_file")
     intake = cfg.intake
     if intake.enabled and not intake.listen.is_loopback and intake.tokens_file is None:
         add(("intake", "listen"), "value", "intake off loopback needs intake.tokens_file")
@@ -645,6 +649,25 @@ def resolve_api_key(provider: ProviderBase, environ: Mapping[str, str]) -> Secre
         return SecretStr(text)
     name = provider.key_env_name()
     value = environ.get(name, "").strip() if name else ""
+    return SecretStr(value) if value else None
+
+
+def resolve_secret(
+    env_name: str | None, file: str | None, environ: Mapping[str, str], what: str
+) -> SecretStr | None:
+    """A secret from its file (``${NAME}`` expanded) or environment variable; ``None`` when
+    neither is set. ``what`` names the setting in errors, which never show the content."""
+    if file is not None:
+        path = Path(_expand(file, environ))
+        try:
+            text = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise ConfigError([f"{what} {path}: cannot read: {reason}"]) from None
+        if not text:
+            raise ConfigError([f"{what} {path}: the file is empty"])
+        return SecretStr(text)
+    value = environ.get(env_name, "").strip() if env_name else ""
     return SecretStr(value) if value else None
 
 

@@ -442,7 +442,37 @@ class JsonlDirSinkConfig(Section):
     path: ConfigPath = Field(description="The results folder (relative to the config file).")
 
 
-SinkConfig = Annotated[Union[JsonlDirSinkConfig], Field(discriminator="kind")]  # noqa: UP007
+class WebhookSinkConfig(Section):
+    """Each result POSTed to a URL, signed, and retried until the receiver accepts it."""
+
+    kind: Literal["webhook"] = Field(
+        description="webhook: POST each result (and dead letter) as JSON to a URL."
+    )
+    url: HttpUrl = Field(description="Where to POST (http:// or https://, no user or query).")
+    secret_env: EnvName | None = Field(
+        None,
+        description="Name of the environment variable holding the signing secret "
+        "(X-Planner-Signature: sha256=HMAC-SHA256 of the body); this or secret_file is required.",
+    )
+    secret_file: SecretFilePath | None = Field(
+        None, description="File holding the signing secret (e.g. ${CREDENTIALS_DIRECTORY}/hook)."
+    )
+    timeout: Duration = Field(timedelta(seconds=10), description="Timeout of one POST.")
+    retry_base: Duration = Field(
+        timedelta(seconds=5),
+        description="First back-off after a failed POST; doubles per failure (full jitter).",
+    )
+    retry_cap: Duration = Field(
+        timedelta(minutes=15),
+        description="Longest back-off; a result is retried at least this often until "
+        "delivered, never dropped.",
+    )
+
+
+SinkConfig = Annotated[
+    Union[JsonlDirSinkConfig, WebhookSinkConfig],  # noqa: UP007
+    Field(discriminator="kind"),
+]
 
 
 class PolicyConfig(Section):

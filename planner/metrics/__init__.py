@@ -68,7 +68,7 @@ log = logging.getLogger(__name__)
 
 OTHER_MODEL = "other"
 
-STAGES: tuple[str, ...] = ("submit", "flush", "interactive", "poll", "housekeeping")
+STAGES: tuple[str, ...] = ("submit", "flush", "interactive", "poll", "outbox", "housekeeping")
 """The daemon's jobs (``runtime/daemon.py``), besides one ``ingest:<source>`` per source; each
 exports its last success and its configured interval."""
 

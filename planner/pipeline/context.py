@@ -30,6 +30,8 @@ class StageContext:
     providers: Mapping[str, BatchProvider]
     sources: Sequence[Source]
     sinks_for: Callable[[str], Sequence[Sink]]  # source name -> the sinks its results go to
+    # every configured sink by name (the outbox stage finds a queued row's sink here)
+    sinks: Mapping[str, Sink] = field(default_factory=dict)
     rate_limits: Mapping[str, RateLimits] = field(default_factory=dict)  # by provider name
     max_attempts: int = 3  # attempts per request before it is dead-lettered
     interactive_concurrency: int = 8

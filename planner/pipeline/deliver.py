@@ -4,7 +4,9 @@ Used by both collect (batch lines) and the interactive executor. Order: the sink
 delivery are written first, atomically and under a ``delivery_id`` that the same outcomes
 always get again; then one transaction records the ledger (unique per request attempt) and the
 state changes. A crash in between repeats the delivery, which rewrites the same files: every
-request ends with exactly one result line or one dead-letter line.
+request ends with exactly one result line or one dead-letter line. Queued sinks (webhooks) are
+not called here: their records go into the store's outbox in that same transaction, and
+``pipeline/outbox.py`` sends them.
 
 A rejected request (the policy would not send it) gets its dead-letter line here too, after
 planning recorded the rejection (:func:`deliver_rejected`).
@@ -33,9 +35,11 @@ from planner.core.cost import actual_cost
 from planner.core.model import Lane, Usage
 from planner.core.states import RequestState
 from planner.pipeline.context import StageContext
+from planner.pipeline.outbox import outbox_entries
 from planner.providers.base import FLEX_TIER, LineResult
-from planner.sinks.base import Record
+from planner.sinks.base import Record, is_queued
 from planner.store import ledger as store_ledger
+from planner.store import outbox as store_outbox
 from planner.store import rejections as store_rejections
 from planner.store import requests as store_requests
 from planner.store.requests import StoredRequest
@@ -137,11 +141,16 @@ def deliver_rejected(ctx: StageContext, now: datetime) -> int:
         for stored in chunk:
             dead[stored.request.source].append(_rejected_record(stored, now))
         name = rejected_delivery_id(chunk)
+        queued: list[store_outbox.Entry] = []  # for queued sinks (webhooks): committed below
         for source, records in dead.items():
             for sink in ctx.sinks_for(source):
-                sink.deliver(name, [], records)
+                if is_queued(sink):
+                    queued += outbox_entries(sink.name, [], records)
+                else:
+                    sink.deliver(name, [], records)
         with ctx.session_factory() as session, session.begin():
             store_rejections.mark_delivered(session, chunk)
+            store_outbox.enqueue(session, queued, now)
         written += len(chunk)
 
 
@@ -195,12 +204,17 @@ def settle(
             if o.result.raw is not None:
                 record["raw"] = o.result.raw
             dead[source].append(record)
+    queued: list[store_outbox.Entry] = []  # for queued sinks (webhooks): committed below
     for source in set(results) | set(dead):
         for sink in ctx.sinks_for(source):
-            sink.deliver(delivery_id, results.get(source, []), dead.get(source, []))
+            if is_queued(sink):
+                queued += outbox_entries(sink.name, results.get(source, []), dead.get(source, []))
+            else:
+                sink.deliver(delivery_id, results.get(source, []), dead.get(source, []))
     crashpoints.reached("after_sink_write")
     with ctx.session_factory() as session, session.begin():
         store_ledger.record_results(session, billed, now)
+        store_outbox.enqueue(session, queued, now)
         succeeded: dict[Lane, list[int]] = defaultdict(list)
         for o in outcomes:
             if o.result.ok:

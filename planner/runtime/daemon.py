@@ -57,6 +57,7 @@ _log = logging.getLogger(__name__)
 logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one INFO line per job run
 
 FLUSH_CHECK = timedelta(seconds=30)
+OUTBOX_CHECK = timedelta(seconds=10)  # webhook records due again (each row has its own back-off)
 WATCHDOG_STALE = 15 * 60.0  # seconds without a finished job before systemd stops being told ok
 HOUSEKEEPING = timedelta(minutes=15)  # claims, orphan uploads (kept 1 h at least), retention
 MISFIRE_GRACE = 60  # seconds a late job may still run (APScheduler 3.x defaults to 1 s)
@@ -151,6 +152,10 @@ class Daemon:
         if figures["poll"]["finished"] or figures["collect"]["batches"]:
             self.idle_queue = None  # room in the enqueued-token queues: plan what was deferred
 
+    def outbox(self, now: datetime) -> None:
+        """Records a queued sink (a webhook) has not accepted yet, when due again."""
+        self._run(now, {"outbox"})
+
     def housekeeping(self, now: datetime) -> None:
         """Expired claims, orphan uploads at the providers, store retention."""
         self._run(now, {"housekeeping"})
@@ -188,6 +193,7 @@ class Daemon:
                 IntervalTrigger(seconds=cfg.schedule.poll.total_seconds()),
                 self.poll_and_collect,
             ),
+            ("outbox", IntervalTrigger(seconds=OUTBOX_CHECK.total_seconds()), self.outbox),
             (
                 "housekeeping",
                 IntervalTrigger(seconds=HOUSEKEEPING.total_seconds()),

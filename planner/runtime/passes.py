@@ -1,9 +1,10 @@
 """The order of a pass over the pipeline's stages, written once, and the observer of each step.
 
 A pass is: ingest (every source), plan and submit, the interactive lane, escape + poll +
-collect, housekeeping. ``run --once`` runs :data:`PASS` in order (``runtime/runner.py``); the
-daemon (``runtime/daemon.py``) schedules the same steps as jobs on their own intervals, and a
-job that runs several steps runs them in this order through :func:`run_steps`. Every step hands
+collect, the outbox of queued sinks (webhooks), housekeeping. ``run --once`` runs :data:`PASS`
+in order (``runtime/runner.py``); the daemon (``runtime/daemon.py``) schedules the same steps as
+jobs on their own intervals, and a job that runs several steps runs them in this order through
+:func:`run_steps`. Every step hands
 its stage results to one :class:`Observer` (``runtime/observer.py`` turns them into metrics and
 log lines), in both modes, so ``run --once`` and the daemon count and log the same things.
 
@@ -28,6 +29,7 @@ from planner.pipeline.escape import EscapeResult, run_escape_stage
 from planner.pipeline.housekeeping import HousekeepingResult, run_housekeeping_stage
 from planner.pipeline.intake import IntakeResult, ingest_all
 from planner.pipeline.interactive import InteractiveResult, run_interactive_stage
+from planner.pipeline.outbox import run_outbox_stage
 from planner.pipeline.plan import PlanStageResult, run_plan_stage
 from planner.pipeline.poll import PollResult, run_poll_stage
 from planner.pipeline.submit import SubmitResult, run_submit_stage
@@ -135,6 +137,17 @@ def poll_and_collect(ctx: StageContext, now: datetime, observer: Observer, pace:
     }
 
 
+def outbox(ctx: StageContext, now: datetime, observer: Observer, pace: Pace) -> Figures:
+    """Records waiting for a queued sink (a webhook) that is due again."""
+    result = run_outbox_stage(ctx, now)
+    return {
+        "outbox": {
+            "delivered": sum(result.delivered.values()),
+            "failed": sum(result.failed.values()),
+        }
+    }
+
+
 def housekeeping(ctx: StageContext, now: datetime, observer: Observer, pace: Pace) -> Figures:
     """Expired claims, orphan uploads at the providers, store retention."""
     result = run_housekeeping_stage(ctx, now)
@@ -153,6 +166,7 @@ PASS: tuple[tuple[str, Step], ...] = (
     ("submit", plan_and_submit),
     ("interactive", interactive),
     ("poll", poll_and_collect),
+    ("outbox", outbox),
     ("housekeeping", housekeeping),
 )
 """One pass, in order; the names are the daemon's job (stage) names (``metrics.STAGES``)."""

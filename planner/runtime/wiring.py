@@ -19,9 +19,14 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from sqlalchemy.orm import Session
 
-from planner.config import load_config, resolve_api_key, resolve_store_url
+from planner.config import load_config, resolve_api_key, resolve_secret, resolve_store_url
 from planner.config.prices import shipped_catalog
-from planner.config.schema import GeminiProviderConfig, PlannerConfig
+from planner.config.schema import (
+    GeminiProviderConfig,
+    PlannerConfig,
+    SinkConfig,
+    WebhookSinkConfig,
+)
 from planner.core.budget import BudgetBook, BudgetKey, BudgetRules, Scope
 from planner.core.catalog import Catalog
 from planner.core.flush import DeadlineRules, FlushRules
@@ -29,6 +34,7 @@ from planner.core.limits import BatchLimits, RateLimits, default_limits, merge_l
 from planner.core.model import Endpoint, Lane, ProviderKind, Request
 from planner.core.pack import PackGroup
 from planner.core.policy import PolicyRules
+from planner.core.retry import RetryPolicy
 from planner.errors import ConfigError
 from planner.metrics import Group, Metrics, StoreReading
 from planner.pipeline.context import StageContext
@@ -41,7 +47,7 @@ from planner.providers import compat_wire, create_provider, gemini_wire, openai_
 from planner.providers.base import BatchLine, BatchProvider
 from planner.runtime import clock
 from planner.runtime.logging import register_secret
-from planner.sinks import SINKS
+from planner.sinks import JsonlDirSink, WebhookSink
 from planner.sinks.base import Sink
 from planner.sources import JsonlDirSource
 from planner.sources.base import ParsedLine, Source
@@ -256,8 +262,35 @@ def build_providers(
     return providers
 
 
-def build_sinks(cfg: PlannerConfig) -> Callable[[str], list[Sink]]:
-    sinks: dict[str, Sink] = {name: SINKS[s.kind](name, s.path) for name, s in cfg.sinks.items()}
+def build_sink(name: str, s: SinkConfig, environ: Mapping[str, str]) -> Sink:
+    """One configured sink; a webhook's secret is read here and registered for redaction."""
+    if isinstance(s, WebhookSinkConfig):
+        secret = resolve_secret(s.secret_env, s.secret_file, environ, f"sinks.{name}.secret_file")
+        if secret is None:
+            raise ConfigError([f"sinks.{name}: no signing secret ({s.secret_env} is not set)"])
+        register_secret(secret)
+        retry = RetryPolicy(
+            base_seconds=s.retry_base.total_seconds(), cap_seconds=s.retry_cap.total_seconds()
+        )
+        return WebhookSink(
+            name,
+            s.url,
+            secret.get_secret_value(),
+            timeout=s.timeout.total_seconds(),
+            retry=retry,
+        )
+    return JsonlDirSink(name, s.path)
+
+
+def build_sink_map(cfg: PlannerConfig, environ: Mapping[str, str]) -> dict[str, Sink]:
+    return {name: build_sink(name, s, environ) for name, s in cfg.sinks.items()}
+
+
+def build_sinks(
+    cfg: PlannerConfig, sinks: Mapping[str, Sink] | None = None
+) -> Callable[[str], list[Sink]]:
+    """Which sinks each source's results go to (its ``sink``, or every sink)."""
+    sinks = build_sink_map(cfg, os.environ) if sinks is None else sinks
     every = list(sinks.values())
     routes = {
         name: ([sinks[s.sink]] if s.sink is not None else every) for name, s in cfg.sources.items()
@@ -285,13 +318,15 @@ def build_context(cfg: PlannerConfig, *, sandbox_url: str | None) -> StageContex
         )
     catalog = catalog_for(cfg)
     session_factory = open_store(cfg)
+    sinks = build_sink_map(cfg, os.environ)
     return StageContext(
         session_factory=session_factory,
         catalog=catalog,
         planner=build_planner(cfg, catalog),
         providers=build_providers(cfg, sandbox_url, os.environ),
         sources=build_sources(cfg, catalog, session_factory),
-        sinks_for=build_sinks(cfg),
+        sinks_for=build_sinks(cfg, sinks),
+        sinks=sinks,
         rate_limits={
             name: RateLimits(p.requests_per_minute, p.tokens_per_minute)
             for name, p in cfg.providers.items()

@@ -1,10 +1,15 @@
-"""Where results go. The config's ``kind`` names the class here (``SINKS``)."""
+"""Where results go. The config's ``kind`` names the class here (``SINKS``).
+
+Constructors differ per kind (a folder, a URL and its secret); ``runtime/wiring.py`` maps each
+configuration section onto its class's constructor.
+"""
 
 from __future__ import annotations
 
-from planner.sinks.base import Record, Sink
+from planner.sinks.base import Record, Sink, is_queued
 from planner.sinks.jsonl_dir import JsonlDirSink
+from planner.sinks.webhook import WebhookSink
 
-SINKS: dict[str, type[JsonlDirSink]] = {JsonlDirSink.kind: JsonlDirSink}
+SINKS: dict[str, type[Sink]] = {JsonlDirSink.kind: JsonlDirSink, WebhookSink.kind: WebhookSink}
 
-__all__ = ["SINKS", "JsonlDirSink", "Record", "Sink"]
+__all__ = ["SINKS", "JsonlDirSink", "Record", "Sink", "WebhookSink", "is_queued"]

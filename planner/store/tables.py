@@ -296,6 +296,28 @@ class UnitClaimRow(StoreModel, table=True):
     lease_until: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
 
 
+class OutboxRow(StoreModel, table=True):
+    """A record waiting for a queued sink (a webhook): written in the transaction that settles
+    its request, deleted once the sink accepted it (``store/outbox.py``). ``key`` is the
+    record's idempotency key, unique per sink; ``owner``/``lease_until`` the worker sending it;
+    ``next_attempt_at`` when a failed one is tried again."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (UniqueConstraint("sink", "key"), Index(None, "next_attempt_at"))
+
+    id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True))
+    sink: str = Field(sa_column=Column(String(200), nullable=False))
+    key: str = Field(sa_column=Column(String(200), nullable=False))
+    event: str = Field(sa_column=Column(String(16), nullable=False))  # "result" | "dead"
+    body_json: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    attempts: int = Field(default=0, sa_column=Column(Integer, nullable=False))
+    next_attempt_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    owner: str | None = Field(default=None, sa_column=Column(String(200)))
+    lease_until: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+
+
 METADATA: MetaData = StoreModel.metadata
 REQUEST: Table = METADATA.tables["request"]
 BATCH: Table = METADATA.tables["batch"]
@@ -305,3 +327,4 @@ STAGE_RUN: Table = METADATA.tables["stage_run"]
 ENQUEUED_LIMIT: Table = METADATA.tables["enqueued_limit"]
 SEND: Table = METADATA.tables["send"]
 UNIT_CLAIM: Table = METADATA.tables["unit_claim"]
+OUTBOX: Table = METADATA.tables["outbox"]

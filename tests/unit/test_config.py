@@ -679,3 +679,25 @@ def test_implicit_default_policy_must_exist(tmp_path: Path) -> None:
     )
     message = "no policy: given and no policy named 'default' defined"
     assert _problems(tmp_path, text) == [f"{file}:3:3: {message}", f"{file}:4:1: {message}"]
+
+
+def test_webhook_sink_needs_one_signing_secret(tmp_path: Path) -> None:
+    text = (
+        "sinks:\n"
+        "  none: {kind: webhook, url: 'https://example.com/hook'}\n"
+        "  both: {kind: webhook, url: 'https://example.com/hook', secret_env: S,"
+        " secret_file: /run/s}\n"
+        "  good: {kind: webhook, url: 'https://example.com/hook', secret_env: S}\n"
+    )
+    problems = _problems(tmp_path, text)
+    where = [p.split(": ", 1)[0].rsplit(":", 2)[-2] for p in problems]
+    assert [p.split(": ", 1)[1] for p in problems] == [
+        "a webhook sink needs one of secret_env, secret_file"
+    ] * 2
+    assert where == ["2", "3"]
+
+
+def test_webhook_url_with_credentials_is_refused_unechoed(tmp_path: Path) -> None:
+    text = "sinks:\n  h: {kind: webhook, url: 'https://u:pw@example.com/h?k=1', secret_env: S}\n"
+    (problem,) = _problems(tmp_path, text)
+    assert "expected an http:// or https:// URL" in problem and "u:pw" not in problem
