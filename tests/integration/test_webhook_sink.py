@@ -54,11 +54,13 @@ def receiver() -> Iterator[Receiver]:
     r.stop()
 
 
-def workspace(tmp_path: Path, url: str, *, urgent: bool = False) -> Path:
+def workspace(tmp_path: Path, url: str, *, urgent: bool = False, rejected: bool = False) -> Path:
     spool = tmp_path / "spool"
     spool.mkdir()
     deadline = ', "deadline": "1h"' if urgent else ""
     lines = [f'{{"id": "r{i}", "prompt": "Say {i}."{deadline}}}' for i in range(N)]
+    if rejected:  # no configured provider serves it: rejected when planned, a dead letter
+        lines.append('{"id": "g1", "model": "gemini-2.5-flash", "prompt": "Hi."}')
     (spool / "in.jsonl").write_text("\n".join(lines) + "\n")
     (tmp_path / "planner.yaml").write_text(CONFIG.format(url=url))
     return tmp_path / "planner.yaml"
@@ -79,7 +81,7 @@ def test_a_receiver_down_at_first_gets_every_result_once_after_a_restart(
     caplog.set_level(logging.DEBUG)
     monkeypatch.setenv("HOOK_SECRET", SECRET)
     sandbox = sandbox_factory()
-    config = workspace(tmp_path, receiver.url)
+    config = workspace(tmp_path, receiver.url, rejected=True)
     cfg = load_config(config)
     ctx = build_context(cfg, sandbox_url=sandbox.url)
     summary = run_once(ctx)  # the receiver is not listening yet
@@ -88,7 +90,8 @@ def test_a_receiver_down_at_first_gets_every_result_once_after_a_restart(
         states = store_requests.counts_by_state(session)
     assert states["succeeded"] == N, "the results are settled while the receiver is down"
     rows = pending(ctx.session_factory)
-    assert len(rows) == N and {r["event"] for r in rows} == {"result"}
+    assert len(rows) == N + 1
+    assert sorted(r["event"] for r in rows) == ["dead"] + ["result"] * N
     assert [r["attempts"] for r in rows].count(1) == 1 and rows[0]["last_error"].startswith(
         "webhook hook: ConnectError"
     )
@@ -100,13 +103,16 @@ def test_a_receiver_down_at_first_gets_every_result_once_after_a_restart(
     receiver.start()
     restarted = build_context(load_config(config), sandbox_url=sandbox.url)  # a new process
     done = run_outbox_stage(restarted, clock.utc_now() + timedelta(minutes=2))
-    assert done.delivered == {"hook": N} and pending(restarted.session_factory) == []
-    assert sorted(r.body["id"] for r in receiver.received) == [f"r{i}" for i in range(N)]
-    assert all(r.signature_ok and r.event == "result" for r in receiver.received)
+    assert done.delivered == {"hook": N + 1} and pending(restarted.session_factory) == []
+    by_id = {r.body["id"]: r for r in receiver.received}
+    assert sorted(by_id) == ["g1"] + [f"r{i}" for i in range(N)] and len(receiver.received) == N + 1
+    assert all(r.signature_ok for r in receiver.received)
+    assert by_id["g1"].event == "dead" and by_id["g1"].body["reason"] == "no_provider"
+    assert {by_id[f"r{i}"].event for i in range(N)} == {"result"}
     keys = [r.key for r in receiver.received]
-    assert len(set(keys)) == N and all(k.startswith("plk_") for k in keys)
+    assert len(set(keys)) == N + 1 and all(k.startswith("plk_") for k in keys)
     assert {r.key for r in receiver.received} == {r["key"] for r in rows}, "keys survive retries"
-    body = receiver.received[0].body
+    body = by_id["r0"].body
     assert body["response"] and body["cost_usd"] is not None and body["lane"] == "batch"
     assert run_outbox_stage(restarted, clock.utc_now() + timedelta(hours=1)).delivered == {}
     logged = "\n".join(r.getMessage() + str(r.__dict__) for r in caplog.records)
