@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -253,7 +253,9 @@ def build_report(
                 on_request(seen)
             if item is not None:
                 # the report shows batch sizes, never keys: dropping them keeps memory flat
-                yield replace(item, key="")
+                yield PackItem(
+                    "", item.group, item.line_bytes, item.input_tokens, item.embedding_inputs
+                )
 
     result = pack(batch_items(), planner.limits_for)
     report.add_batches(result.batches, result.oversized)

@@ -18,17 +18,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.util import CommandError
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from planner.errors import StoreError
+
+if TYPE_CHECKING:  # Alembic (and Mako, Pygments) load only when migrating: `plan` never does
+    from alembic.config import Config
 
 _log = logging.getLogger(__name__)
 
@@ -113,6 +113,8 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 
 def alembic_config(connection: Connection | None = None) -> Config:
     """An Alembic config built in code, pointing at the migrations inside the package."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
@@ -121,6 +123,9 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 def upgrade(target: Engine | str | URL, revision: str = "head") -> None:
     """Apply migrations up to ``revision`` (``alembic upgrade head``, programmatically)."""
+    from alembic import command
+    from alembic.util import CommandError
+
     engine = target if isinstance(target, Engine) else make_engine(target)
     try:
         with engine.begin() as connection:
