@@ -248,6 +248,7 @@ def _entry_json(e: ModelEntry) -> dict[str, Any]:
         "checked": e.checked.isoformat() if e.checked else None,
         "retires": e.retires.isoformat() if e.retires else None,
         "successor": e.successor,
+        "routed": e.routed,  # from "retires" on, its prices are the successor's (see prices)
         "prices": [_period_json(p) for p in e.prices],
     }
 

@@ -112,6 +112,8 @@ def test_compat_mode_serves_gemini_format_lines(tmp_path: Path) -> None:
     for key in ("emb-1", "simple-emb"):
         assert answered[key]["response"]["data"][0]["embedding"], key
     assert all(r["usage"]["input_tokens"] > 0 for r in answered.values())
+    (dead,) = [r for r in records if r["id"] == "tools-1"]  # its dead-letter line says why
+    assert "'tools': has no equivalent" in dead["error"]["message"]
     assert planner_status(config)["requests"].get("rejected") == 1
 
 
