@@ -321,9 +321,9 @@ def test_dashboard_money_equals_the_ledger_across_a_restart_with_malformed_resul
 ) -> None:
     sandbox_port, metrics_port, prom_port = free_port(), free_port(), free_port()
     sandbox_url = f"http://127.0.0.1:{sandbox_port}"
-    # malformed result lines, and the first two result downloads fail: a finished batch then
-    # waits for the next poll uncollected, so the "not collected" gauge has something to show
-    faults = "malformed_line_rate=0.08,server_error_first=2,server_error_on=download,seed=11"
+    # malformed result lines; every result download takes 3 s, so a finished batch waits
+    # uncollected long enough for the "not collected" gauge to be scraped
+    faults = "malformed_line_rate=0.08,slow=3,slow_on=download,seed=11"
     sandbox = subprocess.Popen(
         [
             sys.executable,
@@ -430,6 +430,10 @@ def test_dashboard_money_equals_the_ledger_across_a_restart_with_malformed_resul
     assert last["saved"] > first["saved"]
     assert money_of(report_cli(config)) == last  # the CLI's report --json says the same
     every_query_runs(prom)
+
+    # the provider's side: nothing billed twice, malformed result lines included
+    billed = httpx.get(f"{sandbox_url}/_sandbox/ledger", timeout=30).json()["requests"]
+    assert billed and max(r["times_billed"] for r in billed) == 1
 
     # counters never went backwards across the restart: no reset for increase() to guess at
     window = "[10m]"

@@ -622,6 +622,8 @@ def test_naive_time_is_refused(factory: sessionmaker[Session]) -> None:
 
 def test_the_ledger_bills_an_attempt_once(factory: sessionmaker[Session]) -> None:
     ids = ingest(factory, ["a", "b", "c"])
+    with factory() as s:
+        assert ledger.fingerprint(s) == (0, None)
     with factory() as s, s.begin():
         requests.transition_requests(s, ids, RequestState.INTERACTIVE, NOW, lane="interactive")
         items = [
@@ -630,8 +632,13 @@ def test_the_ledger_bills_an_attempt_once(factory: sessionmaker[Session]) -> Non
             ledger.Billed(ids[2], Usage(1, 1), None, None),
         ]
         assert ledger.record_results(s, items, NOW) == 3
+    with factory() as s:
+        billed = ledger.fingerprint(s)
+    assert billed[0] == 3
     with factory() as s, s.begin():
         assert ledger.record_results(s, items, NOW) == 0  # a re-collect after a crash
+    with factory() as s:
+        assert ledger.fingerprint(s) == billed  # nothing added: the metrics keep their sums
     with factory() as s, s.begin():
         requests.transition_requests(s, ids[:1], RequestState.SUCCEEDED, NOW)
     with factory() as s:
@@ -648,6 +655,7 @@ def test_the_ledger_bills_an_attempt_once(factory: sessionmaker[Session]) -> Non
     assert group.cost_usd == Decimal("0.00006")
     assert group.interactive_equiv_usd == Decimal("0.00007")
     assert group.savings_usd == Decimal("0.00001")
+    assert group.overspend_usd == 0
     assert group.unpriced == 1
     assert first.state is RequestState.SUCCEEDED
 
