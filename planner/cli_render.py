@@ -405,6 +405,7 @@ STEP_LABELS = {
     "interactive": "the interactive lane",
     "poll": "polling and collecting batches",
     "housekeeping": "housekeeping (orphan files, retention)",
+    "outbox": "sending queued results to the sinks (outbox)",
 }
 
 

@@ -87,6 +87,10 @@ def test_run_once_is_quiet_under_json_and_in_a_pipe(tmp_path: Path) -> None:
     assert not any(label in piped.stdout + piped.stderr for label in STEP_LABELS.values())
 
 
+def test_every_step_of_a_pass_has_a_label() -> None:
+    assert set(STEPS) <= set(STEP_LABELS), set(STEPS) - set(STEP_LABELS)
+
+
 def test_stage_progress_marks_each_step_done() -> None:
     buffer = io.StringIO()
     console = Console(file=buffer, force_terminal=True, width=80, color_system=None)
