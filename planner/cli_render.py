@@ -6,7 +6,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from planner.config.units import format_duration
 from planner.core.catalog import (
     Catalog,
     ModelEntry,
@@ -334,6 +335,29 @@ def decisions_table(title: str, rows: list[dict[str, Any]]) -> Table:
     return table
 
 
+def turnaround_table(rows: list[dict[str, Any]]) -> Table:
+    """Finished batches per provider and model: p50, p95, and whether the p95 is in force."""
+    table = Table(title="batch turnaround (submitted to finished)")
+    table.add_column("provider / model")
+    for name in ("batches", "p50", "p95"):
+        table.add_column(name, justify="right")
+    table.add_column("policy uses")
+    for r in rows:
+        in_force = (
+            "learned p95"
+            if r["learned"]
+            else f"batch_window (learns after {r['learned_after']} batches)"
+        )
+        table.add_row(
+            f"{r['provider']} / {r['model']}",
+            f"{r['batches']:,}",
+            format_duration(timedelta(seconds=r["p50_seconds"])),
+            format_duration(timedelta(seconds=r["p95_seconds"])),
+            in_force,
+        )
+    return table
+
+
 def render_status(console: Console, data: dict[str, Any]) -> None:
     for title in ("requests", "batches"):
         table = Table(title=f"{title} by state")
@@ -389,6 +413,8 @@ def render_report(console: Console, data: dict[str, Any]) -> None:
     _show(console, _spend_table(f"billed {window} (from the ledger)", data["rows"], data["totals"]))
     if data.get("decisions"):
         _show(console, decisions_table(f"decisions by rule ({window})", data["decisions"]))
+    if data.get("turnaround"):
+        _show(console, turnaround_table(data["turnaround"]))
     if data.get("budgets"):
         _show(console, budget_table("budgets now", data["budgets"]))
     unpriced = data["totals"]["unpriced"]

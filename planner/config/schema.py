@@ -40,6 +40,7 @@ from planner.config.units import (
     show,
 )
 from planner.core.budget import AtCap, BudgetRules
+from planner.core.escape import ONE_RETRY
 from planner.core.policy import PolicyRules
 
 # ---------------------------------------------------------------- value types
@@ -479,7 +480,11 @@ class PolicyConfig(Section):
     """When a request may wait for the Batch API and when it goes interactive."""
 
     batch_window: Duration = Field(
-        timedelta(hours=24), description="How long a batch may take (providers promise 24h)."
+        timedelta(hours=24),
+        description="How long a batch may take (providers promise 24h): the prior of the "
+        "turnaround p95 until 20 batches of a model have finished; a request goes by batch "
+        "when its deadline leaves this p95 plus 27 min for one way out (cancel, re-plan, answer "
+        "interactively).",
     )
     min_savings_usd: USD = Field(
         Decimal(0), description="Batch only when it saves at least this much per request."
@@ -510,6 +515,7 @@ class PolicyConfig(Section):
             default_deadline=self.default_deadline,
             allow_flex=self.allow_flex,
             flex_latency=self.flex_latency,
+            retry_time=ONE_RETRY,
         )
 
 

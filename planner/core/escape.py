@@ -65,3 +65,8 @@ def should_escape(deadline: datetime | None, needed: timedelta, now: datetime) -
     A batch without a deadline never escapes (it waits for the provider, or for expiry).
     """
     return deadline is not None and now >= deadline - needed
+
+
+ONE_RETRY = time_needed(1, 0, None, DEFAULT_ESCAPE_RULES)
+"""The way out for one late request (cancel, re-plan, answer interactively): the retry the
+policy adds to a batch's turnaround before it sends a request by batch (``core/policy.py``)."""

@@ -1,6 +1,7 @@
 """Packing batch-bound requests into provider jobs that respect every limit.
 
-One pass, in received order: each group (provider, model, endpoint) has one open batch; an item
+One pass, in the order given (the planner gives the earliest deadline first): each group
+(provider, model, endpoint, source, deadline band) has one open batch; an item
 that would push it past any limit closes it and opens the next. A batch never mixes groups (both
 providers allow one model per job). An item that exceeds a limit on its own can never be sent in
 a batch; it is returned in ``oversized`` with the limit it breaks, never dropped. Only keys and
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import NamedTuple
 
 from planner.core.limits import BatchLimits
@@ -30,6 +32,20 @@ class PackGroup(NamedTuple):
     # keys are unique per source only; one source per batch keeps them unique in its file
     # (custom_id / key) and in the results joined back by key
     source: str = ""
+    band: int = 0  # deadline band (``deadline_band``): short slack never rides with long
+
+
+MAX_BAND = 4  # slack of this many batch windows or more (or no deadline): one band
+
+
+def deadline_band(slack: timedelta | None, needed: timedelta) -> int:
+    """Which deadline band a batch-bound request packs in: ``floor(slack / needed)``, from 1
+    (just enough slack for one batch) up to ``MAX_BAND`` (``None``: no deadline). Requests of
+    different bands never share a batch, so a request whose deadline comes soon never takes one
+    with a long deadline down with it when its batch must be cancelled (the deadline escape)."""
+    if slack is None or needed <= timedelta(0):
+        return MAX_BAND
+    return max(1, min(MAX_BAND, slack // needed))
 
 
 @dataclass(frozen=True, slots=True)

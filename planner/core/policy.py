@@ -3,8 +3,11 @@
 Order of the rules (first match wins):
 
 1. no interactive price for the model -> rejected, ``unpriced`` (we never guess a price);
-2. batch when it is priced, the deadline leaves at least ``batch_window`` and the saving meets
-   ``min_savings_usd`` (and ``min_savings_ratio`` of the interactive cost, if set);
+2. batch when it is priced, the deadline leaves at least ``batch_window`` (the turnaround's
+   p95: configured, or learned in ``core/turnaround.py``) plus ``retry_time`` (one way out if
+   the batch is late), and the saving meets ``min_savings_usd`` (and ``min_savings_ratio`` of
+   the interactive cost, if set) — unless the request already escaped a batch once
+   (``batch_escaped``): it is never batched again;
 3. else flex when allowed, priced, cheaper than interactive and the deadline leaves at least
    ``flex_latency``;
 4. else interactive, with the reason batch was not chosen;
@@ -40,6 +43,7 @@ class Reason(StrEnum):
     BATCH_UNPRICED = "batch_unpriced"
     UNPRICED = "unpriced"
     FLEX_CHEAPER_THAN_INTERACTIVE = "flex_cheaper_than_interactive"
+    BATCH_ESCAPED = "batch_escaped"  # its batch was cancelled for its deadline: never again
     NO_PROVIDER = "no_provider"  # set by the planner: no configured provider serves the model
     BUDGET_EXHAUSTED = "budget_exhausted"  # held or rejected: the budget has no room for it
     BUDGET_BATCH_ONLY = "budget_batch_only"  # batch instead of a dearer lane the budget refused
@@ -55,6 +59,12 @@ class PolicyRules:
     default_deadline: timedelta | None = None
     allow_flex: bool = False
     flex_latency: timedelta = timedelta(minutes=15)
+    retry_time: timedelta = timedelta(0)  # the way out of a late batch, on top of the window
+
+    @property
+    def batch_needed(self) -> timedelta:
+        """The deadline slack a batch needs: the window plus one retry."""
+        return self.batch_window + self.retry_time
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +136,7 @@ def _batch(case: _Case) -> Reason:
     """``DEADLINE_ALLOWS_BATCH`` if batch fits, else the reason it does not."""
     if case.costs.savings is None:
         return Reason.BATCH_UNPRICED
-    if not case.room_for(case.rules.batch_window):
+    if not case.room_for(case.rules.batch_needed):
         return Reason.DEADLINE_TOO_CLOSE
     if not _savings_enough(case.costs.savings, case.interactive, case.rules):
         return Reason.SAVINGS_BELOW_MINIMUM
@@ -152,7 +162,13 @@ def within_budget(choice: Decision, costs: LaneCosts, budget: BudgetRoom) -> Dec
         return choice
     over = f"{lane.value} costs up to {cost} USD; {budget.remaining} USD left in the budget"
     batch = costs.batch
-    if budget.at_cap is AtCap.BATCH_ONLY and batch is not None and batch <= budget.remaining:
+    rebatch = choice.reason is not Reason.BATCH_ESCAPED
+    if (
+        budget.at_cap is AtCap.BATCH_ONLY
+        and rebatch
+        and batch is not None
+        and batch <= budget.remaining
+    ):
         detail = f"{over}; batch instead ({batch} USD)"
         return Decision(Lane.BATCH, Reason.BUDGET_BATCH_ONLY, detail)
     if budget.at_cap is AtCap.REJECT:
@@ -167,15 +183,23 @@ def decide(
     rules: PolicyRules,
     now: datetime,
     budget: BudgetRoom | None = None,
+    *,
+    escaped: bool = False,
 ) -> Decision:
     """Pick the lane for ``request`` at ``now`` (see the module docstring for the rules);
-    ``budget``: the money left under the budgets that apply (``None``: no budget)."""
-    choice = _by_deadline(request, estimate, costs, rules, now)
+    ``budget``: the money left under the budgets that apply (``None``: no budget);
+    ``escaped``: the request's batch was cancelled for its deadline before."""
+    choice = _by_deadline(request, estimate, costs, rules, now, escaped)
     return choice if budget is None else within_budget(choice, costs, budget)
 
 
 def _by_deadline(
-    request: Request, estimate: TokenEstimate, costs: LaneCosts, rules: PolicyRules, now: datetime
+    request: Request,
+    estimate: TokenEstimate,
+    costs: LaneCosts,
+    rules: PolicyRules,
+    now: datetime,
+    escaped: bool,
 ) -> Decision:
     """Rules 1-4: the cheapest lane that meets the deadline and clears the minimum saving."""
     if costs.interactive is None:
@@ -183,11 +207,12 @@ def _by_deadline(
         return Decision(None, Reason.UNPRICED, detail)
     deadline = deadline_of(request, rules)
     case = _Case(costs, costs.interactive, rules, deadline, now)
-    why = _batch(case)
+    why = Reason.BATCH_ESCAPED if escaped else _batch(case)
     if why is Reason.DEADLINE_ALLOWS_BATCH:
         detail = f"{_deadline_text(deadline)}; saves {costs.savings} USD"
         return Decision(Lane.BATCH, why, detail)
     if _flex_fits(case):
         detail = f"batch not chosen ({why.value}); flex {costs.flex} < {costs.interactive} USD"
-        return Decision(Lane.FLEX, Reason.FLEX_CHEAPER_THAN_INTERACTIVE, detail)
+        reason = why if escaped else Reason.FLEX_CHEAPER_THAN_INTERACTIVE
+        return Decision(Lane.FLEX, reason, detail)
     return Decision(Lane.INTERACTIVE, why, f"{_deadline_text(deadline)}; savings {costs.savings}")

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from planner import crashpoints
 from planner.core.model import Lane
+from planner.core.policy import Reason
 from planner.core.states import FINISHED_BATCH_STATES, BatchState
 from planner.errors import ProviderError
 from planner.pipeline.context import StageContext
@@ -32,6 +33,7 @@ from planner.pipeline.deliver import Outcome, SettleResult, deliver_rejected, se
 from planner.pipeline.shrink import is_token_limited, requeue_token_limited
 from planner.providers.base import MISSING, NOT_EXECUTED, LineResult, RemoteBatch
 from planner.store import batches as store_batches
+from planner.store import budgets as store_budgets
 from planner.store import requests as store_requests
 from planner.store.batches import Batch
 
@@ -129,6 +131,8 @@ def collect_batch(ctx: StageContext, batch: Batch, now: datetime) -> SettleResul
 
     def mark_collected(session: Session) -> None:
         store_requests.refund_attempts(session, refunded, now)
+        # escaped once, never batched again (core/policy.py): the planner reads this mark
+        store_budgets.mark_decisions(session, refunded, Reason.BATCH_ESCAPED.value, now)
         store_batches.transition_batch(
             session,
             batch.id,

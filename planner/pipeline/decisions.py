@@ -11,8 +11,10 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from planner.core.turnaround import MIN_BATCHES, percentile
 from planner.pipeline.plan import Planner, open_book
 from planner.pipeline.preview import budget_rows
+from planner.store import batches as store_batches
 from planner.store import budgets as store_budgets
 
 _PLAN_ONLY = ("planned_usd", "held_requests", "rejected_requests", "held_usd")
@@ -53,5 +55,24 @@ def budgets_now(session: Session, planner: Planner, now: datetime) -> list[dict[
             row.pop(name, None)
         row["held_requests"] = sum(
             n for source, n in held.items() if row["budget"] in map(str, planner.budgets_of(source))
+        )
+    return rows
+
+
+def turnaround_rows(session: Session) -> list[dict[str, Any]]:
+    """Per (provider, model) with finished batches: how many, p50 and p95 in seconds, and
+    whether the learned p95 is in force (``MIN_BATCHES`` or more) or the policy's window."""
+    rows = []
+    for (provider, model), seen in sorted(store_batches.turnarounds(session).items()):
+        rows.append(
+            {
+                "provider": provider,
+                "model": model,
+                "batches": len(seen),
+                "p50_seconds": percentile(seen, 50).total_seconds(),
+                "p95_seconds": percentile(seen, 95).total_seconds(),
+                "learned": len(seen) >= MIN_BATCHES,
+                "learned_after": MIN_BATCHES,
+            }
         )
     return rows

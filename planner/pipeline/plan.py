@@ -8,9 +8,9 @@ clock or touches the store: ``now`` and every collaborator are parameters.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy.orm import Session
@@ -22,18 +22,28 @@ from planner.core.enqueued import LearnedLimit, current, enqueue_budget, with_le
 from planner.core.estimate import TokenCounter, embedding_inputs, estimate
 from planner.core.limits import BatchLimits
 from planner.core.model import Lane, Request, TokenEstimate
-from planner.core.pack import PackGroup, PackItem, PackResult, QueueKey, pack
+from planner.core.pack import (
+    MAX_BAND,
+    PackGroup,
+    PackItem,
+    PackResult,
+    QueueKey,
+    deadline_band,
+    pack,
+)
 from planner.core.policy import (
     BudgetRoom,
     Decision,
     PolicyRules,
     Reason,
+    deadline_of,
     decide,
     lane_cost,
     within_budget,
 )
 from planner.core.retirement import retirement_warnings
 from planner.core.states import RequestState
+from planner.core.turnaround import Turnaround, learn
 from planner.store import batches as store_batches
 from planner.store import budgets as store_budgets
 from planner.store import claims as store_claims
@@ -44,6 +54,7 @@ from planner.store.requests import StoredRequest
 _log = logging.getLogger(__name__)
 
 _PLANNABLE = (RequestState.QUEUED, RequestState.HELD)
+_NO_DEADLINE = datetime.max.replace(tzinfo=UTC)  # sorts after every deadline
 
 # One planner at a time over a shared queue: two replicas packing the same queued requests
 # would both try to move them, and one would fail. A transaction-scoped advisory lock per
@@ -61,6 +72,8 @@ class Assessment:
     estimate: TokenEstimate
     costs: LaneCosts
     decision: Decision
+    deadline: datetime | None = None  # its own, else its policy's default
+    band: int = MAX_BAND  # deadline band it packs in (``core/pack.deadline_band``)
 
     @property
     def lane(self) -> Lane | None:
@@ -90,10 +103,24 @@ class Planner:
     limits_for: Callable[[PackGroup], BatchLimits]
     budget_rules: Mapping[BudgetKey, BudgetRules] = field(default_factory=dict)
     budgets_of: Callable[[str], tuple[BudgetKey, ...]] = _no_budgets  # source -> its budgets
+    # finished batches' turnarounds per (provider, model), from the store (core/turnaround.py)
+    turnarounds: Mapping[QueueKey, Sequence[timedelta]] = field(default_factory=dict)
 
-    def assess(self, request: Request, now: datetime, book: BudgetBook | None = None) -> Assessment:
+    def turnaround(self, provider: str, model: str, rules: PolicyRules) -> Turnaround:
+        """The turnaround of ``provider``'s ``model``: learned, else the policy's window."""
+        return learn(self.turnarounds.get((provider, model), ()), rules.batch_window)
+
+    def assess(
+        self,
+        request: Request,
+        now: datetime,
+        book: BudgetBook | None = None,
+        *,
+        escaped: bool = False,
+    ) -> Assessment:
         """Estimate, price and decide ``request``; with ``book``, within its budgets (a request
-        that fits is reserved in ``book`` at once, so the next one sees the money taken)."""
+        that fits is reserved in ``book`` at once, so the next one sees the money taken);
+        ``escaped``: its batch was cancelled for its deadline before (never batched again)."""
         entry = self.catalog.get(request.model)
         tokens = estimate(
             request,
@@ -106,16 +133,21 @@ class Planner:
             provider, refusal = self.route(request), None
         except ValueError as exc:  # its provider cannot take this line; the message says why
             provider, refusal = None, str(exc)
+        rules = self.rules_for(request)
         if provider is None:
             detail = refusal or (
                 f"no configured provider serves {request.model} on {request.endpoint.value}"
             )
             decision = Decision(None, Reason.NO_PROVIDER, detail)
         else:
-            decision = decide(request, tokens, costs, self.rules_for(request), now)
+            p95 = self.turnaround(provider, request.model, rules).p95
+            rules = replace(rules, batch_window=p95)
+            decision = decide(request, tokens, costs, rules, now, escaped=escaped)
             if book is not None:
                 decision = _budgeted(decision, costs, book, self.budgets_of(request.source))
-        return Assessment(request, provider, entry, tokens, costs, decision)
+        deadline = deadline_of(request, rules)
+        band = deadline_band(None if deadline is None else deadline - now, rules.batch_needed)
+        return Assessment(request, provider, entry, tokens, costs, decision, deadline, band)
 
     def pack_item(self, assessment: Assessment) -> PackItem:
         request, provider = assessment.request, assessment.provider
@@ -123,7 +155,9 @@ class Planner:
             raise ValueError(f"request {request.key} has no provider and cannot be packed")
         return PackItem(
             key=request.key,
-            group=PackGroup(provider, request.model, request.endpoint, request.source),
+            group=PackGroup(
+                provider, request.model, request.endpoint, request.source, assessment.band
+            ),
             line_bytes=self.line_bytes(request, provider),
             input_tokens=assessment.estimate.input_tokens,
             embedding_inputs=embedding_inputs(request),
@@ -132,9 +166,12 @@ class Planner:
     def pack(
         self, batch_bound: Iterable[Assessment], budgets: Mapping[QueueKey, int] | None = None
     ) -> PackResult:
-        """Batches for the assessments whose lane is batch (others are ignored); ``budgets``:
-        input tokens each (provider, model) queue may still take (``core/enqueued.py``)."""
-        items = (self.pack_item(a) for a in batch_bound if a.lane is Lane.BATCH)
+        """Batches for the assessments whose lane is batch (others are ignored), earliest
+        deadline first; ``budgets``: input tokens each (provider, model) queue may still take
+        (``core/enqueued.py``), so the most urgent requests get the room."""
+        bound = [a for a in batch_bound if a.lane is Lane.BATCH]
+        bound.sort(key=lambda a: a.deadline or _NO_DEADLINE)
+        items = (self.pack_item(a) for a in bound)
         return pack(items, self.limits_for, budgets)
 
     def with_learned_limits(
@@ -246,6 +283,10 @@ def _record_decisions(
     return result
 
 
+def _escaped(stored: StoredRequest) -> bool:
+    return stored.decision == Reason.BATCH_ESCAPED.value
+
+
 def open_book(session: Session, planner: Planner, now: datetime) -> BudgetBook | None:
     """Every configured budget at ``now``, from the store: what its windows spent (the ledger)
     and what is in flight (the requests' reservations). ``None`` when no budget is set."""
@@ -335,9 +376,14 @@ def run_plan_stage(
                 _warn_rejections(total)
                 return total
             last_id = queued[-1].id
-            round_planner = planner.with_learned_limits(store_limits.learned_limits(session), now)
+            round_planner = replace(
+                planner.with_learned_limits(store_limits.learned_limits(session), now),
+                turnarounds=store_batches.turnarounds(session),
+            )
             book = open_book(session, round_planner, now)
-            assessed = [(s, round_planner.assess(s.request, now, book)) for s in queued]
+            assessed = [
+                (s, round_planner.assess(s.request, now, book, escaped=_escaped(s))) for s in queued
+            ]
             total.models.update(a.request.model for _, a in assessed)
             for _, a in assessed:
                 if a.decision.outcome == "rejected":

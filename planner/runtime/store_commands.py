@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from planner.config.schema import PlannerConfig
-from planner.pipeline.decisions import budgets_now, decision_rows
+from planner.pipeline.decisions import budgets_now, decision_rows, turnaround_rows
 from planner.runtime import clock
 from planner.runtime.wiring import build_planner, open_store
 from planner.store import batches as store_batches
@@ -84,6 +84,7 @@ def report(cfg: PlannerConfig, since: timedelta | None, now: datetime) -> dict[s
     with open_store(cfg)() as session:
         spend = store_ledger.spend(session, cutoff)
         decisions = decision_rows(session, cutoff)
+        turnaround = turnaround_rows(session)
         budgets = budgets_now(session, build_planner(cfg), now)
     totals = {
         "requests": sum(s.requests for s in spend),
@@ -104,4 +105,5 @@ def report(cfg: PlannerConfig, since: timedelta | None, now: datetime) -> dict[s
         "totals": totals,
         "decisions": decisions,
         "budgets": budgets,
+        "turnaround": turnaround,
     }

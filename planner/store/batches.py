@@ -13,7 +13,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, case, func, insert, select, update
@@ -333,6 +333,33 @@ def enqueued_tokens(
         query = query.where(BATCH.c.id != exclude)
     rows = session.execute(query.group_by(BATCH.c.provider, BATCH.c.model)).all()
     return {(provider, model): int(total or 0) for provider, model, total in rows}
+
+
+TURNAROUND_SAMPLE = 200  # the latest finished batches per (provider, model) that count
+
+
+@translated
+def turnarounds(
+    session: Session, per_model: int = TURNAROUND_SAMPLE
+) -> dict[tuple[str, str], list[timedelta]]:
+    """Submit-to-finish times of the latest ``per_model`` finished batches per (provider,
+    model), for ``core/turnaround.py``. Batches we cancelled (a deadline escape) are left out:
+    their time says when we gave up, not how long the provider takes."""
+    query = (
+        select(BATCH.c.provider, BATCH.c.model, BATCH.c.submitted_at, BATCH.c.finished_at)
+        .where(
+            BATCH.c.submitted_at.is_not(None),
+            BATCH.c.finished_at.is_not(None),
+            BATCH.c.cancel_requested_at.is_(None),
+        )
+        .order_by(BATCH.c.finished_at.desc())
+    )
+    found: dict[tuple[str, str], list[timedelta]] = {}
+    for provider, model, submitted, finished in session.execute(query):
+        seen = found.setdefault((provider, model), [])
+        if len(seen) < per_model:
+            seen.append(max(timedelta(0), finished - submitted))
+    return found
 
 
 @dataclass(frozen=True, slots=True)

@@ -83,6 +83,19 @@ def record_decisions(
 
 
 @translated
+def mark_decisions(session: Session, ids: Iterable[int], rule: str, now: datetime) -> int:
+    """Set the decision of the requests ``ids`` to ``rule`` (e.g. ``batch_escaped``, which the
+    planner reads before it decides again)."""
+    updated = 0
+    for chunk in chunks(sorted(set(ids))):
+        result = session.execute(
+            update(REQUEST).where(REQUEST.c.id.in_(chunk)).values(decision=rule, updated_at=now)
+        )
+        updated += rowcount(result)
+    return updated
+
+
+@translated
 def decisions_by_rule(
     session: Session, since: datetime | None = None
 ) -> dict[tuple[str, str], int]:

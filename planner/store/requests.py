@@ -72,6 +72,7 @@ class StoredRequest:
     batch_id: str | None
     estimate: TokenEstimate | None
     reason: str | None
+    decision: str | None = None  # the policy rule that last decided it (core.policy.Reason)
 
 
 def dialect_insert(session: Session, table: Table) -> postgresql.Insert | sqlite.Insert:
@@ -472,6 +473,7 @@ _COLUMNS = (
     REQUEST.c.est_output_tokens,
     REQUEST.c.est_method,
     REQUEST.c.reason,
+    REQUEST.c.decision,
 )
 
 
@@ -501,6 +503,7 @@ def _stored(row: Any) -> StoredRequest:
         batch_id=row.batch_id,
         estimate=estimate,
         reason=row.reason,
+        decision=row.decision,
     )
 
 

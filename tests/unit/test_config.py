@@ -507,7 +507,10 @@ def test_nightly_example_values() -> None:
 def test_defaults(tmp_path: Path) -> None:
     cfg = parse_config("{}\n", base_dir=tmp_path)
     assert cfg.state_dir == tmp_path / "state"
-    assert cfg.policies["default"].rules() == PolicyRules(default_deadline=timedelta(hours=48))
+    # a batch needs its window plus one way out: cancel 10m + re-plan 15m + answer 2m
+    assert cfg.policies["default"].rules() == PolicyRules(
+        default_deadline=timedelta(hours=48), retry_time=timedelta(minutes=27)
+    )
     assert cfg.schedule.submit.interval == timedelta(minutes=15)
     assert cfg.schedule.flush.max_requests == 10_000
     assert str(cfg.intake.listen) == "127.0.0.1:8080" and not cfg.intake.enabled

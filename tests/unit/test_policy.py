@@ -126,5 +126,5 @@ def test_reason_ids_are_stable_strings() -> None:
     assert {r.value for r in Reason} == {
         "deadline_allows_batch", "deadline_too_close", "savings_below_minimum",
         "batch_unpriced", "unpriced", "flex_cheaper_than_interactive", "no_provider",
-        "budget_exhausted", "budget_batch_only",
+        "budget_exhausted", "budget_batch_only", "batch_escaped",
     }  # fmt: skip
