@@ -358,6 +358,35 @@ def turnaround_table(rows: list[dict[str, Any]]) -> Table:
     return table
 
 
+def _pct(ratio: str | None) -> str:
+    return "-" if ratio is None else f"{float(ratio) * 100:+.1f}%"
+
+
+def accuracy_table(rows: list[dict[str, Any]]) -> Table:
+    """Estimated against billed tokens per model, with the error before and after calibration."""
+    table = Table(title="estimate accuracy (estimated / billed - 1)")
+    table.add_column("provider / model")
+    for name in ("requests", "input est", "input billed", "input error", "raw estimator"):
+        table.add_column(name, justify="right")
+    for name in ("output est", "output billed", "output error", "correction"):
+        table.add_column(name, justify="right")
+    for r in rows:
+        factor = f"x{r['input_factor']}" if r["calibrated"] else "none yet"
+        table.add_row(
+            f"{r['provider'] or '-'} / {r['model']}",
+            f"{r['requests']:,}",
+            f"{r['estimated_input_tokens']:,}",
+            f"{r['billed_input_tokens']:,}",
+            _pct(r["input_error"]),
+            _pct(r["raw_input_error"]),
+            f"{r['estimated_output_tokens']:,}",
+            f"{r['billed_output_tokens']:,}",
+            _pct(r["output_error"]),
+            factor,
+        )
+    return table
+
+
 def render_status(console: Console, data: dict[str, Any]) -> None:
     for title in ("requests", "batches"):
         table = Table(title=f"{title} by state")
@@ -413,6 +442,8 @@ def render_report(console: Console, data: dict[str, Any]) -> None:
     _show(console, _spend_table(f"billed {window} (from the ledger)", data["rows"], data["totals"]))
     if data.get("decisions"):
         _show(console, decisions_table(f"decisions by rule ({window})", data["decisions"]))
+    if data.get("accuracy"):
+        _show(console, accuracy_table(data["accuracy"]))
     if data.get("turnaround"):
         _show(console, turnaround_table(data["turnaround"]))
     if data.get("budgets"):

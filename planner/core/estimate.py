@@ -278,8 +278,9 @@ def _whole(value: Any) -> int | None:
     return None
 
 
-def output_tokens(request: Request, default_output_tokens: int) -> int:
-    """The output budget: the request's own, then the body's, then the default; 0 for embeddings."""
+def given_max_output(request: Request) -> int | None:
+    """The maximum output the request names (its own, then its body's); 0 for embeddings;
+    ``None`` when it names none."""
     if request.endpoint.is_embedding:
         return 0
     if request.max_output_tokens is not None:
@@ -291,7 +292,13 @@ def output_tokens(request: Request, default_output_tokens: int) -> int:
     for value in map(_whole, candidates):
         if value is not None:
             return value
-    return default_output_tokens
+    return None
+
+
+def output_tokens(request: Request, default_output_tokens: int) -> int:
+    """The output budget: the request's own, then the body's, then the default; 0 for embeddings."""
+    given = given_max_output(request)
+    return default_output_tokens if given is None else given
 
 
 def estimate(

@@ -11,11 +11,14 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from planner.core.calibrate import MIN_SAMPLES, NO_CALIBRATION, error_ratio
 from planner.core.turnaround import MIN_BATCHES, percentile
-from planner.pipeline.plan import Planner, open_book
+from planner.pipeline.budgeting import open_book
+from planner.pipeline.plan import Planner
 from planner.pipeline.preview import budget_rows
 from planner.store import batches as store_batches
 from planner.store import budgets as store_budgets
+from planner.store import calibration as store_calibration
 
 _PLAN_ONLY = ("planned_usd", "held_requests", "rejected_requests", "held_usd")
 
@@ -32,7 +35,7 @@ def budget_gauges(session: Session, planner: Planner, now: datetime) -> dict[str
     """The budget windows at ``now`` for the store-derived gauges (``metrics.BUDGET_GAUGES``):
     ``{"budget_limit": {"policy:default/day": usd}, "budget_spent": ..., ...}``; empty maps
     when no budget is configured."""
-    book = open_book(session, planner, now)
+    book = open_book(session, planner.budget_rules, planner.budgets_of, now)
     found: dict[str, dict[str, Any]] = {
         f"budget_{k}": {} for k in ("limit", "spent", "reserved", "remaining")
     }
@@ -48,7 +51,7 @@ def budget_gauges(session: Session, planner: Planner, now: datetime) -> dict[str
 def budgets_now(session: Session, planner: Planner, now: datetime) -> list[dict[str, Any]]:
     """Each configured budget window at ``now``: limit, spent, reserved, remaining, plus the
     requests it holds (state ``held`` under that budget's sources)."""
-    rows = budget_rows(open_book(session, planner, now))
+    rows = budget_rows(open_book(session, planner.budget_rules, planner.budgets_of, now))
     held = store_budgets.held_by_source(session)
     for row in rows:
         for name in _PLAN_ONLY:
@@ -73,6 +76,39 @@ def turnaround_rows(session: Session) -> list[dict[str, Any]]:
                 "p95_seconds": percentile(seen, 95).total_seconds(),
                 "learned": len(seen) >= MIN_BATCHES,
                 "learned_after": MIN_BATCHES,
+            }
+        )
+    return rows
+
+
+def _ratio(estimated: int, billed: int) -> str | None:
+    found = error_ratio(estimated, billed)
+    return None if found is None else f"{float(found):.4f}"
+
+
+def accuracy_rows(session: Session, since: datetime | None = None) -> list[dict[str, Any]]:
+    """Per (provider, model), billed requests completed at or after ``since``: estimated
+    against billed input and output tokens, the error as ``estimated / billed - 1`` (the raw
+    estimator's and the calibrated one's), and the input correction now in force."""
+    calibrations = store_calibration.input_calibrations(session)
+    rows = []
+    for a in store_calibration.accuracy(session, since):
+        calibration = calibrations.get(a.model, NO_CALIBRATION)
+        rows.append(
+            {
+                "provider": a.provider,
+                "model": a.model,
+                "requests": a.requests,
+                "estimated_input_tokens": a.estimated_input,
+                "billed_input_tokens": a.billed_input,
+                "input_error": _ratio(a.estimated_input, a.billed_input),
+                "raw_input_error": _ratio(a.raw_input, a.raw_billed_input),
+                "estimated_output_tokens": a.estimated_output,
+                "billed_output_tokens": a.billed_output,
+                "output_error": _ratio(a.estimated_output, a.billed_output),
+                "input_factor": f"{float(calibration.factor):.4f}",
+                "calibrated": calibration.active,
+                "calibrated_after": MIN_SAMPLES,
             }
         )
     return rows

@@ -15,11 +15,12 @@ from decimal import Decimal
 
 from sqlalchemy.orm import Session
 
-from planner.core.budget import BudgetBook, BudgetKey, BudgetRules, Period, window_start
+from planner.core.budget import BudgetBook, BudgetKey, BudgetRules
+from planner.core.calibrate import NO_CALIBRATION, InputCalibration
 from planner.core.catalog import Catalog, ModelEntry
 from planner.core.cost import LaneCosts, compare
 from planner.core.enqueued import LearnedLimit, current, enqueue_budget, with_learned
-from planner.core.estimate import TokenCounter, embedding_inputs, estimate
+from planner.core.estimate import TokenCounter, embedding_inputs, estimate, given_max_output
 from planner.core.limits import BatchLimits
 from planner.core.model import Lane, Request, TokenEstimate
 from planner.core.pack import (
@@ -32,20 +33,20 @@ from planner.core.pack import (
     pack,
 )
 from planner.core.policy import (
-    BudgetRoom,
     Decision,
     PolicyRules,
     Reason,
     deadline_of,
     decide,
     lane_cost,
-    within_budget,
 )
 from planner.core.retirement import retirement_warnings
 from planner.core.states import RequestState
 from planner.core.turnaround import Turnaround, learn
+from planner.pipeline.budgeting import budgeted, open_book
 from planner.store import batches as store_batches
 from planner.store import budgets as store_budgets
+from planner.store import calibration as store_calibration
 from planner.store import claims as store_claims
 from planner.store import limits as store_limits
 from planner.store import requests as store_requests
@@ -74,6 +75,8 @@ class Assessment:
     decision: Decision
     deadline: datetime | None = None  # its own, else its policy's default
     band: int = MAX_BAND  # deadline band it packs in (``core/pack.deadline_band``)
+    raw_input_tokens: int | None = None  # the estimator's count before calibration
+    output_max_given: bool = True  # False: the output estimate is a default (or learned)
 
     @property
     def lane(self) -> Lane | None:
@@ -105,6 +108,9 @@ class Planner:
     budgets_of: Callable[[str], tuple[BudgetKey, ...]] = _no_budgets  # source -> its budgets
     # finished batches' turnarounds per (provider, model), from the store (core/turnaround.py)
     turnarounds: Mapping[QueueKey, Sequence[timedelta]] = field(default_factory=dict)
+    # input corrections per model and outputs per (source, model) (core/calibrate.py)
+    calibration: Mapping[str, InputCalibration] = field(default_factory=dict)
+    learned_outputs: Mapping[tuple[str, str], int] = field(default_factory=dict)
 
     def turnaround(self, provider: str, model: str, rules: PolicyRules) -> Turnaround:
         """The turnaround of ``provider``'s ``model``: learned, else the policy's window."""
@@ -122,12 +128,18 @@ class Planner:
         that fits is reserved in ``book`` at once, so the next one sees the money taken);
         ``escaped``: its batch was cancelled for its deadline before (never batched again)."""
         entry = self.catalog.get(request.model)
-        tokens = estimate(
+        learned_output = self.learned_outputs.get((request.source, request.model))
+        raw = estimate(
             request,
             entry,
             self.counter,
-            default_output_tokens=self.default_output_tokens_for(request),
+            default_output_tokens=learned_output or self.default_output_tokens_for(request),
         )
+        calibration = self.calibration.get(request.model, NO_CALIBRATION)
+        tokens = raw
+        if calibration.active:
+            corrected = calibration.correct(raw.input_tokens)
+            tokens = TokenEstimate(corrected, raw.output_tokens, f"{raw.method}+calibrated")
         costs = compare(entry, tokens, at=now)
         try:
             provider, refusal = self.route(request), None
@@ -144,10 +156,22 @@ class Planner:
             rules = replace(rules, batch_window=p95)
             decision = decide(request, tokens, costs, rules, now, escaped=escaped)
             if book is not None:
-                decision = _budgeted(decision, costs, book, self.budgets_of(request.source))
+                decision = budgeted(decision, costs, book, self.budgets_of(request.source))
         deadline = deadline_of(request, rules)
         band = deadline_band(None if deadline is None else deadline - now, rules.batch_needed)
-        return Assessment(request, provider, entry, tokens, costs, decision, deadline, band)
+        given = given_max_output(request) is not None
+        return Assessment(
+            request,
+            provider,
+            entry,
+            tokens,
+            costs,
+            decision,
+            deadline,
+            band,
+            raw.input_tokens,
+            given,
+        )
 
     def pack_item(self, assessment: Assessment) -> PackItem:
         request, provider = assessment.request, assessment.provider
@@ -207,24 +231,6 @@ class Planner:
         return found
 
 
-def _budgeted(
-    decision: Decision, costs: LaneCosts, book: BudgetBook, keys: tuple[BudgetKey, ...]
-) -> Decision:
-    """``decision`` checked against the budgets ``keys`` in ``book``, and reserved there."""
-    lane = decision.lane
-    room = book.room(keys)
-    if lane is None or room is None:
-        return decision
-    final = within_budget(decision, costs, BudgetRoom(room, book.at_cap(keys)))
-    if final.lane is not None:
-        book.reserve(keys, lane_cost(costs, final.lane) or Decimal(0))
-        return final
-    binding = book.binding(keys)
-    if binding is not None:
-        book.hold(binding, lane_cost(costs, lane) or Decimal(0), rejected=not final.held)
-    return final
-
-
 @dataclass(slots=True)
 class PlanStageResult:
     """What one planning pass decided."""
@@ -262,6 +268,15 @@ def _record_decisions(
     store_budgets.record_decisions(
         session, ((s.id, a.decision.reason.value, a.reserved) for s, a in assessed), now
     )
+    store_calibration.record_raw_estimates(
+        session,
+        (
+            (s.id, a.raw_input_tokens, a.output_max_given)
+            for s, a in assessed
+            if a.raw_input_tokens is not None
+        ),
+        now,
+    )
     for stored, a in assessed:
         outcome = a.decision.outcome
         if outcome == Lane.BATCH.value:
@@ -285,32 +300,6 @@ def _record_decisions(
 
 def _escaped(stored: StoredRequest) -> bool:
     return stored.decision == Reason.BATCH_ESCAPED.value
-
-
-def open_book(session: Session, planner: Planner, now: datetime) -> BudgetBook | None:
-    """Every configured budget at ``now``, from the store: what its windows spent (the ledger)
-    and what is in flight (the requests' reservations). ``None`` when no budget is set."""
-    if not planner.budget_rules:
-        return None
-    starts = {
-        (key, period): window_start(period, now, rules.tz)
-        for key, rules in planner.budget_rules.items()
-        for period in rules.limits()
-    }
-    by_start = {
-        start: store_budgets.spent_by_source(session, start) for start in set(starts.values())
-    }
-    spent: dict[tuple[BudgetKey, Period], Decimal] = {}
-    for (key, period), start in starts.items():
-        rows = by_start[start].items()
-        spent[(key, period)] = sum(
-            (usd for source, usd in rows if key in planner.budgets_of(source)), Decimal(0)
-        )
-    reserved: dict[BudgetKey, Decimal] = {}
-    for source, usd in store_budgets.reserved_by_source(session).items():
-        for key in planner.budgets_of(source):
-            reserved[key] = reserved.get(key, Decimal(0)) + usd
-    return BudgetBook.start(planner.budget_rules, spent, reserved)
 
 
 def _warn_retirements(catalog: Catalog, models: set[str], now: datetime) -> None:
@@ -379,8 +368,10 @@ def run_plan_stage(
             round_planner = replace(
                 planner.with_learned_limits(store_limits.learned_limits(session), now),
                 turnarounds=store_batches.turnarounds(session),
+                calibration=store_calibration.input_calibrations(session),
+                learned_outputs=store_calibration.learned_outputs(session),
             )
-            book = open_book(session, round_planner, now)
+            book = open_book(session, round_planner.budget_rules, round_planner.budgets_of, now)
             assessed = [
                 (s, round_planner.assess(s.request, now, book, escaped=_escaped(s))) for s in queued
             ]

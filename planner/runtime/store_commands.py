@@ -10,7 +10,12 @@ from decimal import Decimal
 from typing import Any
 
 from planner.config.schema import PlannerConfig
-from planner.pipeline.decisions import budgets_now, decision_rows, turnaround_rows
+from planner.pipeline.decisions import (
+    accuracy_rows,
+    budgets_now,
+    decision_rows,
+    turnaround_rows,
+)
 from planner.runtime import clock
 from planner.runtime.wiring import build_planner, open_store
 from planner.store import batches as store_batches
@@ -85,6 +90,7 @@ def report(cfg: PlannerConfig, since: timedelta | None, now: datetime) -> dict[s
         spend = store_ledger.spend(session, cutoff)
         decisions = decision_rows(session, cutoff)
         turnaround = turnaround_rows(session)
+        accuracy = accuracy_rows(session, cutoff)
         budgets = budgets_now(session, build_planner(cfg), now)
     totals = {
         "requests": sum(s.requests for s in spend),
@@ -106,4 +112,5 @@ def report(cfg: PlannerConfig, since: timedelta | None, now: datetime) -> dict[s
         "decisions": decisions,
         "budgets": budgets,
         "turnaround": turnaround,
+        "accuracy": accuracy,
     }

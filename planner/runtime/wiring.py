@@ -37,10 +37,11 @@ from planner.core.policy import PolicyRules
 from planner.core.retry import RetryPolicy
 from planner.errors import ConfigError
 from planner.metrics import Group, Metrics, StoreReading
+from planner.pipeline.budgeting import open_book
 from planner.pipeline.context import StageContext
 from planner.pipeline.decisions import budget_gauges
 from planner.pipeline.leases import StoreUnitLeases
-from planner.pipeline.plan import Planner, open_book
+from planner.pipeline.plan import Planner
 from planner.pipeline.preview import PlanReport, build_report
 from planner.pipeline.process import this_process
 from planner.providers import compat_wire, create_provider, gemini_wire, openai_wire
@@ -454,7 +455,7 @@ def _plan_book(cfg: PlannerConfig, planner: Planner, now: datetime) -> BudgetBoo
     engine = make_engine(url)
     try:
         with make_session_factory(deferred(engine))() as session:
-            return open_book(session, planner, now)
+            return open_book(session, planner.budget_rules, planner.budgets_of, now)
     finally:
         engine.dispose()
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Dialect,
@@ -146,6 +147,10 @@ class RequestRow(StoreModel, table=True):
     est_input_tokens: int | None = Field(default=None, sa_column=Column(BigInteger))
     est_output_tokens: int | None = Field(default=None, sa_column=Column(BigInteger))
     est_method: str | None = Field(default=None, sa_column=Column(String(100)))
+    # the estimator's own input count, before calibration (core/calibrate.py learns from it)
+    est_raw_input_tokens: int | None = Field(default=None, sa_column=Column(BigInteger))
+    # whether the request named its maximum output (else the output estimate was a default)
+    output_max_given: bool | None = Field(default=None, sa_column=Column(Boolean))
     lane: str | None = Field(default=None, sa_column=Column(String(32)))
     # the policy rule that decided the lane (core.policy.Reason); kept after completion
     decision: str | None = Field(default=None, sa_column=Column(String(64)))

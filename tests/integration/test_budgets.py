@@ -20,7 +20,8 @@ from sqlalchemy import select
 from planner.config import load_config
 from planner.core.budget import BudgetKey, Period, Scope
 from planner.core.states import RequestState
-from planner.pipeline.plan import open_book, run_plan_stage
+from planner.pipeline.budgeting import open_book
+from planner.pipeline.plan import run_plan_stage
 from planner.runtime.runner import run_once
 from planner.runtime.store_commands import report, status
 from planner.runtime.wiring import build_context, build_planner, open_store
@@ -153,7 +154,7 @@ def test_a_restart_or_replica_rebuilds_the_reservations_from_the_store(
         # a second process on the same store (a restart, or a replica) sees the same money
         other = build_planner(cfg)
         with open_store(cfg)() as session:
-            book = open_book(session, other, now)
+            book = open_book(session, other.budget_rules, other.budgets_of, now)
             assert book is not None
             rows = session.execute(
                 select(REQUEST.c.reserved_usd).where(REQUEST.c.state == RequestState.PLANNED.value)
@@ -167,5 +168,5 @@ def test_a_restart_or_replica_rebuilds_the_reservations_from_the_store(
         # the next day the in-flight work still counts (it is not billed yet)
         tomorrow = now + timedelta(days=1)
         with open_store(cfg)() as session:
-            book = open_book(session, other, tomorrow)
+            book = open_book(session, other.budget_rules, other.budgets_of, tomorrow)
         assert book is not None and book.windows[(POLICY, Period.DAY)].reserved == window.reserved
