@@ -190,7 +190,7 @@ def render_plan(console: Console, report: PlanReport) -> None:
     _show(console, decisions)
     budgets = budget_rows(report.book)
     if budgets:
-        _show(console, budget_table("budgets (this plan included)", budgets))
+        render_budgets(console, "budgets (this plan included)", budgets)
     console.print(
         "interactive = every request at the interactive price; all batch = every request by "
         "batch; planned = each request in the lane chosen for it; savings = interactive - planned.",
@@ -301,27 +301,27 @@ def render_prices(
         console.print(f"[yellow]warning[/] {w.model}: {w.message}")
 
 
-def budget_table(title: str, rows: list[dict[str, Any]]) -> Table:
-    """One row per budget window: limit, spent, reserved, (planned), remaining, held back."""
-    table = Table(title=title)
-    table.add_column("budget")
-    table.add_column("period")
-    money = ["limit", "spent", "reserved", "planned", "remaining", "held back"]
-    if not any("planned_usd" in r for r in rows):
-        money.remove("planned")
-    for name in money:
-        table.add_column(name, justify="right")
+def render_budgets(console: Console, title: str, rows: list[dict[str, Any]]) -> None:
+    """One line per budget window (a table of eight money columns does not fit a terminal):
+    limit, spent, reserved, what the plan takes (in ``plan``), what is left, what it holds."""
+    console.print(title, style="bold")
     for r in rows:
-        held = r.get("held_requests", 0) + r.get("rejected_requests", 0)
-        cells = [r["budget"], f"{r['period']} (at cap: {r['at_cap']})"]
-        cells += [_usd(r["limit_usd"]), _usd(r["spent_usd"]), _usd(r["reserved_usd"])]
-        if "planned" in money:
-            cells.append(_usd(r.get("planned_usd")))
-        cells.append(_usd(r["remaining_usd"]))
-        usd = f" / {_usd(r['held_usd'])}" if "held_usd" in r else ""
-        cells.append(f"{held:,} req{usd}")
-        table.add_row(*cells)
-    return table
+        parts = [
+            f"limit {_usd(r['limit_usd'])}",
+            f"spent {_usd(r['spent_usd'])}",
+            f"reserved {_usd(r['reserved_usd'])}",
+        ]
+        if "planned_usd" in r:
+            parts.append(f"this plan {_usd(r['planned_usd'])}")
+        parts.append(f"left {_usd(r['remaining_usd'])}")
+        held = f"held {r.get('held_requests', 0):,}"
+        if r.get("rejected_requests"):
+            held += f", rejected {r['rejected_requests']:,}"
+        if "held_usd" in r:
+            held += f" ({_usd(r['held_usd'])})"
+        parts.append(held)
+        head = f"  {r['budget']} per {r['period']} (at cap: {r['at_cap']}): "
+        console.print(head + ", ".join(parts))
 
 
 def decisions_table(title: str, rows: list[dict[str, Any]]) -> Table:
@@ -400,7 +400,7 @@ def render_status(console: Console, data: dict[str, Any]) -> None:
     if data.get("decisions"):
         _show(console, decisions_table("decisions by rule", data["decisions"]))
     if data.get("budgets"):
-        _show(console, budget_table("budgets now", data["budgets"]))
+        render_budgets(console, "budgets now", data["budgets"])
 
 
 def _spend_table(
@@ -447,7 +447,7 @@ def render_report(console: Console, data: dict[str, Any]) -> None:
     if data.get("turnaround"):
         _show(console, turnaround_table(data["turnaround"]))
     if data.get("budgets"):
-        _show(console, budget_table("budgets now", data["budgets"]))
+        render_budgets(console, "budgets now", data["budgets"])
     unpriced = data["totals"]["unpriced"]
     if unpriced:
         console.print(
