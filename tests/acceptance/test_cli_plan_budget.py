@@ -102,5 +102,5 @@ def test_plan_text_shows_the_budgets(spool: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "budgets (this plan included)" in done.stdout
     text = " ".join(done.stdout.split())  # however the terminal wrapped it
-    assert "policy:default per day (at cap: hold): limit $0.020000" in text
+    assert "policy:default per day (at cap: hold): limit $0.02" in text
     assert "this plan $0.0" in text and ", held " in text
