@@ -67,6 +67,9 @@ def _exit_codes() -> Iterator[None]:
         _fail(2, [f"error: {exc}"])
     except PlannerError as exc:
         _fail(1, [f"error: {exc}"])
+    except OSError as exc:  # the machine refused (disk, permissions): one line, no traceback
+        where = f": {exc.filename}" if exc.filename else ""
+        _fail(1, [f"error: {exc.strerror or exc}{where}"])
 
 
 def _print_json(data: Any) -> None:
@@ -77,14 +80,15 @@ def _print_json(data: Any) -> None:
 def validate(config: ConfigOption) -> None:
     """Check a configuration file; print every problem as FILE:LINE:COL: message."""
     from planner.config import validate_file
+    from planner.runtime.checks import RUNTIME_CHECKS
 
-    problems = validate_file(config)
+    problems = validate_file(config, checks=RUNTIME_CHECKS)
     if problems:
         _fail(2, problems)
-    from planner.config import load_config
     from planner.config.prices import config_retirements
+    from planner.runtime.checks import load_runtime_config
 
-    for warning in config_retirements(load_config(config), _now()):
+    for warning in config_retirements(load_runtime_config(config), _now()):
         err.print(f"warning: {config}: {warning.model} {warning.message}", soft_wrap=True)
     out.print(f"{config}: ok")
 
@@ -93,11 +97,11 @@ def validate(config: ConfigOption) -> None:
 def plan(config: ConfigOption, as_json: JsonOption = False) -> None:
     """Dry run: estimate, decide and pack what the sources hold now. Changes nothing."""
     from planner.cli_render import render_plan
-    from planner.config import load_config
+    from planner.runtime.checks import load_runtime_config
     from planner.runtime.wiring import build_plan_report
 
     with _exit_codes():
-        cfg = load_config(config)
+        cfg = load_runtime_config(config)
         with _progress(enabled=not as_json) as advance:
             report = build_plan_report(cfg, now=_now(), on_request=advance)
     if as_json:
@@ -180,8 +184,8 @@ def report(
 ) -> None:
     """Spend, interactive-equivalent and savings by source, model and lane, from the ledger."""
     from planner.cli_render import render_report
-    from planner.config import load_config
     from planner.config.units import parse_duration
+    from planner.runtime.checks import load_runtime_config
     from planner.runtime.store_commands import report as store_report
 
     with _exit_codes():
@@ -189,7 +193,7 @@ def report(
             window = None if since is None else parse_duration(since)
         except ValueError as exc:
             raise InputError(f"--since: {exc}") from exc
-        cfg = load_config(config)
+        cfg = load_runtime_config(config)
         data = store_report(cfg, window, _now())
     if as_json:
         _print_json(data)
@@ -213,11 +217,11 @@ def requeue(
     as_json: JsonOption = False,
 ) -> None:
     """Send dead-lettered requests back to the queue for one more attempt."""
-    from planner.config import load_config
+    from planner.runtime.checks import load_runtime_config
     from planner.runtime.store_commands import requeue as store_requeue
 
     with _exit_codes():
-        cfg = load_config(config)
+        cfg = load_runtime_config(config)
         data = store_requeue(cfg, reason, source, dry_run=dry_run, now=_now())
     if as_json:
         _print_json(data)
@@ -241,11 +245,11 @@ def requeue(
 @db_app.command("upgrade")
 def db_upgrade(config: ConfigOption) -> None:
     """Apply the store's migrations (also done at start)."""
-    from planner.config import load_config
+    from planner.runtime.checks import load_runtime_config
     from planner.runtime.wiring import upgrade_store
 
     with _exit_codes():
-        cfg = load_config(config)
+        cfg = load_runtime_config(config)
         shown = upgrade_store(cfg)
     out.print(f"store at {shown} is up to date")
 
@@ -261,7 +265,13 @@ def sandbox(
     """Run the local emulator of the Gemini and OpenAI batch APIs."""
     from planner.sandbox import run_forever
 
-    run_forever("127.0.0.1", port, faults, speed)
+    try:
+        run_forever("127.0.0.1", port, faults, speed)
+    except OSError as exc:  # the port is taken (or not ours to bind): one line, exit 2
+        why = exc.strerror or str(exc)
+        _fail(2, [f"error: cannot listen on 127.0.0.1:{port}: {why}; choose another --port"])
+    except ValueError as exc:  # a bad --faults spec
+        _fail(2, [f"error: {exc}"])
 
 
 def main() -> None:
@@ -282,7 +292,7 @@ def run(
     as_json: JsonOption = False,
 ) -> None:
     """The daemon; with --once, every stage once (see the README)."""
-    from planner.config import load_config
+    from planner.runtime.checks import load_runtime_config
     from planner.runtime.logging import setup_logging
     from planner.runtime.runner import run_once
     from planner.runtime.wiring import build_context
@@ -298,7 +308,7 @@ def run(
             code = run_daemon(config, sandbox_url=url)
         raise typer.Exit(code)
     with _exit_codes():
-        cfg = load_config(config)
+        cfg = load_runtime_config(config)
         with _sandbox(use_sandbox, sandbox_url) as url:
             ctx = build_context(cfg, sandbox_url=url)
             with _pass_progress(enabled=not as_json) as on_stage:
@@ -336,11 +346,11 @@ def _sandbox(start: bool, url: str | None, speed: float = 0.0) -> Iterator[str |
 def status(config: ConfigOption, as_json: JsonOption = False) -> None:
     """Requests and batches by state, and what was spent and saved."""
     from planner.cli_render import render_status
-    from planner.config import load_config
+    from planner.runtime.checks import load_runtime_config
     from planner.runtime.store_commands import status as store_status
 
     with _exit_codes():
-        cfg = load_config(config)
+        cfg = load_runtime_config(config)
         data = store_status(cfg)
     if as_json:
         _print_json(data)

@@ -7,6 +7,7 @@ exit codes (``ConfigError``/``InputError`` -> 2, everything else -> 1)::
      +-- ConfigError        the configuration is wrong (carries FILE:LINE:COL problems)
      +-- InputError         a file or argument given by the user is wrong
      +-- StoreError         the database refused or is unreachable
+     +-- SinkError          a sink could not take results (read-only, full)
      +-- ProviderError      a provider call failed
           +-- Transient     worth retrying soon (5xx, timeouts, connection resets)
           |    +-- OutcomeUnknown  the request left and no answer came back (read timeout,
@@ -39,6 +40,10 @@ class InputError(PlannerError):
 
 class StoreError(PlannerError):
     """The store could not do what was asked."""
+
+
+class SinkError(PlannerError):
+    """A sink could not take results (a read-only or full folder); nothing half-written stays."""
 
 
 class ProviderError(PlannerError):

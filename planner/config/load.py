@@ -15,7 +15,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin
@@ -527,8 +527,18 @@ def _unserved(cfg: PlannerConfig, model: str) -> str:
 # ---------------------------------------------------------------- entry points
 
 
+Check = Callable[[PlannerConfig], Iterable[tuple[Path_, str]]]
+"""A check the program that will run the configuration adds (``runtime.wiring.RUNTIME_CHECKS``):
+given the validated config, each problem as (path of the offending key, message). ``validate``
+and ``run`` load with the same checks, so validate refuses exactly what run refuses."""
+
+
 def analyse(
-    text: str, *, base_dir: Path | None, catalog: Catalog | None = None
+    text: str,
+    *,
+    base_dir: Path | None,
+    catalog: Catalog | None = None,
+    checks: Sequence[Check] = (),
 ) -> tuple[PlannerConfig | None, list[Problem]]:
     """The config and every problem found in ``text`` (sorted by position)."""
     doc, problems = read_yaml(text)
@@ -563,6 +573,12 @@ def analyse(
         ]
     if cfg is not None:
         problems += _check_config(cfg, doc)
+    if cfg is not None and not problems:
+        problems += [
+            Problem(_locate(doc, path, "value"), message)
+            for check in checks
+            for path, message in check(cfg)
+        ]
     unique = sorted(set(problems))
     return (cfg if not unique else None), unique
 
@@ -582,28 +598,36 @@ def parse_config(
     filename: str = "<config>",
     base_dir: Path | None = None,
     catalog: Catalog | None = None,
+    checks: Sequence[Check] = (),
 ) -> PlannerConfig:
     """Validate config text; relative paths resolve against ``base_dir``. Raises ``ConfigError``."""
-    cfg, problems = analyse(text, base_dir=base_dir, catalog=catalog)
+    cfg, problems = analyse(text, base_dir=base_dir, catalog=catalog, checks=checks)
     if cfg is None:
         raise ConfigError([p.render(filename) for p in problems])
     return cfg
 
 
-def load_config(path: str | os.PathLike[str], *, catalog: Catalog | None = None) -> PlannerConfig:
+def load_config(
+    path: str | os.PathLike[str], *, catalog: Catalog | None = None, checks: Sequence[Check] = ()
+) -> PlannerConfig:
     """Read and validate a config file; paths in it are relative to its folder.
 
-    ``catalog`` is the base price catalog (default: the shipped one) that ``models:`` extends.
+    ``catalog`` is the base price catalog (default: the shipped one) that ``models:`` extends;
+    ``checks`` are the running program's own (see ``Check``).
     """
     file = Path(path)
     text = _read(file)
-    return parse_config(text, filename=str(path), base_dir=file.resolve().parent, catalog=catalog)
+    return parse_config(
+        text, filename=str(path), base_dir=file.resolve().parent, catalog=catalog, checks=checks
+    )
 
 
-def validate_file(path: str | os.PathLike[str], *, catalog: Catalog | None = None) -> list[str]:
+def validate_file(
+    path: str | os.PathLike[str], *, catalog: Catalog | None = None, checks: Sequence[Check] = ()
+) -> list[str]:
     """Every problem of a config file as ``FILE:LINE:COL: message``; empty when it is valid."""
     try:
-        load_config(path, catalog=catalog)
+        load_config(path, catalog=catalog, checks=checks)
     except ConfigError as exc:
         return exc.problems
     return []

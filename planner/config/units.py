@@ -12,9 +12,9 @@ whose message says what was expected (the loader prefixes ``FILE:LINE:COL``):
   case-sensitive (``mb`` is refused rather than guessed). A YAML integer is a count of bytes.
 * **Listen address** -> ``Listen(host, port)``: ``127.0.0.1:9464`` or ``[::1]:9464``.
 * **Submit schedule** -> ``SubmitSchedule``: ``interval 15m`` or a five-field cron expression.
-* **USD** -> ``Decimal``: a non-negative amount with at most 6 decimal places, from a string
-  (recommended: ``"0.50"``) or a YAML number. Floats are read through their shortest ``repr``, so
-  ``0.1`` is exactly ``Decimal("0.1")``; quoting avoids any doubt.
+* **USD** -> ``Decimal``: a non-negative amount with at most 6 decimal places, from a quoted
+  decimal string (``"0.50"``) or a whole YAML integer. A YAML float (``0.5``) is refused with a
+  message to quote it: money is never read through a binary float.
 
 Pure functions: no I/O, no clock.
 """
@@ -22,7 +22,6 @@ Pure functions: no I/O, no clock.
 from __future__ import annotations
 
 import ipaddress
-import math
 import re
 from dataclasses import dataclass
 from datetime import timedelta
@@ -163,9 +162,10 @@ def parse_usd(value: Any) -> Decimal:
     elif isinstance(value, int):
         text = str(value)
     elif isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"{_USD_HINT}; got {show(value)}")
-        text = repr(value)
+        raise ValueError(
+            f'money must be a quoted decimal string: write "{value!r}" in quotes, not the YAML '
+            f"number {value!r} (a binary float, which cannot hold most cents exactly)"
+        )
     elif isinstance(value, str):
         text = value.strip()
     else:

@@ -40,13 +40,13 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import CollectorRegistry
 
-from planner.config import load_config
 from planner.config.schema import PlannerConfig
 from planner.core.flush import QueueSummary, flush_reasons
 from planner.errors import PlannerError
 from planner.metrics import Metrics, ingest_stage
 from planner.pipeline.context import StageContext
 from planner.runtime import clock, passes
+from planner.runtime.checks import load_runtime_config
 from planner.runtime.http import MetricsServer, serve_metrics
 from planner.runtime.lifecycle import Lifecycle
 from planner.runtime.observer import MetricsObserver
@@ -218,7 +218,7 @@ class Daemon:
     def reload(self) -> None:
         self.lifecycle.notifier.reloading()
         try:
-            cfg = load_config(self.config_path)
+            cfg = load_runtime_config(self.config_path)
             # the breakers outlive a reload: an open circuit must not close because of a SIGHUP
             ctx = replace(
                 build_context(cfg, sandbox_url=self.sandbox_url),
@@ -249,7 +249,7 @@ def run_daemon(
     metrics_port: int | None = None,
 ) -> int:
     """Run until SIGTERM/SIGINT; returns the process exit code."""
-    cfg = load_config(config_path)
+    cfg = load_runtime_config(config_path)
     ctx = build_context(cfg, sandbox_url=sandbox_url)
     registry = CollectorRegistry()
     holder: dict[str, StageContext] = {"ctx": ctx}

@@ -47,6 +47,7 @@ from planner.pipeline.process import this_process
 from planner.providers import compat_wire, create_provider, gemini_wire, openai_wire
 from planner.providers.base import BatchLine, BatchProvider
 from planner.runtime import clock
+from planner.runtime.checks import runtime_problems
 from planner.runtime.logging import register_secret
 from planner.sinks import JsonlDirSink, WebhookSink
 from planner.sinks.base import Sink
@@ -310,13 +311,9 @@ def open_store(cfg: PlannerConfig) -> Callable[[], Session]:
 
 
 def build_context(cfg: PlannerConfig, *, sandbox_url: str | None) -> StageContext:
-    if cfg.intake.enabled:  # configured but not built yet: say so instead of ignoring it
-        raise ConfigError(
-            [
-                "intake.enabled: the HTTP intake is not available in this version; "
-                "use a jsonl_dir source"
-            ]
-        )
+    problems = runtime_problems(cfg)  # validate ran the same checks, with file positions
+    if problems:
+        raise ConfigError(problems)
     catalog = catalog_for(cfg)
     session_factory = open_store(cfg)
     sinks = build_sink_map(cfg, os.environ)

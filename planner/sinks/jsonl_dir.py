@@ -9,23 +9,33 @@ content instead of appending duplicates.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from planner.errors import SinkError
 from planner.sinks.base import Record
 
 
 def _write_atomically(target: Path, records: Sequence[Record]) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    with partial.open("w", encoding="utf-8") as f:
-        for record in records:
-            f.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    partial.replace(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with partial.open("w", encoding="utf-8") as f:
+            for record in records:
+                f.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        partial.replace(target)
+    except OSError as exc:  # read-only, full, not a folder: say so, leave nothing behind
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+        raise SinkError(
+            f"cannot write results to {target.parent}: {exc.strerror or exc}; nothing was "
+            "marked delivered, so the next pass writes them again"
+        ) from exc
     directory = os.open(target.parent, os.O_RDONLY)
     try:
         os.fsync(directory)

@@ -41,7 +41,7 @@ def redact_url(url: str | URL) -> str:
     """``url`` with any password shown as ``***``: the only form a URL takes in a message."""
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         return "<invalid database URL>"
     return parsed.render_as_string(hide_password=True)
 
@@ -51,12 +51,23 @@ def default_sqlite_url(state_dir: Path) -> str:
     return f"sqlite:///{(state_dir / 'planner.db').resolve()}"
 
 
+def check_url(url: str | URL) -> None:
+    """Raise ``StoreError`` (password hidden) unless ``url`` is a store URL we can open."""
+    _parse(url)
+
+
 def _parse(url: str | URL) -> URL:
     try:
         parsed = make_url(url)
-    except ArgumentError as exc:
+        port = parsed.port
+    except (ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
         raise StoreError(f"invalid database URL {redact_url(url)}") from exc
     backend = parsed.drivername.partition("+")[0]
+    if backend == "postgresql" and (not parsed.host or not 0 < (port or 5432) < 65536):
+        raise StoreError(
+            f"invalid database URL {redact_url(url)}: a PostgreSQL URL needs a host and a port "
+            "from 1 to 65535"
+        )
     if parsed.drivername in ("postgres", "postgresql", "postgresql+psycopg2"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     elif backend not in ("sqlite", "postgresql"):
