@@ -273,7 +273,9 @@ def test_validate_broken_configs_exit_2_with_positions(path: Path) -> None:
         assert message.strip() in done.stderr, done.stderr
 
 
-def test_validate_accepts_the_examples() -> None:
+def test_validate_accepts_the_examples(monkeypatch: pytest.MonkeyPatch) -> None:
+    # validate checks what run would: the store URL the environment names must be there
+    monkeypatch.setenv("PLANNER_DB_URL", "postgresql+psycopg://planner@db.internal:5432/planner")
     for path in [
         "config/planner.example.yaml",
         *map(str, (REPO / "config" / "examples").glob("*.yaml")),
