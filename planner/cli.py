@@ -320,7 +320,8 @@ def run(
             out.print(f"[bold]{stage:12}[/] " + ", ".join(f"{k} {v}" for k, v in figures.items()))
         sinks = (
             ", ".join(
-                str(getattr(s, "path", None) or getattr(s, "url", "")) for s in cfg.sinks.values()
+                str(getattr(s, "path", None) or getattr(s, "url", None) or getattr(s, "table", ""))
+                for s in cfg.sinks.values()
             )
             or "no sink configured"
         )

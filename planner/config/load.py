@@ -27,6 +27,7 @@ from pydantic_core import ErrorDetails
 from planner.config.schema import (
     PlannerConfig,
     ProviderBase,
+    SqlSourceConfig,
     is_union,
     unwrap_annotation,
 )
@@ -500,6 +501,9 @@ def _check_config(cfg: PlannerConfig, doc: Document) -> list[Problem]:
         for slot, model in source.default_models.model_dump().items():
             if model is not None and cfg.providers and cfg.provider_for(model) is None:
                 add(("sources", name, "default_models", slot), "value", _unserved(cfg, model))
+        if isinstance(source, SqlSourceConfig):
+            problems += _check_sql_source(name, source, add)
+            continue
         if source.path in seen:
             add(
                 ("sources", name, "path"),
@@ -517,6 +521,20 @@ def _check_config(cfg: PlannerConfig, doc: Document) -> list[Problem]:
     if intake.enabled and cfg.metrics.enabled and intake.listen == cfg.metrics.listen:
         add(("intake", "listen"), "value", "intake and metrics must not share a listener")
     return problems
+
+
+def _check_sql_source(
+    name: str, source: SqlSourceConfig, add: Callable[[Path_, Point, str], None]
+) -> list[Problem]:
+    if (source.table is None) == (source.query is None):
+        add(("sources", name), "key", "an sql source needs one of table, query")
+    if not any(getattr(source.columns, f) for f in ("prompt", "messages", "text", "body")):
+        add(
+            ("sources", name, "columns"),
+            "key",
+            "the column mapping needs one of prompt, messages, text, body",
+        )
+    return []
 
 
 def _unserved(cfg: PlannerConfig, model: str) -> str:

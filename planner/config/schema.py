@@ -433,7 +433,79 @@ class JsonlDirSourceConfig(Section):
     )
 
 
-SourceConfig = Annotated[Union[JsonlDirSourceConfig], Field(discriminator="kind")]  # noqa: UP007
+class SqlColumnsConfig(Section):
+    """Which column of a row holds which field of a request."""
+
+    id: str = Field(description="The row's unique id (becomes the request's key).")
+    prompt: str | None = Field(None, description="A prompt text (a chat request).")
+    messages: str | None = Field(None, description="Chat messages, JSON (text or a JSON column).")
+    text: str | None = Field(None, description="A text to embed (an embedding request).")
+    body: str | None = Field(
+        None, description="A provider-format request body, JSON (OpenAI body or Gemini request)."
+    )
+    model: str | None = Field(None, description="The model id; null = the source's default.")
+    endpoint: str | None = Field(
+        None, description="With body: the OpenAI endpoint URL (default /v1/chat/completions)."
+    )
+    deadline: str | None = Field(
+        None, description="A timestamp with a timezone, or a duration such as 12h."
+    )
+    metadata: str | None = Field(None, description="A JSON object of string pairs.")
+
+
+class SqlSourceConfig(Section):
+    """Rows of a table, or of a query, in any database SQLAlchemy speaks."""
+
+    kind: Literal["sql"] = Field(description="sql: read requests from database rows.")
+    url_env: EnvName = Field(
+        description="Name of the environment variable holding the SQLAlchemy URL (it may hold "
+        "a password, so never the file)."
+    )
+    table: str | None = Field(
+        None, description="Table to read (schema.table allowed); rows whose state_column is null."
+    )
+    query: str | None = Field(
+        None,
+        description="A SELECT instead of table: re-run every pass, rows already taken are "
+        "dropped by their id.",
+    )
+    columns: SqlColumnsConfig = Field(description="The column mapping (id and one input).")
+    state_column: str = Field(
+        "planner_state",
+        description="Table mode: null = waiting; set to queued or quarantined once taken.",
+    )
+    error_column: str | None = Field(
+        None, description="Table mode: where a quarantined row's reason is written; null = none."
+    )
+    page: PositiveInt = Field(500, description="Rows read and committed at a time.")
+    policy: Name = Field("default", description="Name of the policy (under policies:) to apply.")
+    sink: Name | None = Field(
+        None, description="Name of the sink for the results; null = every configured sink."
+    )
+    default_model: ModelId | None = Field(None, description="Model for chat rows that name none.")
+    default_embedding_model: ModelId | None = Field(
+        None, description="Model for embedding rows that name none."
+    )
+    default_models: DefaultModels = Field(
+        DefaultModels(), description="Per-format models for rows that name none."
+    )
+    default_deadline: Duration | None = Field(
+        None, description="Deadline for rows without one; null = the policy's default."
+    )
+    interval: Duration = Field(timedelta(seconds=30), description="How often rows are read.")
+    budget: BudgetConfig | None = Field(
+        None, description="Spending cap of this source alone (on top of its policy's)."
+    )
+    lease: Duration = Field(
+        timedelta(minutes=2),
+        description="A replica's hold on the source while it reads it, renewed per page.",
+    )
+
+
+SourceConfig = Annotated[
+    Union[JsonlDirSourceConfig, SqlSourceConfig],  # noqa: UP007
+    Field(discriminator="kind"),
+]
 
 
 class JsonlDirSinkConfig(Section):
@@ -470,8 +542,29 @@ class WebhookSinkConfig(Section):
     )
 
 
+class SqlSinkConfig(Section):
+    """Results written into a database: a results table, or columns of the source table."""
+
+    kind: Literal["sql"] = Field(description="sql: write results into database rows.")
+    url_env: EnvName = Field(
+        description="Name of the environment variable holding the SQLAlchemy URL."
+    )
+    table: str = Field(
+        description="Without key_column: a results table (created if missing; one row per "
+        "(source, id)). With key_column: the table to update (usually the source table)."
+    )
+    key_column: str | None = Field(
+        None, description="Update mode: the column matched against the request's id."
+    )
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="Update mode: result field -> column, fields response, status, error, "
+        "cost_usd, completed_at, record (the whole result line as JSON).",
+    )
+
+
 SinkConfig = Annotated[
-    Union[JsonlDirSinkConfig, WebhookSinkConfig],  # noqa: UP007
+    Union[JsonlDirSinkConfig, WebhookSinkConfig, SqlSinkConfig],  # noqa: UP007
     Field(discriminator="kind"),
 ]
 

@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session
 
 from planner.config import load_config, resolve_api_key, resolve_secret, resolve_store_url
@@ -25,6 +28,8 @@ from planner.config.schema import (
     GeminiProviderConfig,
     PlannerConfig,
     SinkConfig,
+    SqlSinkConfig,
+    SqlSourceConfig,
     WebhookSinkConfig,
 )
 from planner.core.budget import BudgetBook, BudgetKey, BudgetRules, Scope
@@ -49,11 +54,13 @@ from planner.providers.base import BatchLine, BatchProvider
 from planner.runtime import clock
 from planner.runtime.checks import runtime_problems
 from planner.runtime.logging import register_secret
-from planner.sinks import JsonlDirSink, WebhookSink
+from planner.sinks import JsonlDirSink, SqlSink, WebhookSink
 from planner.sinks.base import Sink
 from planner.sources import JsonlDirSource
 from planner.sources.base import ParsedLine, Source
-from planner.sources.formats import Reason
+from planner.sources.formats import Defaults, Reason
+from planner.sources.sql import Columns as SqlColumns
+from planner.sources.sql import SqlSource
 from planner.store import batches as store_batches
 from planner.store import ledger as store_ledger
 from planner.store import requests as store_requests
@@ -198,6 +205,32 @@ def build_sources(
             if session_factory is None
             else StoreUnitLeases(session_factory, name, owner or this_process(), s.lease)
         )
+        if isinstance(s, SqlSourceConfig):
+            sources.append(
+                SqlSource(
+                    name,
+                    data_engine(s.url_env, f"sources.{name}.url_env", os.environ),
+                    columns=SqlColumns(**s.columns.model_dump()),
+                    defaults=Defaults(
+                        source=name,
+                        family_of=catalog.family_of,
+                        facts_of=catalog.get,
+                        default_models={
+                            k: v for k, v in s.default_models.model_dump().items() if v
+                        },
+                        default_model=s.default_model,
+                        default_embedding_model=s.default_embedding_model,
+                        default_deadline=s.default_deadline,
+                    ),
+                    table=s.table,
+                    query=s.query,
+                    state_column=s.state_column,
+                    error_column=s.error_column,
+                    page=s.page,
+                    leases=leases,
+                )
+            )
+            continue
         sources.append(
             JsonlDirSource(
                 name,
@@ -264,6 +297,26 @@ def build_providers(
     return providers
 
 
+_ENGINES: dict[str, Engine] = {}
+
+
+def data_engine(url_env: str, where: str, environ: Mapping[str, str]) -> Engine:
+    """The engine of a user's database (an sql source or sink), one per URL per process; the
+    URL comes from the environment and its password is registered for redaction."""
+    url = environ.get(url_env, "").strip()
+    if not url:
+        raise ConfigError([f"{where}: {url_env} is not set (it holds the SQLAlchemy URL)"])
+    if url not in _ENGINES:
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            raise ConfigError([f"{where}: {url_env} does not hold a SQLAlchemy URL"]) from None
+        if parsed.password:
+            register_secret(str(parsed.password))
+        _ENGINES[url] = create_engine(parsed, pool_pre_ping=True)
+    return _ENGINES[url]
+
+
 def build_sink(name: str, s: SinkConfig, environ: Mapping[str, str]) -> Sink:
     """One configured sink; a webhook's secret is read here and registered for redaction."""
     if isinstance(s, WebhookSinkConfig):
@@ -281,6 +334,9 @@ def build_sink(name: str, s: SinkConfig, environ: Mapping[str, str]) -> Sink:
             timeout=s.timeout.total_seconds(),
             retry=retry,
         )
+    if isinstance(s, SqlSinkConfig):
+        engine = data_engine(s.url_env, f"sinks.{name}.url_env", environ)
+        return SqlSink(name, engine, s.table, key_column=s.key_column, columns=s.columns)
     return JsonlDirSink(name, s.path)
 
 

@@ -8,8 +8,13 @@ from __future__ import annotations
 
 from planner.sinks.base import Record, Sink, is_queued
 from planner.sinks.jsonl_dir import JsonlDirSink
+from planner.sinks.sql import SqlSink
 from planner.sinks.webhook import WebhookSink
 
-SINKS: dict[str, type[Sink]] = {JsonlDirSink.kind: JsonlDirSink, WebhookSink.kind: WebhookSink}
+SINKS: dict[str, type[Sink]] = {
+    JsonlDirSink.kind: JsonlDirSink,
+    SqlSink.kind: SqlSink,
+    WebhookSink.kind: WebhookSink,
+}
 
-__all__ = ["SINKS", "JsonlDirSink", "Record", "Sink", "WebhookSink", "is_queued"]
+__all__ = ["SINKS", "JsonlDirSink", "Record", "Sink", "SqlSink", "WebhookSink", "is_queued"]

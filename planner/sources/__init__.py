@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from planner.sources.base import Claim, LineError, ParsedLine, Source
 from planner.sources.jsonl_dir import ClaimedFile, JsonlDirSource
+from planner.sources.sql import SqlSource
 
 SOURCES: dict[str, type[Source]] = {
     JsonlDirSource.kind: JsonlDirSource,
+    SqlSource.kind: SqlSource,
 }
 
 
@@ -31,5 +33,6 @@ __all__ = [
     "LineError",
     "ParsedLine",
     "Source",
+    "SqlSource",
     "source_class",
 ]

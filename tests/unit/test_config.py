@@ -715,3 +715,18 @@ def test_webhook_url_with_credentials_is_refused_unechoed(tmp_path: Path) -> Non
     text = "sinks:\n  h: {kind: webhook, url: 'https://u:pw@example.com/h?k=1', secret_env: S}\n"
     (problem,) = _problems(tmp_path, text)
     assert "expected an http:// or https:// URL" in problem and "u:pw" not in problem
+
+
+def test_sql_source_needs_table_or_query_and_an_input_column(tmp_path: Path) -> None:
+    text = (
+        "sources:\n"
+        "  both: {kind: sql, url_env: DB, table: t, query: 'SELECT 1',"
+        " columns: {id: id, prompt: p}}\n"
+        "  none: {kind: sql, url_env: DB, columns: {id: id}}\n"
+        "  good: {kind: sql, url_env: DB, table: t, columns: {id: id, body: b}}\n"
+    )
+    assert [p.split(": ", 1)[1] for p in _problems(tmp_path, text)] == [
+        "an sql source needs one of table, query",
+        "an sql source needs one of table, query",
+        "the column mapping needs one of prompt, messages, text, body",
+    ]
