@@ -102,7 +102,9 @@ lines = st.one_of(
 
 
 def _survives_what_comes_next(item: Request) -> None:
-    json.dumps(item.body, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    body = json.dumps(item.body, ensure_ascii=False, allow_nan=False)
+    assert "\x00" not in body + json.dumps(item.metadata, ensure_ascii=False)  # PostgreSQL text
+    body.encode("utf-8")
     json.dumps(item.metadata, ensure_ascii=False).encode("utf-8")
     (item.key + item.model + (item.origin or "")).encode("utf-8")
     assert item.max_output_tokens is None or 1 <= item.max_output_tokens < 2**31
@@ -130,6 +132,10 @@ def test_no_line_escapes_as_an_exception(raw_lines: list[bytes]) -> None:
 def test_the_known_crashes_are_refused_with_their_reason() -> None:
     cases = {
         '{"id": "a", "prompt": "x\\ud800y"}': ("encoding", "field 'prompt': lone surrogate"),
+        '{"id": "a", "prompt": "x", "metadata": {"k": "a\\u0000b"}}': (
+            "encoding",
+            "field 'metadata.k': NUL character \\u0000 in a string",
+        ),
         _nested(100_000): ("too_deep", "nested too deeply"),
         _nested(70): ("too_deep", "field 'metadata[0][0]"),
         '{"id": "b", "prompt": "x", "max_output_tokens": 1000000000000000000000000000000}': (

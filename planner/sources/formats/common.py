@@ -320,7 +320,8 @@ class _Found(Exception):
 
 def check_value(value: Any) -> None:
     """Refuse what no provider takes and what would break our own storage, wherever it sits:
-    nesting over ``MAX_DEPTH``, lone surrogates (not encodable as UTF-8), non-finite numbers
+    nesting over ``MAX_DEPTH``, lone surrogates (not encodable as UTF-8), NUL characters (not
+    storable in PostgreSQL text), non-finite numbers
     (``1e400`` reads as infinity) and integers outside 64 bits. Fails with the field's path."""
     try:
         _walk(value, 0)
@@ -333,6 +334,8 @@ def _walk(value: Any, depth: int) -> None:
         if not value.isascii() and (bad := _SURROGATE.search(value)):
             code = f"\\u{ord(bad.group()):04x}"
             raise _Found(Reason.ENCODING, f"lone surrogate {code} (not valid Unicode text)")
+        if "\x00" in value:  # PostgreSQL text cannot hold it, and no model needs it
+            raise _Found(Reason.ENCODING, "NUL character \\u0000 in a string")
     elif isinstance(value, dict | list):
         if depth >= MAX_DEPTH:
             raise _Found(Reason.TOO_DEEP, f"nested more than {MAX_DEPTH} levels deep")
