@@ -112,7 +112,6 @@ def _fetch(encoding: str, cache_dir: Path, base: str, timeout: float) -> str | N
 
 
 CACHE_CHARS = 4_000_000  # characters of text the count cache may hold (~4-16 MB)
-CACHE_MIN_CHARS = 32  # shorter texts are cheaper to encode than to remember
 
 
 class CountCache:
@@ -133,7 +132,7 @@ class CountCache:
 
     def put(self, text: str, encoding: str, count: int) -> None:
         size = len(text)
-        if size < CACHE_MIN_CHARS or size > self.max_chars // 4:
+        if size > self.max_chars // 4:  # one text never crowds out the rest
             return
         counts = self.counts
         while counts and self.chars + size > self.max_chars:

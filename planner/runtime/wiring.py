@@ -67,6 +67,8 @@ from planner.store import requests as store_requests
 from planner.store.engine import make_engine, make_session_factory, upgrade
 from planner.tokenizers import TiktokenCounter
 
+MEMO_MAX = 4096  # entries of the per-model and per-group look-ups remembered below
+
 
 def catalog_for(config: Path | PlannerConfig | None) -> Catalog:
     """The shipped catalog with the config's ``models:`` overrides applied."""
@@ -97,8 +99,16 @@ def router(cfg: PlannerConfig) -> Callable[[Request], str | None]:
     """The provider of a request; raises ``ValueError`` (saying why) for a Gemini-format line
     that the provider's compat mode cannot translate, so it is refused with that reason."""
 
+    providers: dict[str, str | None] = {}  # model -> provider, asked once per model
+
     def route(request: Request) -> str | None:
-        provider = cfg.provider_for(request.model)
+        model = request.model
+        if model in providers:
+            provider = providers[model]
+        else:
+            if len(providers) >= MEMO_MAX:
+                providers.clear()
+            provider = providers[model] = cfg.provider_for(model)
         if provider is None or not speaks(cfg, provider, request.endpoint):
             return None
         p = cfg.providers[provider]
@@ -111,9 +121,19 @@ def router(cfg: PlannerConfig) -> Callable[[Request], str | None]:
 
 
 def limits_for(cfg: PlannerConfig) -> Callable[[PackGroup], BatchLimits]:
-    """Shipped limits per provider kind, tier and model, then the config's overrides."""
+    """Shipped limits per provider kind, tier and model, then the config's overrides (worked
+    out once per group: the packer and the dry run ask for every request)."""
+    known: dict[PackGroup, BatchLimits] = {}
 
     def limits(group: PackGroup) -> BatchLimits:
+        found = known.get(group)
+        if found is None:
+            if len(known) >= MEMO_MAX:
+                known.clear()
+            found = known[group] = _limits(group)
+        return found
+
+    def _limits(group: PackGroup) -> BatchLimits:
         p = cfg.providers[group.provider]
         base = default_limits(ProviderKind(p.kind), group.model, tier=p.tier)
         override = cfg.limits.get(group.provider)

@@ -223,8 +223,10 @@ def test_count_cache_is_bounded_by_characters() -> None:
     cache.put("y" * 100, "e", 99)
     assert cache.get(texts[21], "e") is None  # the least recently used left
     assert cache.get(texts[20], "e") == 20
-    cache.put("short", "e", 1)
-    assert cache.get("short", "e") is None  # too short to be worth remembering
+    cache.put("user", "e", 1)  # roles and names repeat most of all
+    assert cache.get("user", "e") == 1
+    cache.put("z" * 251, "e", 1)
+    assert cache.get("z" * 251, "e") is None  # over a quarter of the cache: not remembered
 
 
 # --- rule arithmetic with a one-token-per-word counter ---------------------------------------
