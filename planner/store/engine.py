@@ -20,7 +20,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -132,14 +132,24 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return config
 
 
+# Held (transaction-scoped) while migrating on PostgreSQL: replicas started together would
+# otherwise create the same tables at once and all but one fail.
+MIGRATE_LOCK = 0x706C616E6E6572  # "planner"
+
+
 def upgrade(target: Engine | str | URL, revision: str = "head") -> None:
-    """Apply migrations up to ``revision`` (``alembic upgrade head``, programmatically)."""
+    """Apply migrations up to ``revision`` (``alembic upgrade head``, programmatically); on
+    PostgreSQL under an advisory lock, so replicas starting at once migrate one after another."""
     from alembic import command
     from alembic.util import CommandError
 
     engine = target if isinstance(target, Engine) else make_engine(target)
     try:
         with engine.begin() as connection:
+            if connection.dialect.name == "postgresql":  # replicas starting at once take turns
+                connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATE_LOCK}
+                )
             command.upgrade(alembic_config(connection), revision)
     except (SQLAlchemyError, CommandError) as exc:
         raise StoreError(
