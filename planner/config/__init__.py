@@ -8,6 +8,7 @@ Public API::
     parse_config(text, *, filename, base_dir, catalog) -> PlannerConfig
     resolve_api_key(provider_cfg, environ) -> SecretStr | None
     resolve_secret(env_name, file, environ, what) -> SecretStr | None
+    resolve_intake_tokens(intake_cfg, environ) -> list[SecretStr]
     resolve_store_url(cfg, environ) -> str
     default_config_path() -> Path;  reference_rows() -> list[(key, type, default, description)]
 """
@@ -18,6 +19,7 @@ from planner.config.load import (
     parse_config,
     resolve_api_key,
     resolve_secret,
+    resolve_intake_tokens,
     resolve_store_url,
     validate_file,
 )
@@ -71,6 +73,7 @@ __all__ = [
     "reference_rows",
     "resolve_api_key",
     "resolve_secret",
+    "resolve_intake_tokens",
     "resolve_store_url",
     "validate_file",
 ]

@@ -25,6 +25,7 @@ from pydantic import SecretStr, ValidationError
 from pydantic_core import ErrorDetails
 
 from planner.config.schema import (
+    IntakeConfig,
     PlannerConfig,
     ProviderBase,
     SqlSourceConfig,
@@ -414,6 +415,7 @@ class _Checker:
         ):
             self.add(("intake",), "key", "no policy: given and no policy named 'default' defined")
         self.model(("intake", "default_model"), intake.get("default_model"), "chat")
+        self.reference(("intake", "sink"), intake.get("sink"), sink_names, "sink")
         self._limits()
         self._providers()
         self._store()
@@ -516,10 +518,27 @@ def _check_config(cfg: PlannerConfig, doc: Document) -> list[Problem]:
         if sink.kind == "webhook" and secrets.count(None) != 1:
             add(("sinks", name), "key", "a webhook sink needs one of secret_env, secret_file")
     intake = cfg.intake
-    if intake.enabled and not intake.listen.is_loopback and intake.tokens_file is None:
-        add(("intake", "listen"), "value", "intake off loopback needs intake.tokens_file")
     if intake.enabled and cfg.metrics.enabled and intake.listen == cfg.metrics.listen:
         add(("intake", "listen"), "value", "intake and metrics must not share a listener")
+    if intake.enabled and intake.tokens_env is None and intake.tokens_file is None:
+        add(
+            ("intake", "enabled"),
+            "value",
+            "the intake needs bearer tokens: set tokens_env or tokens_file",
+        )
+    if intake.tokens_env is not None and intake.tokens_file is not None:
+        add(
+            ("intake", "tokens_file"),
+            "key",
+            "give either intake.tokens_env or intake.tokens_file, not both",
+        )
+    if intake.enabled and intake.source in cfg.sources:
+        add(
+            ("intake", "source"),
+            "value",
+            f"source {show(intake.source)} is configured under sources:; "
+            "the intake needs a name of its own",
+        )
     return problems
 
 
@@ -711,6 +730,16 @@ def resolve_secret(
         return SecretStr(text)
     value = environ.get(env_name, "").strip() if env_name else ""
     return SecretStr(value) if value else None
+def resolve_intake_tokens(intake: IntakeConfig, environ: Mapping[str, str]) -> list[SecretStr]:
+    """The intake's bearer tokens (comma- or newline-separated) from ``tokens_file`` or
+    ``$tokens_env``; a ``ConfigError`` naming the file or variable (never a token) when none."""
+    what = "intake.tokens_file" if intake.tokens_file else f"intake.tokens_env ${intake.tokens_env}"
+    secret = resolve_secret(intake.tokens_env, intake.tokens_file, environ, what)
+    text = secret.get_secret_value() if secret is not None else ""
+    tokens = [t.strip() for t in re.split(r"[,\n]", text) if t.strip()]
+    if not tokens:
+        raise ConfigError([f"{what}: no bearer tokens (comma-separated) found"])
+    return [SecretStr(t) for t in tokens]
 
 
 def resolve_store_url(cfg: PlannerConfig, environ: Mapping[str, str]) -> str:

@@ -683,19 +683,29 @@ class MetricsConfig(Section):
 
 
 class IntakeConfig(Section):
-    """The HTTP intake (POST requests to the queue); off by default."""
+    """The HTTP intake: native endpoints and an OpenAI-compatible Batch API; off by default."""
 
-    enabled: bool = Field(
-        False, description="Serve the HTTP intake. Not available yet: planner run refuses true."
+    enabled: bool = Field(False, description="Serve the HTTP intake (needs bearer tokens).")
+    listen: ListenAddress = Field(
+        Listen("127.0.0.1", 8470), description="host:port to bind; keep it on loopback."
     )
-    listen: ListenAddress = Field(Listen("127.0.0.1", 8080), description="host:port to bind.")
-    policy: Name = Field("default", description="Policy applied to requests received over HTTP.")
-    default_model: ModelId | None = Field(None, description="Model for requests that name none.")
-    tokens_file: SecretFilePath | None = Field(
+    tokens_env: EnvName | None = Field(
         None,
-        description="File of accepted bearer tokens, one per line; required off loopback.",
+        description="Environment variable holding the accepted bearer tokens, comma-separated.",
     )
-    max_body_bytes: ByteSize = Field(1_000_000, description="Largest accepted request body.")
+    tokens_file: SecretFilePath | None = Field(
+        None, description="File of accepted bearer tokens (comma- or newline-separated)."
+    )
+    source: Name = Field(
+        "intake", description="Source name the intake's requests are filed under (ledger, report)."
+    )
+    policy: Name = Field("default", description="Policy applied to requests received over HTTP.")
+    sink: Name | None = Field(
+        None,
+        description="Sink that also gets the results; null = none (the intake serves them itself).",
+    )
+    default_model: ModelId | None = Field(None, description="Model for records that name none.")
+    max_body: ByteSize = Field(200_000_000, description="Largest accepted request body (413).")
 
 
 class TokenizerConfig(Section):

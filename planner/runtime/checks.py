@@ -1,8 +1,8 @@
 """What only the running program can judge in a configuration, checked on every load.
 
 The config package checks shape, units and cross-references; some problems show only when the
-program that runs the configuration puts it together: a feature this version does not have, a
-store URL read from the environment. These checks are ``RUNTIME_CHECKS``, handed to the loader
+program that runs the configuration puts it together: the intake's tokens or a store URL read
+from the environment. These checks are ``RUNTIME_CHECKS``, handed to the loader
 by ``validate`` and by ``run`` alike (``load_runtime_config``), so validate refuses exactly what
 run refuses, each problem at the ``FILE:LINE:COL`` of the key it is about. A check returns
 (key path, message) pairs and never touches the store or the network.
@@ -15,7 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from planner.config import PlannerConfig, load_config, resolve_store_url
+from planner.config import (
+    PlannerConfig,
+    load_config,
+    resolve_intake_tokens,
+    resolve_store_url,
+)
 from planner.errors import ConfigError, StoreError
 from planner.store.engine import check_url
 
@@ -23,11 +28,15 @@ Found = Iterator[tuple[tuple[Any, ...], str]]
 
 
 def _intake(cfg: PlannerConfig) -> Found:
-    if cfg.intake.enabled:  # configured but not built yet: say so instead of ignoring it
-        yield (
-            ("intake", "enabled"),
-            "the HTTP intake is not available in this version; use a jsonl_dir source",
-        )
+    """The intake's bearer tokens come from the environment or a file: readable, not empty."""
+    intake = cfg.intake
+    if not intake.enabled or (intake.tokens_env is None and intake.tokens_file is None):
+        return  # off, or the loader already says that tokens are missing
+    try:
+        resolve_intake_tokens(intake, os.environ)
+    except ConfigError as exc:
+        key = "tokens_file" if intake.tokens_file is not None else "tokens_env"
+        yield ("intake", key), "; ".join(exc.problems)
 
 
 def _store(cfg: PlannerConfig) -> Found:

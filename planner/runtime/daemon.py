@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import threading
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
@@ -48,6 +49,12 @@ from planner.pipeline.context import StageContext
 from planner.runtime import clock, passes
 from planner.runtime.checks import load_runtime_config
 from planner.runtime.http import MetricsServer, serve_metrics
+from planner.runtime.intake.server import (
+    IntakeServer,
+    MetricsObserver,
+    build_service,
+    serve_intake,
+)
 from planner.runtime.lifecycle import Lifecycle
 from planner.runtime.observer import MetricsObserver
 from planner.runtime.wiring import build_context, build_metrics, flush_rules, prime_metrics
@@ -75,6 +82,7 @@ class Daemon:
     metrics: Metrics
     scheduler: BackgroundScheduler
     server: MetricsServer | None = None
+    intake: IntakeServer | None = None
     last_job_finished: float = 0.0
     idle_queue: QueueSummary | None = (
         None  # the queue as the last pass that planned nothing left it
@@ -268,6 +276,11 @@ def run_daemon(
         if cfg.metrics.enabled:
             port = cfg.metrics.listen.port if metrics_port is None else metrics_port
             daemon.server = serve_metrics(registry, cfg.metrics.listen.host, port)
+        if cfg.intake.enabled:  # its listener is not moved by a reload: restart for that
+            service = build_service(
+                cfg.intake, ctx.session_factory, ctx.catalog.family_of, MetricsObserver(metrics)
+            )
+            daemon.intake = serve_intake(cfg.intake, service, os.environ)
         daemon.schedule()
         scheduler.start()
         daemon.last_job_finished = clock.monotonic()
@@ -290,6 +303,8 @@ def run_daemon(
             stopper = threading.Thread(target=scheduler.shutdown, daemon=True)
             stopper.start()
             stopper.join(lifecycle.grace_left() or grace_seconds)
+            if daemon.intake is not None:
+                daemon.intake.stop()
             if daemon.server is not None:
                 daemon.server.stop()
             _log.info(  # the last line: an operator knows the process ended on purpose

@@ -53,6 +53,7 @@ from planner.providers import compat_wire, create_provider, gemini_wire, openai_
 from planner.providers.base import BatchLine, BatchProvider
 from planner.runtime import clock
 from planner.runtime.checks import runtime_problems
+from planner.runtime.intake.sink import IntakeSink
 from planner.runtime.logging import register_secret
 from planner.sinks import JsonlDirSink, SqlSink, WebhookSink
 from planner.sinks.base import Sink
@@ -183,6 +184,7 @@ def budgets(
 def build_planner(cfg: PlannerConfig, catalog: Catalog | None = None) -> Planner:
     catalog = catalog or catalog_for(cfg)
     source_policy = {name: s.policy for name, s in cfg.sources.items()}
+    source_policy[cfg.intake.source] = cfg.intake.policy
     rules = {name: policy.rules() for name, policy in cfg.policies.items()}
     budget_rules, budgets_of = budgets(cfg)
 
@@ -365,14 +367,21 @@ def build_sink_map(cfg: PlannerConfig, environ: Mapping[str, str]) -> dict[str, 
 
 
 def build_sinks(
-    cfg: PlannerConfig, sinks: Mapping[str, Sink] | None = None
+    cfg: PlannerConfig,
+    sinks: Mapping[str, Sink] | None = None,
+    session_factory: Callable[[], Session] | None = None,
 ) -> Callable[[str], list[Sink]]:
-    """Which sinks each source's results go to (its ``sink``, or every sink)."""
+    """Which sinks each source's results go to (its ``sink``, or every sink); with the store,
+    the HTTP intake's results go to its own sink (it serves them) and ``intake.sink``."""
     sinks = build_sink_map(cfg, os.environ) if sinks is None else sinks
     every = list(sinks.values())
     routes = {
         name: ([sinks[s.sink]] if s.sink is not None else every) for name, s in cfg.sources.items()
     }
+    if session_factory is not None:
+        intake = cfg.intake
+        extra = [sinks[intake.sink]] if intake.sink is not None else []
+        routes[intake.source] = [IntakeSink(intake.source, session_factory), *extra]
 
     def sinks_for(source: str) -> list[Sink]:
         return routes.get(source, every)
@@ -399,7 +408,7 @@ def build_context(cfg: PlannerConfig, *, sandbox_url: str | None) -> StageContex
         planner=build_planner(cfg, catalog),
         providers=build_providers(cfg, sandbox_url, os.environ),
         sources=build_sources(cfg, catalog, session_factory),
-        sinks_for=build_sinks(cfg, sinks),
+        sinks_for=build_sinks(cfg, sinks, session_factory),
         sinks=sinks,
         rate_limits={
             name: RateLimits(p.requests_per_minute, p.tokens_per_minute)

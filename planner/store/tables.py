@@ -28,6 +28,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Numeric,
     String,
@@ -321,6 +322,79 @@ class OutboxRow(StoreModel, table=True):
     owner: str | None = Field(default=None, sa_column=Column(String(200)))
     lease_until: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
     last_error: str | None = Field(default=None, sa_column=Column(Text))
+class IntakeFileRow(StoreModel, table=True):
+    """A file of the HTTP intake's OpenAI-compatible files API (``store/intake.py``): an
+    uploaded batch input (``purpose`` batch) or an output/error file planner wrote for one of its
+    batches (``batch_output``, ``batch_id`` set). The bytes live in the store, so every replica
+    serves the same files."""
+
+    __tablename__ = "intake_file"
+    __table_args__ = (Index(None, "created_at"),)
+
+    id: str = Field(sa_column=Column(String(64), primary_key=True))
+    purpose: str = Field(sa_column=Column(String(32), nullable=False))
+    filename: str = Field(sa_column=Column(String(255), nullable=False))
+    size: int = Field(sa_column=Column(BigInteger, nullable=False))
+    created_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    expires_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    batch_id: str | None = Field(default=None, sa_column=Column(String(64)))
+    content: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class IntakeBatchRow(StoreModel, table=True):
+    """A batch created through the intake's OpenAI-compatible API; its lines are requests of
+    the intake's source (keys ``<batch id>/<custom_id>``) or quarantined lines."""
+
+    __tablename__ = "intake_batch"
+    __table_args__ = (Index(None, "created_at"),)
+
+    id: str = Field(sa_column=Column(String(64), primary_key=True))
+    source: str = Field(sa_column=Column(String(200), nullable=False))
+    input_file_id: str = Field(sa_column=Column(String(64), nullable=False))
+    endpoint: str = Field(sa_column=Column(String(64), nullable=False))
+    completion_window: str = Field(sa_column=Column(String(16), nullable=False))
+    metadata_json: str | None = Field(default=None, sa_column=Column(Text))
+    status: str = Field(sa_column=Column(String(32), nullable=False))
+    total: int = Field(sa_column=Column(Integer, nullable=False))
+    output_file_id: str | None = Field(default=None, sa_column=Column(String(64)))
+    error_file_id: str | None = Field(default=None, sa_column=Column(String(64)))
+    created_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    in_progress_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    finalizing_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    completed_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    cancelling_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    cancelled_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    expires_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+
+
+class IntakeLineRow(StoreModel, table=True):
+    """One non-blank line of an intake batch's input: the request it became (``key``), or the
+    quarantined line with its reason, message and raw text (``reason`` set, ``key`` null)."""
+
+    __tablename__ = "intake_line"
+
+    batch_id: str = Field(
+        sa_column=Column(String(64), ForeignKey("intake_batch.id"), primary_key=True)
+    )
+    line: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    custom_id: str | None = Field(default=None, sa_column=Column(String(512)))
+    key: str | None = Field(default=None, sa_column=Column(String(512)))
+    reason: str | None = Field(default=None, sa_column=Column(String(64)))
+    message: str | None = Field(default=None, sa_column=Column(Text))
+    raw: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class IntakeResultRow(StoreModel, table=True):
+    """The result or dead-letter record of one intake request, as the sinks get it; written by
+    the intake's own sink before the request's final state is committed."""
+
+    __tablename__ = "intake_result"
+
+    source: str = Field(sa_column=Column(String(200), primary_key=True))
+    key: str = Field(sa_column=Column(String(512), primary_key=True))
+    ok: bool = Field(sa_column=Column(Boolean, nullable=False))
+    record_json: str = Field(sa_column=Column(Text, nullable=False))
+    recorded_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
 
 
 METADATA: MetaData = StoreModel.metadata
@@ -333,3 +407,7 @@ ENQUEUED_LIMIT: Table = METADATA.tables["enqueued_limit"]
 SEND: Table = METADATA.tables["send"]
 UNIT_CLAIM: Table = METADATA.tables["unit_claim"]
 OUTBOX: Table = METADATA.tables["outbox"]
+INTAKE_FILE: Table = METADATA.tables["intake_file"]
+INTAKE_BATCH: Table = METADATA.tables["intake_batch"]
+INTAKE_LINE: Table = METADATA.tables["intake_line"]
+INTAKE_RESULT: Table = METADATA.tables["intake_result"]
