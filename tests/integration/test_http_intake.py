@@ -96,7 +96,9 @@ def client(server: IntakeServer, token: str = "tok-beta-456") -> openai.OpenAI:
 
 def upload(sdk: openai.OpenAI, lines: list[str]) -> str:
     data = ("\n".join(lines) + "\n").encode()
-    file = sdk.files.create(file=("batch.jsonl", io.BytesIO(data), "application/jsonl"), purpose="batch")
+    file = sdk.files.create(
+        file=("batch.jsonl", io.BytesIO(data), "application/jsonl"), purpose="batch"
+    )
     assert file.purpose == "batch" and file.bytes == len(data)
     return file.id
 
@@ -228,13 +230,20 @@ def test_native_post_answers_each_record_and_get_shows_the_result(
     answer = httpx.post(server.url + "/requests", json=records, headers=auth)
     assert answer.status_code == 200, answer.text
     body = answer.json()
-    assert [r["status"] for r in body["requests"]] == ["accepted", "accepted", "rejected", "rejected"]
+    assert [r["status"] for r in body["requests"]] == [
+        "accepted",
+        "accepted",
+        "rejected",
+        "rejected",
+    ]
     assert body["requests"][2]["error"]["code"] == "unknown_model"
     assert body["requests"][3]["error"]["code"] == "missing_id"
     again = httpx.post(server.url + "/requests", json=records[0], headers=auth).json()
     assert again["requests"][0]["status"] == "duplicate"
 
-    lines = "\n".join(json.dumps(r) for r in [{"id": "n-4", "prompt": "yo", "model": "gpt-4o-mini"}])
+    lines = "\n".join(
+        json.dumps(r) for r in [{"id": "n-4", "prompt": "yo", "model": "gpt-4o-mini"}]
+    )
     ndjson = httpx.post(
         server.url + "/requests",
         content=lines + "\n{broken\n",
@@ -255,3 +264,31 @@ def test_native_post_answers_each_record_and_get_shows_the_result(
             session.execute(select(REQUEST.c.key).where(REQUEST.c.source == "intake")).scalars()
         )
     assert stored == {"n-1", "n-2", "n-4"}  # nothing of the rejected records
+
+
+def test_a_file_without_lines_makes_a_failed_batch(
+    intake: tuple[IntakeServer, StageContext, RunningSandbox],
+) -> None:
+    server, _, _ = intake
+    sdk = client(server)
+    file_id = upload(sdk, [""])
+    batch = sdk.batches.create(
+        input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    assert batch.status == "failed" and batch.failed_at == batch.created_at
+    assert batch.errors is not None and batch.errors.data is not None
+    assert [e.code for e in batch.errors.data] == ["empty_file"]
+    assert batch.request_counts is not None and batch.request_counts.total == 0
+    with pytest.raises(openai.ConflictError):
+        sdk.batches.cancel(batch.id)
+    with pytest.raises(openai.NotFoundError):
+        sdk.batches.create(
+            input_file_id="file-nope", endpoint="/v1/chat/completions", completion_window="24h"
+        )
+    with pytest.raises(openai.BadRequestError) as caught:
+        sdk.batches.create(
+            input_file_id=file_id,
+            endpoint="/v1/chat/completions",
+            completion_window="48h",  # type: ignore[arg-type]
+        )
+    assert caught.value.param == "completion_window"

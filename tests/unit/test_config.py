@@ -331,8 +331,17 @@ def test_intake_rules(tmp_path: Path) -> None:
     text = "intake: {enabled: true, listen: '0.0.0.0:9464'}\nmetrics: {listen: '0.0.0.0:9464'}\n"
     problems = _problems(tmp_path, text)
     assert [p.split(": ", 1)[1] for p in problems] == [
+        "the intake needs bearer tokens: set tokens_env or tokens_file",
         "intake and metrics must not share a listener",
-        "intake off loopback needs intake.tokens_file",
+    ]
+    text = (
+        "sources: {intake: {kind: jsonl_dir, path: s}}\n"
+        "intake: {enabled: true, tokens_env: T, tokens_file: f, source: intake, sink: nope}\n"
+    )
+    assert [p.split(": ", 1)[1] for p in _problems(tmp_path, text)] == [
+        "give either intake.tokens_env or intake.tokens_file, not both",
+        "source 'intake' is configured under sources:; the intake needs a name of its own",
+        "unknown sink 'nope' (defined: none)",
     ]
 
 
@@ -524,7 +533,7 @@ def test_defaults(tmp_path: Path) -> None:
     )
     assert cfg.schedule.submit.interval == timedelta(minutes=15)
     assert cfg.schedule.flush.max_requests == 10_000
-    assert str(cfg.intake.listen) == "127.0.0.1:8080" and not cfg.intake.enabled
+    assert str(cfg.intake.listen) == "127.0.0.1:8470" and not cfg.intake.enabled
 
 
 def test_null_limit_lifts_it(tmp_path: Path) -> None:
@@ -689,7 +698,7 @@ def test_implicit_default_policy_must_exist(tmp_path: Path) -> None:
     text = (
         "policies: {nightly: {}}\n"
         "sources:\n  s: {kind: jsonl_dir, path: s}\n"
-        "intake: {enabled: true}\n"
+        "intake: {enabled: true, tokens_env: PLANNER_INTAKE_TOKENS}\n"
     )
     message = "no policy: given and no policy named 'default' defined"
     assert _problems(tmp_path, text) == [f"{file}:3:3: {message}", f"{file}:4:1: {message}"]

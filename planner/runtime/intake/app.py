@@ -20,7 +20,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from planner import __version__
 from planner.errors import StoreError
@@ -137,6 +139,14 @@ def _location(loc: Sequence[Any]) -> str:
     return ".".join(parts)
 
 
+def _methods_of(request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in request.app.routes:
+        if isinstance(route, APIRoute) and route.matches(request.scope)[0] is not Match.NONE:
+            methods.update(route.methods or ())
+    return sorted(methods - {"HEAD", "OPTIONS"})
+
+
 def create_app(service: IntakeService, tokens: Sequence[str], max_body: int) -> FastAPI:
     """The intake application; ``tokens`` are the accepted bearer tokens (never logged)."""
     app = FastAPI(
@@ -146,6 +156,7 @@ def create_app(service: IntakeService, tokens: Sequence[str], max_body: int) -> 
         "Batch API under /v1. Every operation needs 'Authorization: Bearer <token>'.",
         docs_url=None,
         redoc_url=None,
+        generate_unique_id_function=lambda route: route.name,
     )
     app.state.service = service
     app.include_router(native_router)
@@ -168,7 +179,7 @@ def create_app(service: IntakeService, tokens: Sequence[str], max_body: int) -> 
         return error_response(400, message, code=code, kind="invalid_request_error", param=param)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         response = error_response(
             exc.status_code,
             str(exc.detail),
@@ -177,6 +188,8 @@ def create_app(service: IntakeService, tokens: Sequence[str], max_body: int) -> 
         )
         for name, value in (exc.headers or {}).items():
             response.headers[name] = value
+        if exc.status_code == 405:  # every method of the path, not only the first route's
+            response.headers["Allow"] = ", ".join(_methods_of(request))
         return response
 
     @app.exception_handler(StoreError)

@@ -70,12 +70,24 @@ class RequestCounts(BaseModel):
     failed: int
 
 
+class BatchError(BaseModel):
+    code: str
+    message: str
+    param: str | None = None
+    line: int | None = None
+
+
+class BatchErrors(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[BatchError]
+
+
 class BatchObject(BaseModel):
     id: str
     object: Literal["batch"] = "batch"
     endpoint: str
     model: str | None = None
-    errors: None = None
+    errors: BatchErrors | None = None
     input_file_id: str
     completion_window: str
     status: str
@@ -132,10 +144,14 @@ class BatchCreate(BaseModel):
 class Accepted(BaseModel):
     """The outcome of one record of a native POST, in the order the records were sent."""
 
-    index: int
-    id: str | None = Field(description="The request's id (its custom_id / key / id).")
+    index: int = Field(description="The record's position in the request, from 0.")
+    id: str | None = Field(
+        None,
+        description="The stored request's id (its custom_id / key / id), for GET "
+        "/requests/{id}; absent for a rejected record, which is stored nowhere.",
+    )
     status: Literal["accepted", "duplicate", "rejected"]
-    error: ErrorDetail | None = None
+    error: ErrorDetail | None = Field(None, description="Why a record was rejected.")
 
 
 class SubmitResult(BaseModel):
@@ -181,8 +197,16 @@ def all_ended(total: int, states: dict[str | None, int]) -> bool:
     return ended >= total
 
 
+EMPTY_FILE = BatchError(
+    code="empty_file", message="The input file has no request lines.", param="input_file_id"
+)
+
+
 def batch_object(batch: BatchInfo, counts: RequestCounts) -> BatchObject:
+    failed = batch.status == "failed"  # only ever at creation: a file without lines
     return BatchObject(
+        errors=BatchErrors(data=[EMPTY_FILE]) if failed else None,
+        failed_at=int(batch.created_at.timestamp()) if failed else None,
         id=batch.id,
         endpoint=batch.endpoint,
         input_file_id=batch.input_file_id,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, File, Form, Path, Query, Request, Security, UploadFile
+from fastapi import APIRouter, Path, Query, Request, Security
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from fastapi.security import HTTPBearer
@@ -110,6 +110,7 @@ def _records(body: bytes, content_type: str) -> list[object]:
 @native_router.post(
     "/requests",
     response_model=SubmitResult,
+    response_model_exclude_none=True,
     summary="Queue one record or many (any spool format); one answer per record",
     responses={415: {"model": ErrorBody}},
     openapi_extra={
@@ -145,22 +146,85 @@ def get_request(request: Request, request_id: Ident) -> RequestView:
 # -- files -----------------------------------------------------------------------------------
 
 
-@v1_router.post("/files", response_model=FileObject, summary="Upload a batch input file")
-async def create_file(
-    request: Request,
-    file: Annotated[UploadFile, File(description="The JSONL input file.")],
-    purpose: Annotated[Literal["batch"], Form(description="Only 'batch'.")],
-    expires_after_anchor: Annotated[
-        Literal["created_at"] | None, Form(alias="expires_after[anchor]")
-    ] = None,
-    expires_after_seconds: Annotated[
-        int | None, Form(alias="expires_after[seconds]", ge=3600, le=2_592_000)
-    ] = None,
-) -> FileObject:
-    content = await file.read()
+def _links(**targets: tuple[str, str]) -> dict[str, Any]:
+    """OpenAPI links from a 200 answer's ``id`` to the operations that take it."""
+    links: dict[str, Any] = {}
+    for name, (operation, parameter) in targets.items():
+        if parameter:
+            links[name] = {
+                "operationId": operation,
+                "parameters": {parameter: "$response.body#/id"},
+            }
+        else:  # a batch of the uploaded file
+            body = {
+                "input_file_id": "$response.body#/id",
+                "endpoint": "/v1/chat/completions",
+                "completion_window": "24h",
+            }
+            links[name] = {"operationId": operation, "requestBody": body}
+    return {"responses": {"200": {"links": links}}}
+
+
+_UPLOAD_SCHEMA = {
+    "type": "object",
+    "required": ["file", "purpose"],
+    "properties": {
+        "file": {
+            "type": "string",
+            "description": "The JSONL input file (a file part, as the SDK sends it, or text); "
+            "its lines are judged when a batch is created.",
+        },
+        "purpose": {"type": "string", "const": "batch", "description": "Only 'batch'."},
+    },
+}
+
+
+@v1_router.post(
+    "/files",
+    response_model=FileObject,
+    responses={415: {"model": ErrorBody}},
+    summary="Upload a batch input file",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"multipart/form-data": {"schema": _UPLOAD_SCHEMA}},
+        },
+        **_links(
+            RetrieveFile=("retrieve_file", "file_id"),
+            FileContent=("file_content", "file_id"),
+            DeleteFile=("delete_file", "file_id"),
+            CreateBatch=("create_batch", ""),
+        ),
+    },
+)
+async def create_file(request: Request) -> FileObject:
+    """Multipart as the SDK sends it (``purpose``, then ``file`` with a filename); a ``file``
+    sent as a plain field is taken as the file's text. Other fields are ignored."""
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media != "multipart/form-data":
+        raise IntakeError(415, "upload a file as multipart/form-data", code="invalid_content_type")
+    async with request.form(max_files=1, max_fields=100) as form:
+        purpose = form.get("purpose")
+        upload = form.get("file")
+        if upload is None:
+            raise IntakeError(
+                400, "file: required", code="missing_required_parameter", param="file"
+            )
+        if purpose is None:
+            raise IntakeError(
+                400, "purpose: required", code="missing_required_parameter", param="purpose"
+            )
+        if isinstance(upload, str):
+            content, filename = upload.encode(), "upload"
+        else:
+            content, filename = await upload.read(), upload.filename or "upload"
     service = _service(request)
     info = await run_in_threadpool(
-        service.upload, file.filename or "upload", purpose, content, clock.utc_now()
+        service.upload,
+        filename,
+        purpose if isinstance(purpose, str) else "",
+        content,
+        clock.utc_now(),
     )
     return file_object(info)
 
@@ -220,7 +284,13 @@ def delete_file(request: Request, file_id: Ident) -> FileDeleted:
 
 
 @v1_router.post(
-    "/batches", response_model=BatchObject, responses=_not_found, summary="Create a batch"
+    "/batches",
+    response_model=BatchObject,
+    responses=_not_found,
+    summary="Create a batch",
+    openapi_extra=_links(
+        RetrieveBatch=("retrieve_batch", "batch_id"), CancelBatch=("cancel_batch", "batch_id")
+    ),
 )
 def create_batch(request: Request, spec: BatchCreate) -> BatchObject:
     return _service(request).create_batch(spec, clock.utc_now())

@@ -52,6 +52,7 @@ from planner.store.intake import BatchInfo, FileInfo, LineRecord
 
 COMPLETION_WINDOW = timedelta(hours=24)  # the only window OpenAI offers: the lines' deadline
 MAX_LIST = 100  # batches per page, as at OpenAI
+
 MAX_FILE_LIST = 10_000
 
 
@@ -120,10 +121,10 @@ class IntakeService:
         for index, obj in enumerate(records):
             parsed = parse_record(obj, defaults, now=now, origin=f"POST /requests #{index}")
             if isinstance(parsed, RecordError):
-                answers.append(_rejected(index, _record_id(obj), parsed))
+                answers.append(_rejected(index, parsed))
             elif parsed.key in seen:
                 error = RecordError("duplicate_id", "this id is used twice in the request", None)
-                answers.append(_rejected(index, parsed.key, error))
+                answers.append(_rejected(index, error))
             else:
                 seen.add(parsed.key)
                 good.append((index, parsed))
@@ -155,6 +156,8 @@ class IntakeService:
 
     # -- files ----------------------------------------------------------------------------
     def upload(self, filename: str, purpose: str, content: bytes, now: datetime) -> FileInfo:
+        """Keep an input file; its lines are judged when a batch is created from it (an upload
+        never fails for its content, as at OpenAI)."""
         if purpose != "batch":
             raise IntakeError(
                 400,
@@ -219,13 +222,6 @@ class IntakeService:
             )
         batch_id = f"batch_{secrets.token_hex(12)}"
         lines, requests = self._parse_file(batch_id, info.id, data, spec.endpoint, now)
-        if not lines:
-            raise IntakeError(
-                400,
-                f"file {info.id} has no request lines",
-                code="invalid_value",
-                param="input_file_id",
-            )
         batch = BatchInfo(
             id=batch_id,
             source=self.source,
@@ -233,12 +229,12 @@ class IntakeService:
             endpoint=spec.endpoint,
             completion_window=spec.completion_window,
             metadata=spec.metadata,
-            status="in_progress",
+            status="in_progress" if lines else "failed",  # OpenAI fails an empty file (errors.data)
             total=len(lines),
             output_file_id=None,
             error_file_id=None,
             created_at=now,
-            in_progress_at=now,
+            in_progress_at=now if lines else None,
             finalizing_at=None,
             completed_at=None,
             cancelling_at=None,
@@ -383,11 +379,11 @@ class IntakeService:
         return fresh if fresh is not None else batch
 
 
-def _rejected(index: int, ident: str | None, error: RecordError) -> Accepted:
+def _rejected(index: int, error: RecordError) -> Accepted:
     detail = ErrorDetail(
         message=str(error), type="invalid_request_error", param=error.field, code=error.reason
     )
-    return Accepted(index=index, id=ident, status="rejected", error=detail)
+    return Accepted(index=index, status="rejected", error=detail)
 
 
 def _line_error(obj: object, endpoint: str) -> RecordError | None:
