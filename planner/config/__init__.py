@@ -18,8 +18,8 @@ from planner.config.load import (
     load_config,
     parse_config,
     resolve_api_key,
-    resolve_secret,
     resolve_intake_tokens,
+    resolve_secret,
     resolve_store_url,
     validate_file,
 )
@@ -72,8 +72,8 @@ __all__ = [
     "parse_config",
     "reference_rows",
     "resolve_api_key",
-    "resolve_secret",
     "resolve_intake_tokens",
+    "resolve_secret",
     "resolve_store_url",
     "validate_file",
 ]

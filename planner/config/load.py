@@ -730,6 +730,8 @@ def resolve_secret(
         return SecretStr(text)
     value = environ.get(env_name, "").strip() if env_name else ""
     return SecretStr(value) if value else None
+
+
 def resolve_intake_tokens(intake: IntakeConfig, environ: Mapping[str, str]) -> list[SecretStr]:
     """The intake's bearer tokens (comma- or newline-separated) from ``tokens_file`` or
     ``$tokens_env``; a ``ConfigError`` naming the file or variable (never a token) when none."""

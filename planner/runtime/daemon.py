@@ -50,8 +50,8 @@ from planner.runtime import clock, passes
 from planner.runtime.checks import load_runtime_config
 from planner.runtime.http import MetricsServer, serve_metrics
 from planner.runtime.intake.server import (
+    IntakeMetrics,
     IntakeServer,
-    MetricsObserver,
     build_service,
     serve_intake,
 )
@@ -278,7 +278,7 @@ def run_daemon(
             daemon.server = serve_metrics(registry, cfg.metrics.listen.host, port)
         if cfg.intake.enabled:  # its listener is not moved by a reload: restart for that
             service = build_service(
-                cfg.intake, ctx.session_factory, ctx.catalog.family_of, MetricsObserver(metrics)
+                cfg.intake, ctx.session_factory, ctx.catalog.family_of, IntakeMetrics(metrics)
             )
             daemon.intake = serve_intake(cfg.intake, service, os.environ)
         daemon.schedule()

@@ -322,6 +322,8 @@ class OutboxRow(StoreModel, table=True):
     owner: str | None = Field(default=None, sa_column=Column(String(200)))
     lease_until: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
     last_error: str | None = Field(default=None, sa_column=Column(Text))
+
+
 class IntakeFileRow(StoreModel, table=True):
     """A file of the HTTP intake's OpenAI-compatible files API (``store/intake.py``): an
     uploaded batch input (``purpose`` batch) or an output/error file planner wrote for one of its

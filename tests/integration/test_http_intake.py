@@ -23,7 +23,8 @@ from sqlalchemy import select
 from planner.config import load_config
 from planner.pipeline.context import StageContext
 from planner.runtime.intake.server import IntakeServer, build_service, serve_intake
-from planner.runtime.runner import build_context, run_once
+from planner.runtime.runner import run_once
+from planner.runtime.wiring import build_context
 from planner.sandbox import RunningSandbox
 from planner.store.tables import INTAKE_LINE, REQUEST
 
@@ -240,6 +241,10 @@ def test_native_post_answers_each_record_and_get_shows_the_result(
     assert body["requests"][3]["error"]["code"] == "missing_id"
     again = httpx.post(server.url + "/requests", json=records[0], headers=auth).json()
     assert again["requests"][0]["status"] == "duplicate"
+    changed = {**records[0], "prompt": "Something else"}
+    other = httpx.post(server.url + "/requests", json=changed, headers=auth).json()
+    assert other["requests"][0]["status"] == "rejected"
+    assert other["requests"][0]["error"]["code"] == "duplicate_id"
 
     lines = "\n".join(
         json.dumps(r) for r in [{"id": "n-4", "prompt": "yo", "model": "gpt-4o-mini"}]

@@ -26,7 +26,7 @@ from planner.runtime.intake.app import create_app
 from planner.runtime.intake.service import IntakeObserver, IntakeService
 from planner.runtime.logging import register_secret
 
-__all__ = ["IntakeServer", "MetricsObserver", "build_service", "serve_intake"]
+__all__ = ["IntakeMetrics", "IntakeServer", "build_service", "serve_intake"]
 
 _log = logging.getLogger(__name__)
 STARTUP_TIMEOUT = 10.0  # seconds to wait for uvicorn to bind before giving up
@@ -58,7 +58,7 @@ class IntakeServer:
         self.stop()
 
 
-class MetricsObserver:
+class IntakeMetrics:
     """Counts what the intake stored and quarantined, as the ingest stage does for spools."""
 
     def __init__(self, metrics: Metrics) -> None:

@@ -131,10 +131,15 @@ class IntakeService:
                 answers.append(None)
         with self.session_factory() as session, session.begin():
             existing = store_intake.existing_keys(session, self.source, [r.key for _, r in good])
-            outcome = store_requests.ingest(
-                session, [r for _, r in good if r.key not in existing], now
-            )
+            outcome = store_requests.ingest(session, [r for _, r in good], now)
+        conflicts = {r.key for r in outcome.conflicts}
         for index, request in good:
+            if request.key in conflicts:  # stored before with another body: that one stands
+                error = RecordError(
+                    "duplicate_id", "this id is already stored with a different request", None
+                )
+                answers[index] = _rejected(index, error)
+                continue
             status = "duplicate" if request.key in existing else "accepted"
             answers[index] = Accepted(index=index, id=request.key, status=status)
         final = [a for a in answers if a is not None]
