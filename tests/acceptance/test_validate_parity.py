@@ -37,7 +37,11 @@ def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("extra", "env", "expected"),
     [
-        ("intake:\n  enabled: true\n", {}, ":9:12: the HTTP intake is not available"),
+        (
+            "intake:\n  enabled: true\n  tokens_env: PLANNER_TEST_TOKENS\n",
+            {},
+            ":10:15: intake.tokens_env $PLANNER_TEST_TOKENS: no bearer tokens",
+        ),
         (
             "store:\n  url_env: PLANNER_TEST_DB\n",
             {"PLANNER_TEST_DB": f"postgresql://user:{SECRET}@db:notaport/planner"},
