@@ -517,6 +517,11 @@ def _check_config(cfg: PlannerConfig, doc: Document) -> list[Problem]:
         secrets = [getattr(sink, k, None) for k in ("secret_env", "secret_file")]
         if sink.kind == "webhook" and secrets.count(None) != 1:
             add(("sinks", name), "key", "a webhook sink needs one of secret_env, secret_file")
+    _check_intake(cfg, add)
+    return problems
+
+
+def _check_intake(cfg: PlannerConfig, add: Callable[[Path_, Point, str], None]) -> None:
     intake = cfg.intake
     if intake.enabled and cfg.metrics.enabled and intake.listen == cfg.metrics.listen:
         add(("intake", "listen"), "value", "intake and metrics must not share a listener")
@@ -539,7 +544,6 @@ def _check_config(cfg: PlannerConfig, doc: Document) -> list[Problem]:
             f"source {show(intake.source)} is configured under sources:; "
             "the intake needs a name of its own",
         )
-    return problems
 
 
 def _check_sql_source(

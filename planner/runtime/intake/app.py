@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
@@ -20,9 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
 
 from planner import __version__
 from planner.errors import StoreError
@@ -44,9 +43,21 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 def error_response(
     status: int, message: str, *, code: str | None, kind: str, param: str | None = None
 ) -> JSONResponse:
-    body = ErrorBody(error=ErrorDetail(message=message, type=kind, param=param, code=code))
+    body = ErrorBody(
+        error=ErrorDetail(
+            message=_printable(message),
+            type=kind,
+            param=None if param is None else _printable(param),
+            code=code,
+        )
+    )
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+def _printable(text: str) -> str:
+    """Text that encodes as UTF-8: a lone surrogate from a client's JSON shows as ``\\udXXX``."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class _TooLarge(Exception):
@@ -140,11 +151,14 @@ def _location(loc: Sequence[Any]) -> str:
 
 
 def _methods_of(request: Request) -> list[str]:
-    methods: set[str] = set()
-    for route in request.app.routes:
-        if isinstance(route, APIRoute) and route.matches(request.scope)[0] is not Match.NONE:
-            methods.update(route.methods or ())
-    return sorted(methods - {"HEAD", "OPTIONS"})
+    """The methods the OpenAPI document lists for the request's path (``Allow`` of a 405)."""
+    paths: dict[str, dict[str, Any]] = request.app.openapi().get("paths", {})
+    for template, item in paths.items():
+        parts = re.split(r"(\{[^}]+\})", template)
+        pattern = "".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts)
+        if re.fullmatch(pattern, request.url.path):
+            return sorted(method.upper() for method in item)
+    return []
 
 
 def create_app(service: IntakeService, tokens: Sequence[str], max_body: int) -> FastAPI:
@@ -164,7 +178,8 @@ def create_app(service: IntakeService, tokens: Sequence[str], max_body: int) -> 
 
     @app.exception_handler(IntakeError)
     async def intake_error(_: Request, exc: IntakeError) -> JSONResponse:
-        return JSONResponse(ErrorBody(error=exc.detail).model_dump(), status_code=exc.status)
+        d = exc.detail
+        return error_response(exc.status, d.message, code=d.code, kind=d.type, param=d.param)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

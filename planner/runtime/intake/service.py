@@ -54,6 +54,7 @@ COMPLETION_WINDOW = timedelta(hours=24)  # the only window OpenAI offers: the li
 MAX_LIST = 100  # batches per page, as at OpenAI
 
 MAX_FILE_LIST = 10_000
+MAX_ID = 512  # the widest id column (request.key, intake_line.custom_id)
 
 
 class IntakeError(Exception):
@@ -82,7 +83,20 @@ class IntakeObserver(Protocol):
 
 
 def _not_found(kind: str, ident: str) -> IntakeError:
-    return IntakeError(404, f"No such {kind} object: {ident}", code="not_found", param="id")
+    shown = ident if storable(ident) else repr(ident)
+    return IntakeError(404, f"No such {kind} object: {shown}", code="not_found", param="id")
+
+
+def storable(text: str) -> bool:
+    """Whether a name can be looked up in the store at all: UTF-8 without NUL (PostgreSQL text
+    holds neither a NUL nor a lone surrogate) and no longer than any id column (512)."""
+    if "\x00" in text or len(text) > MAX_ID:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _record_id(obj: object) -> str | None:
@@ -153,6 +167,8 @@ class IntakeService:
         )
 
     def request(self, key: str) -> tuple[store_requests.StoredRequest, dict[str, object] | None]:
+        if not storable(key):
+            raise _not_found("request", key)
         with self.session_factory() as session:
             stored = store_requests.get(session, self.source, key)
             if stored is None:
@@ -174,7 +190,7 @@ class IntakeService:
         info = FileInfo(
             id=f"file-{secrets.token_hex(12)}",
             purpose="batch",
-            filename=filename[:255] or "upload",
+            filename=filename[:255] if filename and storable(filename) else "upload",
             size=len(content),
             created_at=now,
             expires_at=None,
@@ -186,26 +202,28 @@ class IntakeService:
 
     def file(self, file_id: str) -> FileInfo:
         with self.session_factory() as session:
-            info = store_intake.get_file(session, file_id)
+            info = store_intake.get_file(session, file_id) if storable(file_id) else None
         if info is None:
             raise _not_found("File", file_id)
         return info
 
     def content(self, file_id: str) -> bytes:
         with self.session_factory() as session:
-            data = store_intake.file_content(session, file_id)
+            data = store_intake.file_content(session, file_id) if storable(file_id) else None
         if data is None:
             raise _not_found("File", file_id)
         return data
 
     def delete(self, file_id: str) -> None:
         with self.session_factory() as session, session.begin():
-            if not store_intake.delete_file(session, file_id):
+            if not storable(file_id) or not store_intake.delete_file(session, file_id):
                 raise _not_found("File", file_id)
 
     def files(
         self, purpose: str | None, limit: int, after: str | None, newest_first: bool
     ) -> tuple[list[FileInfo], bool]:
+        if not all(storable(v) for v in (purpose, after) if v is not None):
+            return [], False  # nothing is stored under such a name
         with self.session_factory() as session:
             return store_intake.list_files(
                 session, purpose=purpose, limit=limit, after=after, newest_first=newest_first
@@ -213,6 +231,8 @@ class IntakeService:
 
     # -- batches --------------------------------------------------------------------------
     def create_batch(self, spec: BatchCreate, now: datetime) -> BatchObject:
+        if not storable(spec.input_file_id):
+            raise _not_found("File", spec.input_file_id)
         with self.session_factory() as session:
             info = store_intake.get_file(session, spec.input_file_id)
             data = store_intake.file_content(session, spec.input_file_id)
@@ -271,10 +291,12 @@ class IntakeService:
             if text is None:
                 continue
             if not isinstance(text, str):  # a LineError: bad encoding
-                lines.append(LineRecord(number, None, None, text.reason, text.message, text.raw))
+                raw_text = text.raw.replace("\x00", "\\u0000")  # PostgreSQL text holds no NUL
+                lines.append(LineRecord(number, None, None, text.reason, text.message, raw_text))
                 continue
             obj = decode_json(text)
             custom_id = _record_id(obj) if isinstance(obj, dict) else None
+            custom_id = custom_id if custom_id is not None and storable(custom_id) else None
             error = _line_error(obj, endpoint)
             parsed: Request | RecordError = error or parse_record(
                 obj, defaults, now=now, origin=f"{file_id}:{number}"
@@ -294,6 +316,8 @@ class IntakeService:
         return lines, requests
 
     def batch(self, batch_id: str, now: datetime) -> BatchObject:
+        if not storable(batch_id):
+            raise _not_found("Batch", batch_id)
         with self.session_factory() as session, session.begin():
             batch = store_intake.get_batch(session, batch_id)
             if batch is None:
@@ -303,11 +327,15 @@ class IntakeService:
     def batches(
         self, limit: int, after: str | None, now: datetime
     ) -> tuple[list[BatchObject], bool]:
+        if after is not None and not storable(after):
+            return [], False
         with self.session_factory() as session, session.begin():
             page, more = store_intake.list_batches(session, limit=limit, after=after)
             return [self._view(session, b, now) for b in page], more
 
     def cancel(self, batch_id: str, now: datetime) -> BatchObject:
+        if not storable(batch_id):
+            raise _not_found("Batch", batch_id)
         with self.session_factory() as session, session.begin():
             batch = store_intake.get_batch(session, batch_id)
             if batch is None:
