@@ -9,6 +9,7 @@ adds where the record came from.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -321,38 +322,46 @@ class _Found(Exception):
 def check_value(value: Any) -> None:
     """Refuse what no provider takes and what would break our own storage, wherever it sits:
     nesting over ``MAX_DEPTH``, lone surrogates (not encodable as UTF-8), NUL characters (not
-    storable in PostgreSQL text), non-finite numbers
-    (``1e400`` reads as infinity) and integers outside 64 bits. Fails with the field's path."""
+    storable in PostgreSQL text), non-finite numbers (``1e400`` reads as infinity) and integers
+    outside 64 bits. Fails with the field's path. One pass, one call per container: it runs on
+    every record, so plain ASCII strings and small numbers cost a type test and a comparison."""
+    if not isinstance(value, dict | list):
+        return
     try:
         _walk(value, 0)
     except _Found as found:
         fail(found.reason, _path(reversed(found.path)) or None, found.message)
 
 
-def _walk(value: Any, depth: int) -> None:
-    if isinstance(value, str):
-        if not value.isascii() and (bad := _SURROGATE.search(value)):
-            code = f"\\u{ord(bad.group()):04x}"
-            raise _Found(Reason.ENCODING, f"lone surrogate {code} (not valid Unicode text)")
-        if "\x00" in value:  # PostgreSQL text cannot hold it, and no model needs it
-            raise _Found(Reason.ENCODING, "NUL character \\u0000 in a string")
-    elif isinstance(value, dict | list):
-        if depth >= MAX_DEPTH:
-            raise _Found(Reason.TOO_DEEP, f"nested more than {MAX_DEPTH} levels deep")
-        items = value.items() if isinstance(value, dict) else enumerate(value)
-        for k, v in items:
-            try:
-                if isinstance(k, str):
-                    _walk(k, depth)
+def _walk(value: dict[Any, Any] | list[Any], depth: int) -> None:
+    if depth >= MAX_DEPTH:
+        raise _Found(Reason.TOO_DEEP, f"nested more than {MAX_DEPTH} levels deep")
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    for k, v in items:
+        try:
+            if isinstance(k, str) and ("\x00" in k or not k.isascii()):
+                _check_text(k)
+            if isinstance(v, str):
+                if "\x00" in v or not v.isascii():
+                    _check_text(v)
+            elif isinstance(v, dict | list):
                 _walk(v, depth + 1)
-            except _Found as found:
-                found.path.append(k)
-                raise
-    elif isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
-            raise _Found(Reason.NUMBER, "number out of range: not a finite number")
-    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
-        raise _Found(Reason.NUMBER, f"number out of range: {show(value)} is beyond 64 bits")
+            elif isinstance(v, float):
+                if not math.isfinite(v):
+                    raise _Found(Reason.NUMBER, "number out of range: not a finite number")
+            elif isinstance(v, int) and not -MAX_INT <= v <= MAX_INT:
+                raise _Found(Reason.NUMBER, f"number out of range: {show(v)} is beyond 64 bits")
+        except _Found as found:
+            found.path.append(k)
+            raise
+
+
+def _check_text(text: str) -> None:
+    if bad := _SURROGATE.search(text):
+        code = f"\\u{ord(bad.group()):04x}"
+        raise _Found(Reason.ENCODING, f"lone surrogate {code} (not valid Unicode text)")
+    if "\x00" in text:  # PostgreSQL text cannot hold it, and no model needs it
+        raise _Found(Reason.ENCODING, "NUL character \\u0000 in a string")
 
 
 def _path(parts: Iterable[str | int]) -> str:
