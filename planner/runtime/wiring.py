@@ -437,7 +437,12 @@ def flush_rules(cfg: PlannerConfig) -> FlushRules:
         default=DeadlineRules(max(windows), min(defaults) if defaults else None),
         by_source={
             name: by_policy[s.policy] for name, s in cfg.sources.items() if s.policy in by_policy
-        },
+        }
+        | (  # the HTTP intake's requests are judged by its own policy too
+            {cfg.intake.source: by_policy[cfg.intake.policy]}
+            if cfg.intake.policy in by_policy
+            else {}
+        ),
     )
 
 
