@@ -103,13 +103,19 @@ class RunningSandbox:
 
     def __init__(self, state: SandboxState, host: str = "127.0.0.1", port: int = 0) -> None:
         _check_loopback(host)
+        if not 0 <= port <= 65535:  # bind() would raise OverflowError, a traceback for a typo
+            raise ValueError(f"port must be 0 to 65535, got {port}")
         self.state = state
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         # proto=IPPROTO_TCP lets asyncio set TCP_NODELAY on accepted connections (no 40 ms
         # delayed-ACK stalls on keep-alive requests).
         self._socket = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind((host, port))
+        try:
+            self._socket.bind((host, port))
+        except OSError:  # a busy port: the caller says so in one line; no socket left open
+            self._socket.close()
+            raise
         self.host = host
         self.port: int = self._socket.getsockname()[1]
         shown = f"[{host}]" if ":" in host else host

@@ -54,6 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_forever(args.host, args.port, args.faults, args.speed, limits=limits)
     except ValueError as exc:
         parser.error(str(exc))
+    except OSError as exc:  # the port is taken: one line and exit 2, as `planner sandbox` does
+        parser.error(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
     return 0
 
 

@@ -73,3 +73,30 @@ def test_sandbox_on_a_busy_port_prints_one_line() -> None:
     assert done.stderr.strip() == (
         f"error: cannot listen on 127.0.0.1:{port}: Address already in use; choose another --port"
     )
+
+
+def test_sandbox_with_a_port_out_of_range_prints_one_line() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "planner", "sandbox", "--port", "80000"],
+        capture_output=True, text=True, cwd=REPO, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip() == "error: port must be 0 to 65535, got 80000"
+
+
+def test_python_m_sandbox_on_a_busy_port_prints_one_line() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "planner.sandbox", "--port", str(port)],
+            capture_output=True, text=True, cwd=REPO, timeout=60,
+        )  # fmt: skip
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .endswith(f"error: cannot listen on 127.0.0.1:{port}: Address already in use")
+    )
