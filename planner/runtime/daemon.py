@@ -278,7 +278,10 @@ def run_daemon(
             daemon.server = serve_metrics(registry, cfg.metrics.listen.host, port)
         if cfg.intake.enabled:  # its listener is not moved by a reload: restart for that
             service = build_service(
-                cfg.intake, ctx.session_factory, ctx.catalog.family_of, IntakeMetrics(metrics)
+                cfg.intake,
+                ctx.session_factory,
+                ctx.catalog.family_of,
+                IntakeMetrics(metrics, cfg.intake.source),
             )
             daemon.intake = serve_intake(cfg.intake, service, os.environ)
         daemon.schedule()

@@ -456,7 +456,8 @@ def ledger_groups(cfg: PlannerConfig, catalog: Catalog) -> list[Group]:
     """Every (source, provider, model, lane) the ledger can bill under this configuration:
     their money series are exported from the first scrape, at 0 until billed."""
     models = routed_models(cfg, catalog)
-    return [(s, p, m, lane.value) for s in sorted(cfg.sources) for p, m in models for lane in Lane]
+    sources = set(cfg.sources) | ({cfg.intake.source} if cfg.intake.enabled else set())
+    return [(s, p, m, lane.value) for s in sorted(sources) for p, m in models for lane in Lane]
 
 
 def store_reader(ctx: Callable[[], StageContext]) -> Callable[[], StoreReading]:

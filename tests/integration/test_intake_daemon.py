@@ -52,9 +52,9 @@ def sandbox() -> Iterator[RunningSandbox]:
 
 
 def test_sdk_batch_through_the_running_daemon(tmp_path: Path, sandbox: RunningSandbox) -> None:
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     config = tmp_path / "planner.yaml"
-    config.write_text(CONFIG.replace("{metrics}", str(free_port())).replace("{intake}", str(port)))
+    config.write_text(CONFIG.replace("{metrics}", str(metrics_port)).replace("{intake}", str(port)))
     env = os.environ | {"PLANNER_INTAKE_TOKENS": "daemon-token-1,other-token"}
     process = subprocess.Popen(
         [sys.executable, "-m", "planner", "run", "-c", str(config), "--sandbox-url", sandbox.url],
@@ -105,6 +105,11 @@ def test_sdk_batch_through_the_running_daemon(tmp_path: Path, sandbox: RunningSa
         ledger = httpx.get(sandbox.url + "/_sandbox/ledger").json()
         lanes = {r["key"]: r["lane"] for r in ledger["requests"]}
         assert {lanes[f"{batch.id}/d-{i}"] for i in range(5)} == {"batch"}
+        scrape = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
+        assert 'planner_requests_ingested_total{source="intake"} 5.0' in scrape
+        assert (
+            'planner_lines_quarantined_total{reason="invalid_json",source="intake"} 0.0' in scrape
+        )
         with pytest.raises(openai.AuthenticationError):
             openai.OpenAI(base_url=base + "/v1", api_key="nope", max_retries=0).batches.list()
     finally:

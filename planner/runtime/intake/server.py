@@ -25,6 +25,7 @@ from planner.runtime import clock
 from planner.runtime.intake.app import create_app
 from planner.runtime.intake.service import IntakeObserver, IntakeService
 from planner.runtime.logging import register_secret
+from planner.sources.formats import Reason
 
 __all__ = ["IntakeMetrics", "IntakeServer", "build_service", "serve_intake"]
 
@@ -61,8 +62,11 @@ class IntakeServer:
 class IntakeMetrics:
     """Counts what the intake stored and quarantined, as the ingest stage does for spools."""
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, source: str) -> None:
         self._metrics = metrics
+        self._metrics.record_ingested(source, 0)  # the series exist from the first scrape
+        for reason in Reason:
+            self._metrics.record_quarantined(source, reason.value, 0)
 
     def ingested(self, source: str, n: int) -> None:
         self._metrics.record_ingested(source, n)
