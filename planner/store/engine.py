@@ -35,6 +35,7 @@ _log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _BEGIN_OPTION = "planner_sqlite_begin"
+_SHAPE = "dialect+driver://user:password@host:port/database"
 
 
 def redact_url(url: str | URL) -> str:
@@ -60,8 +61,10 @@ def _parse(url: str | URL) -> URL:
     try:
         parsed = make_url(url)
         port = parsed.port
-    except (ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
-        raise StoreError(f"invalid database URL {redact_url(url)}") from exc
+    except ValueError as exc:  # a port that is not a number; the URL cannot be shown redacted
+        raise StoreError(f"invalid database URL: the port is not a number ({_SHAPE})") from exc
+    except ArgumentError as exc:
+        raise StoreError(f"invalid database URL: expected {_SHAPE}") from exc
     backend = parsed.drivername.partition("+")[0]
     if backend == "postgresql" and (not parsed.host or not 0 < (port or 5432) < 65536):
         raise StoreError(

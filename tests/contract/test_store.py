@@ -37,6 +37,7 @@ from planner.core.states import (
 from planner.errors import StoreError
 from planner.store import batches, claims, events, ledger, requests, stages
 from planner.store.engine import (
+    check_url,
     default_sqlite_url,
     deferred,
     make_engine,
@@ -768,6 +769,23 @@ def test_urls_are_redacted_and_checked() -> None:
     with pytest.raises(StoreError, match="not an in-memory"):
         make_engine("sqlite://")
     assert make_engine("postgresql://u@h/db").dialect.driver == "psycopg"
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("postgresql://u:s3cr3t-pw@db:notaport/planner", "the port is not a number"),
+        ("postgresql+psycopg://u:s3cr3t-pw@[::1/planner", "the port is not a number"),
+        ("not a url s3cr3t-pw", "expected dialect+driver://user:password@host:port/database"),
+    ],
+)
+def test_an_unparsable_url_says_why_without_the_password(url: str, why: str) -> None:
+    with pytest.raises(StoreError) as info:
+        check_url(url)
+    assert str(info.value).startswith("invalid database URL: ")
+    assert why in str(info.value)
+    assert "s3cr3t-pw" not in str(info.value)
+    assert "<invalid database URL>" not in str(info.value)  # once said twice, with no reason
 
 
 def test_an_unreachable_database_is_a_store_error_without_the_password() -> None:
