@@ -84,6 +84,9 @@ def test_decode_json_returns_an_error_value() -> None:
     assert isinstance(bad, RecordError) and bad.reason == "invalid_json"
     nan = decode_json('{"a": NaN}')
     assert isinstance(nan, RecordError) and "NaN is not valid JSON" in nan.message
+    huge = decode_json('{"max_tokens": ' + "9" * 5000 + "}")
+    assert isinstance(huge, RecordError) and huge.reason == "number_out_of_range"
+    assert huge.message == "number out of range: an integer of more than 4300 digits"
 
 
 # --------------------------------------------------------------------------- against the model

@@ -87,6 +87,7 @@ def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not valid JSON")
 
 
+_INT_DIGITS = "for integer string conversion"  # in CPython's ValueError for huge integers
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)  # built once: loads(**kw) rebuilds
 
 
@@ -95,6 +96,10 @@ def decode_json(text: str) -> object:
     try:
         return _DECODER.decode(text)
     except ValueError as exc:  # JSONDecodeError, and our NaN/Infinity refusal
+        if _INT_DIGITS in str(exc):  # CPython's guard; its advice (set_int_max_str_digits) is
+            return RecordError(  # for programmers, and no provider takes such a number anyway
+                Reason.NUMBER.value, "number out of range: an integer of more than 4300 digits"
+            )
         return RecordError(Reason.INVALID_JSON.value, f"not valid JSON: {exc}")
     except RecursionError:
         return RecordError(
