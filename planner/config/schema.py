@@ -39,6 +39,7 @@ from planner.config.units import (
     parse_usd,
     show,
 )
+from planner.core.admission import AccountLimits
 from planner.core.budget import AtCap, BudgetRules
 from planner.core.escape import ONE_RETRY
 from planner.core.policy import PolicyRules
@@ -636,6 +637,26 @@ class ProviderLimitsConfig(LimitOverrides):
     per_model: dict[ModelId, LimitOverrides] = Field(
         default_factory=dict, description="Overrides for single models (applied after the above)."
     )
+    max_concurrent_batches: PositiveInt | None = Field(
+        None,
+        description="Batch jobs open at once at this provider (planned to finished); not "
+        "given = the documented figure (Gemini 100, OpenAI none); null = no limit.",
+    )
+    max_file_storage: ByteSize | None = Field(
+        None,
+        description="Bytes of batch input files stored at once; not given = the documented "
+        "figure (Gemini 20GB, OpenAI none); null = no limit.",
+    )
+
+    def account(self, base: AccountLimits) -> AccountLimits:
+        """``base`` (the documented figures) with the keys written in the file."""
+        given = self.model_fields_set
+        return AccountLimits(
+            self.max_concurrent_batches
+            if "max_concurrent_batches" in given
+            else base.max_concurrent_batches,
+            self.max_file_storage if "max_file_storage" in given else base.max_file_storage_bytes,
+        )
 
 
 class FlushConfig(Section):
@@ -839,7 +860,7 @@ def _models_in(annotation: Any) -> Iterator[type[BaseModel]]:
             yield from _models_in(arg)
 
 
-_SIZE_FIELDS = frozenset({"max_line_bytes", "max_body_bytes", "max_bytes"})
+_SIZE_FIELDS = frozenset({"max_line_bytes", "max_body_bytes", "max_bytes", "max_file_storage"})
 
 
 def _rows(model: type[BaseModel], prefix: str) -> Iterator[tuple[str, str, str, str]]:

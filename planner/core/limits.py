@@ -26,6 +26,8 @@ OPENAI_MAX_EMBEDDING_INPUTS = 50_000  # summed over all lines of an embeddings b
 GEMINI_MAX_FILE_BYTES = 2 * GB
 GEMINI_INLINE_CALL_BYTES = 20 * MB  # the whole create call must stay under this
 GEMINI_INLINE_ENVELOPE_BYTES = 1 * MB  # room kept for the create call's JSON around the lines
+GEMINI_MAX_CONCURRENT_BATCHES = 100  # per project (GRL26); core/admission.py
+GEMINI_MAX_FILE_STORAGE_BYTES = 20 * GB  # Files API storage per project (GRL26)
 
 # Gemini "Batch enqueued tokens", Tier 1..3 (GRL26, early 2026; embedding row: D11).
 GEMINI_ENQUEUED_TOKENS: Mapping[str, tuple[int, int, int]] = {

@@ -15,6 +15,7 @@ from decimal import Decimal
 
 from sqlalchemy.orm import Session
 
+from planner.core.admission import AccountLimits, admit
 from planner.core.budget import BudgetBook, BudgetKey, BudgetRules
 from planner.core.calibrate import NO_CALIBRATION, InputCalibration
 from planner.core.catalog import Catalog, ModelEntry
@@ -93,6 +94,10 @@ def _no_budgets(source: str) -> tuple[BudgetKey, ...]:
     return ()
 
 
+def _no_account_limits(provider: str) -> AccountLimits:
+    return AccountLimits()
+
+
 @dataclass(frozen=True, slots=True)
 class Planner:
     """The collaborators of one planning pass, fixed for its duration."""
@@ -104,6 +109,7 @@ class Planner:
     default_output_tokens_for: Callable[[Request], int]
     line_bytes: Callable[[Request, str], int]  # request, provider name -> JSONL line bytes
     limits_for: Callable[[PackGroup], BatchLimits]
+    account_limits: Callable[[str], AccountLimits] = _no_account_limits  # per provider
     budget_rules: Mapping[BudgetKey, BudgetRules] = field(default_factory=dict)
     budgets_of: Callable[[str], tuple[BudgetKey, ...]] = _no_budgets  # source -> its budgets
     # finished batches' turnarounds per (provider, model), from the store (core/turnaround.py)
@@ -384,8 +390,15 @@ def run_plan_stage(
             batch_bound = [a for _, a in assessed if a.lane is Lane.BATCH]
             budgets = round_planner.budgets(batch_bound, store_batches.enqueued_tokens(session))
             packed = round_planner.pack(batch_bound, budgets)
-            round_result.deferred = len(packed.deferred)
-            for planned in packed.batches:
+            admitted, waiting = admit(
+                packed.batches,
+                lambda b: b.group.provider,
+                lambda b: b.bytes,
+                round_planner.account_limits,
+                store_batches.in_use(session),
+            )
+            round_result.deferred = len(packed.deferred) + sum(len(b.keys) for b in waiting)
+            for planned in admitted:
                 source = planned.group.source
                 store_batches.create_batch_intent(
                     session,
@@ -412,7 +425,7 @@ def run_plan_stage(
                 round_result.count("rejected")
         if round_result.deferred:
             _log.info(
-                "%d batch-bound requests wait for room in the enqueued-token queue",
+                "%d batch-bound requests wait for room (enqueued tokens, open jobs, storage)",
                 round_result.deferred,
                 extra={"event": "plan_deferred_queue_full"},
             )

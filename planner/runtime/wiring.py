@@ -32,6 +32,7 @@ from planner.config.schema import (
     SqlSourceConfig,
     WebhookSinkConfig,
 )
+from planner.core.admission import AccountLimits, default_account_limits
 from planner.core.budget import BudgetBook, BudgetKey, BudgetRules, Scope
 from planner.core.catalog import Catalog
 from planner.core.flush import DeadlineRules, FlushRules
@@ -121,6 +122,20 @@ def router(cfg: PlannerConfig) -> Callable[[Request], str | None]:
     return route
 
 
+def account_limits_for(cfg: PlannerConfig) -> Callable[[str], AccountLimits]:
+    """Per configured provider: the documented account limits, then ``limits.<provider>``."""
+
+    def account(provider: str) -> AccountLimits:
+        p = cfg.providers.get(provider)
+        if p is None:
+            return AccountLimits()
+        base = default_account_limits(ProviderKind(p.kind))
+        override = cfg.limits.get(provider)
+        return base if override is None else override.account(base)
+
+    return account
+
+
 def limits_for(cfg: PlannerConfig) -> Callable[[PackGroup], BatchLimits]:
     """Shipped limits per provider kind, tier and model, then the config's overrides (worked
     out once per group: the packer and the dry run ask for every request)."""
@@ -207,6 +222,7 @@ def build_planner(cfg: PlannerConfig, catalog: Catalog | None = None) -> Planner
         default_output_tokens_for=output_tokens_of,
         line_bytes=line_bytes,
         limits_for=limits_for(cfg),
+        account_limits=account_limits_for(cfg),
         budget_rules=budget_rules,
         budgets_of=budgets_of,
     )

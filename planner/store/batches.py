@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, case, func, insert, select, update
 from sqlalchemy.orm import Session
 
+from planner.core.admission import InUse
 from planner.core.model import Endpoint, Lane
 from planner.core.states import (
     FINISHED_BATCH_STATES,
@@ -333,6 +334,18 @@ def enqueued_tokens(
         query = query.where(BATCH.c.id != exclude)
     rows = session.execute(query.group_by(BATCH.c.provider, BATCH.c.model)).all()
     return {(provider, model): int(total or 0) for provider, model, total in rows}
+
+
+@translated
+def in_use(session: Session) -> dict[str, InUse]:
+    """Per provider, the unfinished batches (planned to finished at the provider) and their
+    input bytes: what counts against its account limits (``core/admission.py``)."""
+    rows = session.execute(
+        select(BATCH.c.provider, func.count(), func.coalesce(func.sum(BATCH.c.bytes), 0))
+        .where(BATCH.c.state.in_([s.value for s in UNFINISHED]))
+        .group_by(BATCH.c.provider)
+    ).all()
+    return {provider: InUse(int(n), int(size)) for provider, n, size in rows}
 
 
 TURNAROUND_SAMPLE = 200  # the latest finished batches per (provider, model) that count
