@@ -147,10 +147,12 @@ def test_a_restart_or_replica_rebuilds_the_reservations_from_the_store(
         from planner.pipeline.intake import ingest_all
 
         now = datetime(2026, 12, 6, 9, tzinfo=UTC)
-        ingest_all(ctx.sources, ctx.session_factory, now)
+        ingested = ingest_all(ctx.sources, ctx.session_factory, now)
+        assert sum(ingested.inserted.values()) == REQUESTS, ingested
         first = run_plan_stage(ctx.planner, ctx.session_factory, now, chunk=5)  # 5 per round
         planned = first.lanes.get("batch", 0)
-        assert 0 < planned < REQUESTS and first.lanes["held"] == REQUESTS - planned
+        assert 0 < planned < REQUESTS, first
+        assert first.lanes["held"] == REQUESTS - planned, first
         # a second process on the same store (a restart, or a replica) sees the same money
         other = build_planner(cfg)
         with open_store(cfg)() as session:
