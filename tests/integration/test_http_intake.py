@@ -186,7 +186,8 @@ def test_wrong_or_missing_token_gets_401(
     server, _, _ = intake
     with pytest.raises(openai.AuthenticationError) as caught:
         client(server, token="tok-alpha-12").batches.list()
-    assert caught.value.status_code == 401
+    assert caught.value.status_code == 401 and caught.value.request_id is not None
+    assert caught.value.request_id.startswith("req_")
     assert "tok-alpha" not in str(caught.value.body)
     assert httpx.get(server.url + "/v1/batches").status_code == 401
     assert client(server, token="tok-alpha-123").batches.list().data == []

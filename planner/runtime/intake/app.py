@@ -14,6 +14,7 @@ from __future__ import annotations
 import hmac
 import logging
 import re
+import secrets
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
@@ -85,7 +86,20 @@ class Guard:
         return any(matches)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = f"req_{secrets.token_hex(12)}".encode()
+        outer = send
+
+        async def stamped(message: Message) -> None:  # every answer names itself (request_id)
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id)]
+            await outer(message)
+
+        send = stamped
+
+        if scope["path"] in PUBLIC_PATHS:
             await self.app(scope, receive, send)
             return
         if not self.authorised(scope):
