@@ -16,6 +16,8 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, start_http_server
 
+from planner.errors import InputError
+
 __all__ = ["MetricsServer", "serve_metrics"]
 
 log = logging.getLogger(__name__)
@@ -54,7 +56,7 @@ def serve_metrics(
 ) -> MetricsServer:
     """Start serving ``registry`` at ``http://host:port/metrics``; ``port=0`` picks a free one.
 
-    Raises ``OSError`` if the address cannot be bound (the daemon reports it before READY).
+    Raises ``InputError`` (exit 2, one line) if the address cannot be bound, before READY.
     """
     if not _is_loopback(host):
         log.warning(
@@ -62,7 +64,13 @@ def serve_metrics(
             host,
             extra={"event": "metrics.listen_public", "host": host},
         )
-    server, thread = start_http_server(port, addr=host, registry=registry)
+    try:
+        server, thread = start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:  # a busy port or an address not ours: one line naming the setting
+        raise InputError(
+            f"metrics.listen {host}:{port}: cannot listen: {exc.strerror or exc}; "
+            "stop what holds it or choose another address"
+        ) from exc
     bound_port = int(server.server_address[1])
     log.info(
         "serving metrics on %s:%s",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import socket
 import subprocess
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -17,7 +18,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from planner.core.model import Lane
-from planner.errors import RateLimited
+from planner.errors import InputError, RateLimited
 from planner.metrics import Metrics, StoreReading
 from planner.runtime.http import serve_metrics
 from planner.sources.formats import Reason
@@ -169,6 +170,20 @@ def test_server_stops_and_frees_the_port() -> None:
     server.stop()  # idempotent
     with pytest.raises(httpx.ConnectError):
         httpx.get(url, timeout=5)
+
+
+def test_a_busy_metrics_port_is_one_input_error_naming_the_setting() -> None:
+    registry = CollectorRegistry()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(InputError) as info:
+            serve_metrics(registry, port=port)
+    assert str(info.value) == (
+        f"metrics.listen 127.0.0.1:{port}: cannot listen: Address already in use; "
+        "stop what holds it or choose another address"
+    )
 
 
 def test_series_count_stays_bounded() -> None:
