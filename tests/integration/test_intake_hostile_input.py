@@ -13,6 +13,7 @@ import pytest
 
 from planner.config.prices import shipped_catalog
 from planner.config.schema import IntakeConfig
+from planner.errors import InputError
 from planner.runtime.intake.server import IntakeServer, build_service, serve_intake
 from planner.store.engine import make_engine, make_session_factory, upgrade
 from tests.contract.store_backends import BACKENDS, backend_url
@@ -125,3 +126,13 @@ def test_body_limit_and_token_come_first(server: IntakeServer) -> None:
             "/requests", content="{}", headers={**AUTH, "Content-Type": "text/plain"}
         )
         assert answer.status_code == 415
+
+
+def test_a_busy_port_is_one_line_naming_the_setting(server: IntakeServer) -> None:
+    cfg = IntakeConfig.model_validate(
+        {"enabled": True, "tokens_env": "TOKENS", "listen": f"127.0.0.1:{server.port}"},
+        context={"base_dir": Path(".")},
+    )
+    service = build_service(cfg, lambda: None, shipped_catalog().family_of)  # type: ignore[arg-type,return-value]
+    with pytest.raises(InputError, match=rf"^intake.listen 127.0.0.1:{server.port}: cannot listen"):
+        serve_intake(cfg, service, {"TOKENS": TOKEN})

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from planner.config import resolve_intake_tokens
 from planner.config.schema import IntakeConfig
 from planner.core.model import ProviderKind
+from planner.errors import InputError
 from planner.metrics import Metrics
 from planner.runtime import clock
 from planner.runtime.intake.app import create_app
@@ -98,13 +99,20 @@ def serve_intake(
     port: int | None = None,
 ) -> IntakeServer:
     """Start serving; ``port=0`` picks a free one. Raises ``ConfigError`` without tokens and
-    ``OSError`` if the address cannot be bound (the daemon reports both before READY)."""
+    ``InputError`` (exit 2, one line) if the address cannot be bound, both before READY."""
     tokens = resolve_intake_tokens(cfg, environ)
     for token in tokens:
         register_secret(token)
     app = create_app(service, [t.get_secret_value() for t in tokens], cfg.max_body)
     host = cfg.listen.host
-    sock = _bind(host, cfg.listen.port if port is None else port)
+    wanted = cfg.listen.port if port is None else port
+    try:
+        sock = _bind(host, wanted)
+    except OSError as exc:  # a busy port or an address not ours: one line naming the setting
+        raise InputError(
+            f"intake.listen {host}:{wanted}: cannot listen: {exc.strerror or exc}; "
+            "stop what holds it or choose another address"
+        ) from exc
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
     server = uvicorn.Server(config)
     thread = threading.Thread(
