@@ -30,13 +30,19 @@ from planner.core.retry import Retry
 from planner.core.states import BatchState, RequestState
 from planner.errors import AuthFailed, Permanent, ProviderError, QuotaExceeded, RateLimited
 from planner.pipeline.context import StageContext
+from planner.pipeline.process import certainly_gone
 from planner.providers.base import LIST_SKEW, BatchLine, BatchProvider, RemoteBatch
 from planner.store import batches as store_batches
+from planner.store import claims as store_claims
 from planner.store import limits as store_limits
 from planner.store import requests as store_requests
 from planner.store.batches import Batch
 
 _log = logging.getLogger(__name__)
+
+# How long a replica holds a batch it is sending (intent to confirmed create); others leave it
+# alone meanwhile, then look it up at the provider before sending it again.
+SEND_LEASE = timedelta(minutes=10)
 
 
 @dataclass(slots=True)
@@ -61,6 +67,8 @@ def _mark_submitted(
             now,
             remote_id=remote.remote_id,
             input_file_id=remote.input_file_id,
+            claimed_by=None,
+            lease_until=None,
             next_poll_at=None,  # a retry time set while deferred must not delay the first poll
         )
         if moved:
@@ -87,6 +95,8 @@ def _fail(
             now,
             reason="rejected at submit",
             error_message=message,
+            claimed_by=None,
+            lease_until=None,
         )
 
 
@@ -116,6 +126,8 @@ def _surely_absent(ctx: StageContext, batch: Batch, now: datetime) -> bool:
             expected=(BatchState.UPLOADING,),
             last_polled_at=first_miss or now,
             next_poll_at=(first_miss or now) + ctx.list_lag,
+            claimed_by=None,
+            lease_until=None,
         )
     _log.info(
         "batch %s not in the provider's list yet; listing again after %s",
@@ -156,7 +168,7 @@ def _defer(
     is): the next pass need not wait out the list lag again."""
     ctx.guard.record(batch.provider, now, error)
     decision = ctx.guard.retry(error, tries, now)
-    fields: dict[str, Any] = {"attempt": tries}
+    fields: dict[str, Any] = {"attempt": tries, "claimed_by": None, "lease_until": None}
     if refused:
         fields["last_polled_at"] = now - ctx.list_lag
     if isinstance(decision, Retry):
@@ -189,10 +201,28 @@ def _defer(
     )
 
 
+def _hold(ctx: StageContext, batch: Batch, now: datetime) -> bool:
+    """Take the send of an ``uploading`` batch, unless another live replica is sending it (its
+    lease is live and it may not have been told yet whether its create went through)."""
+    holder = batch.claimed_by
+    gone = holder if holder is not None and certainly_gone(holder) else None
+    with ctx.session_factory() as session, session.begin():
+        return store_claims.hold_batch(session, batch.id, ctx.owner, SEND_LEASE, now, gone=gone)
+
+
 def submit_batch(ctx: StageContext, batch: Batch, now: datetime, result: SubmitResult) -> None:
     provider = ctx.providers[batch.provider]
     tries = batch.attempt + 1
     if batch.state is BatchState.UPLOADING:
+        if not _hold(ctx, batch, now):
+            result.deferred.append(batch.id)
+            _log.info(
+                "batch %s is being sent by %s",
+                batch.id,
+                batch.claimed_by,
+                extra={"event": "batch_sent_elsewhere", "batch": batch.id},
+            )
+            return
         try:
             found = _find_ours(provider, batch)
         except ProviderError as exc:
@@ -225,6 +255,8 @@ def submit_batch(ctx: StageContext, batch: Batch, now: datetime, result: SubmitR
                 BatchState.UPLOADING,
                 now,
                 attempt=tries,
+                claimed_by=ctx.owner,  # no other replica reconciles it while this one sends
+                lease_until=now + SEND_LEASE,
             ):
                 return  # another worker took it
     crashpoints.reached("after_intent")

@@ -174,6 +174,32 @@ def renew_batch_lease(
 
 
 @translated
+def hold_batch(
+    session: Session,
+    batch_id: str,
+    owner: str,
+    lease: timedelta,
+    now: datetime,
+    *,
+    gone: str | None = None,
+) -> bool:
+    """Take (or keep) the send of an ``uploading`` batch for ``owner``: ``False`` while another
+    worker holds a live lease on it (it is sending it now). A lease that ran out, or one held by
+    ``gone`` (an owner the caller knows has stopped), is taken over."""
+    free = (
+        BATCH.c.claimed_by.is_(None) | (BATCH.c.lease_until < now) | (BATCH.c.claimed_by == owner)
+    )
+    if gone is not None:
+        free = free | (BATCH.c.claimed_by == gone)
+    result = session.execute(
+        update(BATCH)
+        .where(BATCH.c.id == batch_id, BATCH.c.state == BatchState.UPLOADING.value, free)
+        .values(claimed_by=owner, lease_until=now + lease)
+    )
+    return rowcount(result) == 1
+
+
+@translated
 def release_batch(session: Session, batch_id: str, worker_id: str) -> bool:
     """Give back a batch this worker holds (e.g. after submitting, so any replica may poll)."""
     result = session.execute(

@@ -90,3 +90,35 @@ def test_concurrent_claimers_one_winner_per_unit(factory: sessionmaker[Session])
     for thread in threads:
         thread.join(timeout=60)
     assert all(len(owners) == 1 for owners in won.values()), won
+
+
+def test_a_batch_being_sent_is_held_by_its_sender(factory: sessionmaker[Session]) -> None:
+    """The submit stage's hold on an ``uploading`` batch: a live sender keeps it from other
+    replicas' reconciliation; a sender known gone, or whose lease ran out, gives it up."""
+    from planner.core.model import Endpoint
+    from planner.core.states import BatchState
+    from planner.store import batches
+    from tests.contract.test_store import ingest
+
+    ids = ingest(factory, ["held-1"])
+    with factory() as s, s.begin():
+        batches.create_batch_intent(
+            s, "plb_held", "openai", "gpt-4o-mini", Endpoint.CHAT_COMPLETIONS, ids, NOW
+        )
+        assert not claims.hold_batch(s, "plb_held", "a", LEASE, NOW), "only uploading batches"
+        assert batches.transition_batch(
+            s,
+            "plb_held",
+            ("planned",),
+            BatchState.UPLOADING,
+            NOW,
+            claimed_by="a",
+            lease_until=NOW + LEASE,
+        )
+    with factory() as s, s.begin():
+        assert not claims.hold_batch(s, "plb_held", "b", LEASE, NOW), "a is sending it"
+        assert claims.hold_batch(s, "plb_held", "a", LEASE, NOW), "its sender keeps it"
+        assert claims.hold_batch(s, "plb_held", "b", LEASE, NOW, gone="a"), "a died"
+        assert not claims.hold_batch(s, "plb_held", "a", LEASE, NOW), "now b sends it"
+        later = NOW + LEASE + timedelta(seconds=1)
+        assert claims.hold_batch(s, "plb_held", "c", LEASE, later), "b's lease ran out"
