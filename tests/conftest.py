@@ -25,8 +25,14 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
             monkeypatch.delenv(name)
     for name in _PROVIDER_KEYS:
         monkeypatch.delenv(name, raising=False)
-    if "TIKTOKEN_CACHE_DIR" not in os.environ and SHARED_TIKTOKEN.is_dir():
-        monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(SHARED_TIKTOKEN))
+    # Always through monkeypatch, so the value is restored after each test: the tokenizer
+    # adapter writes TIKTOKEN_CACHE_DIR itself when given a cache dir (tiktoken reads only the
+    # environment), and a temporary folder left there would make later subprocesses fall back.
+    cache_dir = os.environ.get("TIKTOKEN_CACHE_DIR")
+    if cache_dir is None and SHARED_TIKTOKEN.is_dir():
+        cache_dir = str(SHARED_TIKTOKEN)
+    if cache_dir is not None:
+        monkeypatch.setenv("TIKTOKEN_CACHE_DIR", cache_dir)
     yield
 
 
