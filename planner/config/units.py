@@ -50,6 +50,7 @@ _MAX_SHOWN = 40
 # What provider keys look like (OpenAI ``sk-...``, Google ``AIza...``): never shown in a message.
 SECRET_PATTERN = re.compile(r"sk-[A-Za-z0-9_-]{16,}|AIza[0-9A-Za-z_-]{30,}")
 _DURATION_HINT = "expected a duration such as 90s, 15m, 12h, 2d or 1h30m"
+MAX_DURATION_SECONDS = 3650 * 86400  # ten years, as far as a record's deadline may reach
 _SIZE_HINT = "expected a size such as 512KiB, 200MB or 2GB"
 _USD_HINT = 'expected a non-negative USD amount such as "0.50"'
 
@@ -91,6 +92,8 @@ def parse_duration(value: Any, *, allow_zero: bool = False) -> timedelta:
         seconds = _duration_seconds(value)
     if seconds < 0 or (seconds == 0 and not allow_zero):
         raise ValueError(f"{_DURATION_HINT}; got {show(value)} (must be greater than zero)")
+    if seconds > MAX_DURATION_SECONDS:  # a typo; timedelta() and now + it would overflow
+        raise ValueError(f"{_DURATION_HINT}; got {show(value)} (at most 3650d)")
     return timedelta(seconds=seconds)
 
 

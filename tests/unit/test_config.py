@@ -87,6 +87,8 @@ def test_duration_valid(text: str, expected: timedelta) -> None:
         ("", "got ''"),
         ("500ms", "milliseconds are not supported"),
         ("0s", "must be greater than zero"),
+        ("99999999999d", "got '99999999999d' (at most 3650d)"),  # was an OverflowError
+        ("3651d", "(at most 3650d)"),
         (None, "got NoneType"),
     ],
 )
