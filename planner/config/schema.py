@@ -89,6 +89,16 @@ def _positive_int(value: Any) -> int:
     return value
 
 
+MAX_DEFAULT_OUTPUT_TOKENS = 1_000_000  # no model writes more (the catalog's largest: 128,000)
+
+
+def _output_tokens(value: Any) -> int:
+    count = _positive_int(value)
+    if count > MAX_DEFAULT_OUTPUT_TOKENS:  # a typo: absurd estimates, and no store column holds
+        raise ValueError(f"expected at most {MAX_DEFAULT_OUTPUT_TOKENS:,} tokens; got {count:,}")
+    return count
+
+
 def _ratio(value: Any) -> Decimal:
     amount = parse_usd(value) if not isinstance(value, bool) else None
     if amount is None or amount > 1:
@@ -184,6 +194,9 @@ ByteSize = Annotated[int, _plain(_positive_size, "byte_size"), Label("size")]
 USD = Annotated[Decimal, _plain(parse_usd, "usd"), Label("USD")]
 Ratio = Annotated[Decimal, _plain(_ratio, "ratio"), Label("ratio 0..1")]
 PositiveInt = Annotated[int, _plain(_positive_int, "positive_int"), Label("integer > 0")]
+OutputTokens = Annotated[
+    int, _plain(_output_tokens, "positive_int"), Label(f"1..{MAX_DEFAULT_OUTPUT_TOKENS:,}")
+]
 EnvName = Annotated[str, _plain(_env_name, "env_name"), Label("env var name")]
 HttpUrl = Annotated[str, _plain(_http_url, "url"), Label("URL")]
 StoreUrl = Annotated[str, PlainValidator(_store_url), Label("URL")]
@@ -589,7 +602,7 @@ class PolicyConfig(Section):
     default_deadline: Duration | None = Field(
         timedelta(hours=48), description="Deadline of requests that carry none; null = no deadline."
     )
-    default_output_tokens: PositiveInt = Field(
+    default_output_tokens: OutputTokens = Field(
         256, description="Output tokens assumed when a request gives no maximum."
     )
     allow_flex: bool = Field(False, description="Allow the flex lane where the model has one.")

@@ -741,3 +741,18 @@ def test_sql_source_needs_table_or_query_and_an_input_column(tmp_path: Path) -> 
         "an sql source needs one of table, query",
         "the column mapping needs one of prompt, messages, text, body",
     ]
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ("100000000000000000000000", "expected at most 1,000,000 tokens; got 100,000,000,"),
+        ("1000001", "expected at most 1,000,000 tokens; got 1,000,001"),
+        ("0", "expected a positive integer; got 0"),
+    ],
+)
+def test_default_output_tokens_is_bounded(tmp_path: Path, value: str, fragment: str) -> None:
+    # 1e23 used to pass validate, print absurd plan figures and crash run --once in SQLite.
+    problems = _problems(tmp_path, f"policies:\n  default: {{default_output_tokens: {value}}}\n")
+    assert len(problems) == 1 and fragment in problems[0], problems
+    assert _problems(tmp_path, "policies:\n  default: {default_output_tokens: 1000000}\n") == []
