@@ -97,7 +97,7 @@ def timed(argv: list[str], cwd: Path) -> tuple[float, float, str]:
 
 def write_config(folder: Path, name: str) -> Path:
     state = folder / name
-    state.mkdir()
+    state.mkdir(exist_ok=True)
     spool = folder / "spool" if name == "plan" else state / "spool"
     if name != "plan":
         shutil.copytree(folder / "spool", spool)
