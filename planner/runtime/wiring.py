@@ -33,7 +33,7 @@ from planner.config.schema import (
     WebhookSinkConfig,
 )
 from planner.core.admission import AccountLimits, default_account_limits
-from planner.core.budget import BudgetBook, BudgetKey, BudgetRules, Scope
+from planner.core.budget import BudgetKey, BudgetRules, Scope
 from planner.core.catalog import Catalog
 from planner.core.flush import DeadlineRules, FlushRules
 from planner.core.limits import BatchLimits, RateLimits, default_limits, merge_limits
@@ -43,7 +43,6 @@ from planner.core.policy import PolicyRules
 from planner.core.retry import RetryPolicy
 from planner.errors import ConfigError
 from planner.metrics import Group, Metrics, StoreReading
-from planner.pipeline.budgeting import open_book
 from planner.pipeline.context import StageContext
 from planner.pipeline.decisions import budget_gauges
 from planner.pipeline.leases import StoreUnitLeases
@@ -54,6 +53,7 @@ from planner.providers import compat_wire, create_provider, gemini_wire, openai_
 from planner.providers.base import BatchLine, BatchProvider
 from planner.runtime import clock
 from planner.runtime.checks import runtime_problems
+from planner.runtime.dry_run import dry_run_planner
 from planner.runtime.intake.sink import IntakeSink
 from planner.runtime.logging import register_secret
 from planner.sinks import JsonlDirSink, SqlSink, WebhookSink
@@ -538,30 +538,10 @@ def build_plan_report(
     planner = build_planner(cfg, catalog)
     sources = build_sources(cfg, catalog)
     lines: Iterator[ParsedLine] = chain.from_iterable(s.scan(now) for s in sources)
-    report = build_report(lines, planner, now, on_request, book=_plan_book(cfg, planner, now))
+    planner, book = dry_run_planner(cfg, planner, now)  # as the store has it, read only
+    report = build_report(lines, planner, now, on_request, book=book)
     report.settling = sum(s.settling(now) for s in sources if isinstance(s, JsonlDirSource))
     return report
-
-
-def _plan_book(cfg: PlannerConfig, planner: Planner, now: datetime) -> BudgetBook | None:
-    """The budgets as the store has them now, for the dry run (read only; a store that does not
-    exist yet has spent and reserved nothing)."""
-    if not planner.budget_rules:
-        return None
-    from sqlalchemy.engine import make_url
-
-    from planner.store.engine import deferred
-
-    url = resolve_store_url(cfg, os.environ)
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").is_file():
-        return BudgetBook.start(planner.budget_rules, {}, {})
-    engine = make_engine(url)
-    try:
-        with make_session_factory(deferred(engine))() as session:
-            return open_book(session, planner.budget_rules, planner.budgets_of, now)
-    finally:
-        engine.dispose()
 
 
 def upgrade_store(cfg: PlannerConfig) -> str:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -193,3 +195,80 @@ def test_a_request_that_escaped_a_batch_is_never_batched_again(tmp_path: Path) -
     rows = _rows(ctx)
     assert (rows["escaped"].state, rows["escaped"].decision) == ("interactive", "batch_escaped")
     assert (rows["fresh"].state, rows["fresh"].decision) == ("planned", "deadline_allows_batch")
+
+
+_PLANNED = ("six-hours", "twelve-hours")
+
+
+def _billed_requests(ctx: StageContext, n: int, raw: int, billed: int, now: datetime) -> None:
+    """``n`` finished requests of gpt-4o-mini whose raw estimate was ``raw`` input tokens and
+    whose bill said ``billed``: calibration samples."""
+    with ctx.session_factory() as session, session.begin():
+        for i in range(n):
+            at = now - timedelta(days=1) + timedelta(minutes=i)
+            session.execute(
+                insert(REQUEST).values(
+                    id=100_000 + i,
+                    source="spool",
+                    key=f"billed-{i}",
+                    model="gpt-4o-mini",
+                    endpoint="/v1/chat/completions",
+                    body_json="{}",
+                    metadata_json="{}",
+                    origin="test",
+                    state="succeeded",
+                    attempts=1,
+                    claims=0,
+                    received_at=at,
+                    updated_at=at,
+                    est_raw_input_tokens=raw,
+                    usage_input_tokens=billed,
+                )
+            )
+
+
+def test_plan_decides_and_estimates_as_the_planning_stage_on_the_same_store(
+    tmp_path: Path,
+) -> None:
+    # prior window 1 h: both would go by batch; 20 batches that took 8 h make the learned p95
+    # 8 h, so the 6-hour request no longer fits (8 h + 27 min retry) and the 12-hour one does
+    lines = [_line("six-hours", "6h"), _line("twelve-hours", "12h")]
+    workspace = _workspace(tmp_path, lines, "1h")
+    ctx = build_context(load_config(workspace / "planner.yaml"), sandbox_url="http://127.0.0.1:9")
+    now = wall.utc_now()
+    _finished_batches(ctx, 20, timedelta(hours=8), now)
+    _billed_requests(ctx, 20, raw=10, billed=30, now=now)  # we estimate a third of the bill
+
+    done = subprocess.run(
+        [sys.executable, "-m", "planner", "plan", "-c", str(workspace / "planner.yaml"), "--json"],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    [row] = json.loads(done.stdout)["models"]
+    with ctx.session_factory() as session:  # the dry run recorded nothing
+        assert session.execute(select(REQUEST.c.id).where(REQUEST.c.key.in_(_PLANNED))).all() == []
+
+    rows = _plan(ctx, now)  # the real planning stage, on the same store and spool
+    assert (rows["six-hours"].state, rows["six-hours"].decision) == (
+        "interactive",
+        "deadline_too_close",
+    )
+    assert (rows["twelve-hours"].state, rows["twelve-hours"].decision) == (
+        "planned",
+        "deadline_allows_batch",
+    )
+    assert row["lanes"] == {"batch": 1, "interactive": 1}
+    assert row["reasons"] == {"deadline_allows_batch": 1, "deadline_too_close": 1}
+    with ctx.session_factory() as session:
+        stored = session.execute(
+            select(REQUEST.c.est_input_tokens, REQUEST.c.est_raw_input_tokens).where(
+                REQUEST.c.key.in_(_PLANNED)
+            )
+        ).all()
+    assert row["input_tokens"] == sum(s.est_input_tokens for s in stored)
+    assert row["input_tokens"] == sum(3 * s.est_raw_input_tokens for s in stored)  # calibrated
+    [method] = row["estimate_methods"]
+    assert method.endswith("+calibrated")

@@ -1,0 +1,54 @@
+"""What ``planner plan`` reads from the store, so that the dry run decides as ``run`` would.
+
+The planning stage (``pipeline/plan.run_plan_stage``) decides with the budgets, the turnaround
+learned from finished batches, the calibrated estimates and the learned enqueued-token limits
+the store holds. The dry run reads
+the same facts with the same functions, read only: it never creates or migrates a store. A
+store that does not exist yet has spent, reserved and learned nothing (the priors hold).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
+from planner.config import resolve_store_url
+from planner.config.schema import PlannerConfig
+from planner.core.budget import BudgetBook
+from planner.pipeline.budgeting import open_book
+from planner.pipeline.plan import Planner
+from planner.store import batches as store_batches
+from planner.store import calibration as store_calibration
+from planner.store import limits as store_limits
+from planner.store.engine import deferred, make_engine, make_session_factory
+
+
+def dry_run_planner(
+    cfg: PlannerConfig, planner: Planner, now: datetime
+) -> tuple[Planner, BudgetBook | None]:
+    """``planner`` with the store's learned turnarounds, calibration and limits, and the budgets as
+    the store has them now (``None`` without budgets)."""
+    url = resolve_store_url(cfg, os.environ)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").is_file():
+        empty = BudgetBook.start(planner.budget_rules, {}, {}) if planner.budget_rules else None
+        return planner, empty
+    engine = make_engine(url)
+    try:
+        with make_session_factory(deferred(engine))() as session:
+            learned = replace(
+                planner.with_learned_limits(store_limits.learned_limits(session), now),
+                turnarounds=store_batches.turnarounds(session),
+                calibration=store_calibration.input_calibrations(session),
+                learned_outputs=store_calibration.learned_outputs(session),
+            )
+            book = None
+            if planner.budget_rules:
+                book = open_book(session, planner.budget_rules, planner.budgets_of, now)
+            return learned, book
+    finally:
+        engine.dispose()
