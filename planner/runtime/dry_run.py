@@ -4,7 +4,8 @@ The planning stage (``pipeline/plan.run_plan_stage``) decides with the budgets, 
 learned from finished batches, the calibrated estimates and the learned enqueued-token limits
 the store holds. The dry run reads
 the same facts with the same functions, read only: it never creates or migrates a store. A
-store that does not exist yet has spent, reserved and learned nothing (the priors hold).
+store that does not exist yet, or was never migrated (a new PostgreSQL database, before the
+first ``run``), has spent, reserved and learned nothing (the priors hold).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
+from sqlalchemy import inspect
 from sqlalchemy.engine import make_url
 
 from planner.config import resolve_store_url
@@ -26,6 +28,8 @@ from planner.store import calibration as store_calibration
 from planner.store import limits as store_limits
 from planner.store.engine import deferred, make_engine, make_session_factory
 
+MIGRATED = "alembic_version"  # present once ``planner db upgrade`` (or the first run) migrated
+
 
 def dry_run_planner(
     cfg: PlannerConfig, planner: Planner, now: datetime
@@ -34,11 +38,13 @@ def dry_run_planner(
     the store has them now (``None`` without budgets)."""
     url = resolve_store_url(cfg, os.environ)
     parsed = make_url(url)
+    empty = BudgetBook.start(planner.budget_rules, {}, {}) if planner.budget_rules else None
     if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").is_file():
-        empty = BudgetBook.start(planner.budget_rules, {}, {}) if planner.budget_rules else None
         return planner, empty
     engine = make_engine(url)
     try:
+        if not inspect(engine).has_table(MIGRATED):
+            return planner, empty
         with make_session_factory(deferred(engine))() as session:
             learned = replace(
                 planner.with_learned_limits(store_limits.learned_limits(session), now),

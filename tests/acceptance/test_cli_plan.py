@@ -326,3 +326,43 @@ def test_run_once_exits_1_when_every_provider_call_failed(workspace: Path) -> No
     with serve(speed=0.0) as sandbox:
         done = run("run", "--once", "--sandbox-url", sandbox.url, "-c", config)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_plan_on_a_store_that_was_never_migrated_uses_the_priors(
+    workspace: Path, backend: str
+) -> None:
+    """A new database before the first run (an empty SQLite file, an empty PostgreSQL schema):
+    plan has nothing learned to read, so it plans with the priors, and still creates nothing."""
+    from sqlalchemy import create_engine, inspect
+
+    from tests.contract.store_backends import pg_schema_url
+
+    config = workspace / "planner.yaml"
+    if backend == "sqlite":
+        (workspace / "state").mkdir()
+        (workspace / "state" / "planner.db").touch()
+        baseline = run("plan", "-c", str(config), "--json")
+        assert baseline.returncode == 0, baseline.stderr
+        assert json.loads(baseline.stdout)["totals"]["requests"] > 0
+        engine = create_engine(f"sqlite:///{workspace / 'state' / 'planner.db'}")
+        try:
+            assert inspect(engine).get_table_names() == []  # plan migrated nothing
+        finally:
+            engine.dispose()
+        return
+    with pg_schema_url() as url:
+        config.write_text(CONFIG + "store: {url_env: PLAN_STORE_URL}\n")
+        os.environ["PLAN_STORE_URL"] = url
+        try:
+            done = run("plan", "-c", str(config), "--json")
+        finally:
+            del os.environ["PLAN_STORE_URL"]
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["totals"]["requests"] > 0
+        engine = create_engine(url)
+        try:
+            assert inspect(engine).get_table_names() == []  # plan migrated nothing
+        finally:
+            engine.dispose()
