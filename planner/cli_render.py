@@ -208,6 +208,11 @@ def render_plan(console: Console, report: PlanReport) -> None:
             f"[yellow]{report.settling} spool file(s) not read yet: modified within the source's "
             "`settle` time; they are read once they have settled[/]"
         )
+    if report.duplicates:
+        console.print(
+            f"{report.duplicates} line(s) repeat a request already stored or read before "
+            "(same key and content): no-ops, not planned again"
+        )
     if report.quarantined:
         console.print(f"[red]{report.quarantined} bad line(s) would be quarantined:[/]")
         for error in report.errors:

@@ -20,10 +20,8 @@ from sqlalchemy.orm import Session
 import planner.store.requests as store_requests
 from planner import crashpoints
 from planner.core.model import Request
+from planner.pipeline.repeats import DUPLICATE_ID, conflict_message
 from planner.sources.base import Claim, LeaseLost, LineError, Source
-from planner.sources.formats import Reason
-
-DUPLICATE_ID = Reason.DUPLICATE_ID.value
 
 _log = logging.getLogger(__name__)
 
@@ -109,10 +107,7 @@ def _ingest_unit(
     if chunk:
         _add(result, name, _store_chunk(session_factory, chunk, now, conflicts))
     for request in conflicts:  # same key as a stored request, different content
-        message = (
-            f"key {request.key!r} is already stored with a different request "
-            "(model, endpoint or body); the stored one stands and this one is not sent"
-        )
+        message = conflict_message(request.key)
         _quarantine(result, name, claim.reject(request, DUPLICATE_ID, message))
     crashpoints.reached("after_ingest")
     claim.finish(now)

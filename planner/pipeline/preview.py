@@ -115,6 +115,7 @@ class PlanReport:
     rows: dict[tuple[str | None, str, Endpoint], ModelRow] = field(default_factory=dict)
     errors: list[LineError] = field(default_factory=list)
     quarantined: int = 0
+    duplicates: int = 0  # keys already stored or read before with the same request: no-ops
     book: BudgetBook | None = None  # the budgets, as this plan would leave them
     retirements: list[CatalogWarning] = field(default_factory=list)  # models in use, once each
     settling: int = 0  # spool files not read: modified within their source's ``settle``
@@ -181,6 +182,7 @@ class PlanReport:
             "models": [r.to_json() for r in self.ordered_rows()],
             "totals": self.totals(),
             "quarantined": self.quarantined,
+            "duplicates": self.duplicates,
             "settling": self.settling,
             "errors": [
                 {"origin": e.origin, "reason": e.reason, "message": e.message} for e in self.errors

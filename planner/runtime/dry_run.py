@@ -11,21 +11,26 @@ first ``run``), has spent, reserved and learned nothing (the priors hold).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import inspect
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
 
 from planner.config import resolve_store_url
 from planner.config.schema import PlannerConfig
 from planner.core.budget import BudgetBook
 from planner.pipeline.budgeting import open_book
 from planner.pipeline.plan import Planner
+from planner.pipeline.repeats import StoreLookup
 from planner.store import batches as store_batches
 from planner.store import calibration as store_calibration
 from planner.store import limits as store_limits
+from planner.store import requests as store_requests
 from planner.store.engine import deferred, make_engine, make_session_factory
 
 MIGRATED = "alembic_version"  # present once ``planner db upgrade`` (or the first run) migrated
@@ -56,5 +61,31 @@ def dry_run_planner(
             if planner.budget_rules:
                 book = open_book(session, planner.budget_rules, planner.budgets_of, now)
             return learned, book
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def stored_keys(cfg: PlannerConfig) -> Iterator[StoreLookup | None]:
+    """What the store holds under given keys of a source, read only, while the dry run reads
+    its sources (``None``: no store yet, so nothing is stored)."""
+    url = resolve_store_url(cfg, os.environ)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").is_file():
+        yield None
+        return
+    engine = make_engine(url)
+    if not inspect(engine).has_table(MIGRATED):  # never migrated: nothing stored
+        engine.dispose()
+        yield None
+        return
+    factory: Callable[[], Session] = make_session_factory(deferred(engine))
+
+    def lookup(source: str, keys: Sequence[str]) -> dict[str, store_requests.StoredContent]:
+        with factory() as session, session.begin():
+            return store_requests.stored_contents(session, source, keys)
+
+    try:
+        yield lookup
     finally:
         engine.dispose()

@@ -49,11 +49,12 @@ from planner.pipeline.leases import StoreUnitLeases
 from planner.pipeline.plan import Planner
 from planner.pipeline.preview import PlanReport, build_report
 from planner.pipeline.process import this_process
+from planner.pipeline.repeats import Repeats, SeenContents
 from planner.providers import compat_wire, create_provider, gemini_wire, openai_wire
 from planner.providers.base import BatchLine, BatchProvider
 from planner.runtime import clock
 from planner.runtime.checks import runtime_problems
-from planner.runtime.dry_run import dry_run_planner
+from planner.runtime.dry_run import dry_run_planner, stored_keys
 from planner.runtime.intake.sink import IntakeSink
 from planner.runtime.logging import register_secret
 from planner.sinks import JsonlDirSink, SqlSink, WebhookSink
@@ -539,7 +540,14 @@ def build_plan_report(
     sources = build_sources(cfg, catalog)
     lines: Iterator[ParsedLine] = chain.from_iterable(s.scan(now) for s in sources)
     planner, book = dry_run_planner(cfg, planner, now)  # as the store has it, read only
-    report = build_report(lines, planner, now, on_request, book=book)
+    seen = SeenContents()
+    with stored_keys(cfg) as lookup:
+        repeats = Repeats(lookup, seen)  # keys read or stored before, judged as intake will
+        try:
+            report = build_report(repeats.judge(lines), planner, now, on_request, book=book)
+        finally:
+            seen.close()
+    report.duplicates = repeats.duplicates
     report.settling = sum(s.settling(now) for s in sources if isinstance(s, JsonlDirSource))
     return report
 

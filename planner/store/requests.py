@@ -88,7 +88,7 @@ def _row_for(request: Request, now: datetime) -> dict[str, Any]:
         "key": request.key,
         "model": request.model,
         "endpoint": request.endpoint.value,
-        "body_json": json.dumps(request.body, separators=(",", ":"), ensure_ascii=False),
+        "body_json": body_json(request),
         "received_at": request.received_at,
         "deadline": request.deadline,
         "max_output_tokens": request.max_output_tokens,
@@ -138,20 +138,46 @@ def _insert_chunk(
     for request in repeats:
         by_source.setdefault(request.source, []).append(request)
     for source, group in by_source.items():
-        rows = session.execute(
-            select(REQUEST.c.key, REQUEST.c.model, REQUEST.c.endpoint, REQUEST.c.body_json).where(
-                REQUEST.c.source == source, REQUEST.c.key.in_([r.key for r in group])
-            )
-        )
-        known = {row.key: row for row in rows}
+        known = stored_contents(session, source, [r.key for r in group])
         for request in group:
             row = known.get(request.key)
-            if row is not None and not _same_content(row, request):
+            if row is not None and not same_content(row, request):
                 conflicts.append(request)
     return len(stored)
 
 
-def _same_content(row: Any, request: Request) -> bool:
+@dataclass(frozen=True, slots=True)
+class StoredContent:
+    """What ingestion compares when a ``(source, key)`` comes again (``same_content``)."""
+
+    model: str
+    endpoint: str
+    body_json: str
+
+
+def body_json(request: Request) -> str:
+    """The body as the store keeps it."""
+    return json.dumps(request.body, separators=(",", ":"), ensure_ascii=False)
+
+
+def content_of(request: Request) -> StoredContent:
+    """``request`` as ingestion would store it, for ``same_content``."""
+    return StoredContent(request.model, request.endpoint.value, body_json(request))
+
+
+def stored_contents(session: Session, source: str, keys: Sequence[str]) -> dict[str, StoredContent]:
+    """The stored content of those of ``keys`` that ``source`` already has."""
+    rows = session.execute(
+        select(REQUEST.c.key, REQUEST.c.model, REQUEST.c.endpoint, REQUEST.c.body_json).where(
+            REQUEST.c.source == source, REQUEST.c.key.in_(keys)
+        )
+    )
+    return {row.key: StoredContent(row.model, row.endpoint, row.body_json) for row in rows}
+
+
+def same_content(row: StoredContent, request: Request) -> bool:
+    """Whether ``request`` repeats the stored ``row`` (an idempotent no-op) rather than
+    conflicting with it (same key, another model, endpoint or body: quarantined)."""
     if row.body_json == COMPACTED_BODY:
         return True  # compacted by retention: nothing left to compare, so not a conflict
     same = (row.model, row.endpoint) == (request.model, request.endpoint.value)

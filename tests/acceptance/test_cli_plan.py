@@ -366,3 +366,58 @@ def test_plan_on_a_store_that_was_never_migrated_uses_the_priors(
             assert inspect(engine).get_table_names() == []  # plan migrated nothing
         finally:
             engine.dispose()
+
+
+def _drop_lines(path: Path, rows: list[dict[str, Any]], age: int) -> None:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    os.utime(path, (age, age))
+
+
+def test_plan_judges_keys_stored_or_repeated_across_files_as_run_does(workspace: Path) -> None:
+    """A key already in the store, or in two files of the spool: the same request is a no-op
+    (a duplicate), another request under it is quarantined as duplicate_id, in plan as in run."""
+    config = str(workspace / "planner.yaml")
+    spool = workspace / "spool"
+    _drop_lines(
+        spool / "c.jsonl", [{"id": "k1", "prompt": "one"}, {"id": "k2", "prompt": "two"}], 1
+    )
+    first = run("run", "--once", "--sandbox", "-c", config, "--json")
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["intake"]["inserted"] == 9  # a, b and c's good lines
+
+    _drop_lines(
+        spool / "d.jsonl",
+        [
+            {"id": "k1", "prompt": "one"},  # stored, same request: a no-op
+            {"id": "k2", "prompt": "changed"},  # stored with another body
+            {"id": "k3", "prompt": "three"},  # new
+        ],
+        1_000_000_000,
+    )
+    _drop_lines(
+        spool / "e.jsonl",
+        [
+            {"id": "k3", "prompt": "not three"},  # d.jsonl has it with another body
+            {"id": "k4", "prompt": "four"},  # new
+            {"id": "k3", "prompt": "three", "model": "gpt-4o"},  # in this file already
+        ],
+        1_000_000_001,
+    )
+    planned = run("plan", "-c", config, "--json")
+    assert planned.returncode == 0, planned.stderr
+    report = json.loads(planned.stdout)
+    assert report["totals"]["requests"] == 2
+    assert report["duplicates"] == 1
+    assert report["quarantined"] == 3
+    errors = {e["origin"]: (e["reason"], e["message"]) for e in report["errors"]}
+    assert sorted(errors) == ["d.jsonl:2", "e.jsonl:1", "e.jsonl:3"]
+    assert {reason for reason, _ in errors.values()} == {"duplicate_id"}
+    assert "key 'k3' is already stored with a different request" in errors["e.jsonl:1"][1]
+
+    ran = run("run", "--once", "--sandbox", "-c", config, "--json")
+    assert ran.returncode == 0, ran.stderr
+    intake = json.loads(ran.stdout)["intake"]
+    assert (intake["inserted"], intake["duplicates"], intake["quarantined"]) == (2, 1, 3)
+    assert report["totals"]["requests"] == intake["inserted"]
+    assert report["duplicates"] == intake["duplicates"]
+    assert report["quarantined"] == intake["quarantined"]

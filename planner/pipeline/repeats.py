@@ -1,0 +1,148 @@
+"""Keys that come again, judged for ``planner plan`` as intake will judge them.
+
+Intake stores each unit (a spool file) in turn, and the store's unique ``(source, key)`` decides
+what a key seen before becomes (``store.requests.ingest``): the same request again is an
+idempotent no-op counted as a duplicate; another request under that key is quarantined as
+``duplicate_id`` and the stored one stands. The dry run stores nothing, so it keeps what the
+sources have shown so far (``SeenContents``) next to the store, read only, and asks the store's
+own ``same_content`` of each repeat. Repeats inside one file are the parser's job already.
+
+Memory stays bounded: the contents seen spill from a dict into a temporary on-disk SQLite
+database past ``memory_bytes``, and the store is asked once per chunk of requests.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+from planner.core.model import Request
+from planner.sources.base import LineError, ParsedLine
+from planner.sources.formats import Reason
+from planner.store.requests import StoredContent, content_of, same_content
+
+DUPLICATE_ID = Reason.DUPLICATE_ID.value
+CHUNK = 1000  # lines held back per look-up in the store
+DEFAULT_MEMORY_BYTES = 16 << 20  # contents kept in a dict before spilling to disk
+
+StoreLookup = Callable[[str, Sequence[str]], dict[str, StoredContent]]
+"""``(source, keys)`` -> the stored content of those keys the store already holds."""
+
+
+def conflict_message(key: str) -> str:
+    """Why a request whose key is stored with other content is quarantined."""
+    return (
+        f"key {key!r} is already stored with a different request "
+        "(model, endpoint or body); the stored one stands and this one is not sent"
+    )
+
+
+class SeenContents:
+    """``(source, key)`` -> the first content seen under it, spilling to disk when large."""
+
+    def __init__(self, memory_bytes: int = DEFAULT_MEMORY_BYTES) -> None:
+        self._limit = memory_bytes
+        self._size = 0
+        self._seen: dict[tuple[str, str], StoredContent] = {}
+        self._db: sqlite3.Connection | None = None
+
+    def get(self, source: str, key: str) -> StoredContent | None:
+        if self._db is None:
+            return self._seen.get((source, key))
+        row = self._db.execute(
+            "SELECT model, endpoint, body FROM seen WHERE source = ? AND k = ?", (source, key)
+        ).fetchone()
+        return None if row is None else StoredContent(*row)
+
+    def put(self, source: str, key: str, content: StoredContent) -> None:
+        if self._db is not None:
+            self._db.execute(
+                "INSERT OR IGNORE INTO seen VALUES (?, ?, ?, ?, ?)",
+                (source, key, content.model, content.endpoint, content.body_json),
+            )
+            return
+        self._seen.setdefault((source, key), content)
+        self._size += len(source) + len(key) + len(content.body_json) + 100
+        if self._size > self._limit:
+            self._spill()
+
+    def _spill(self) -> None:
+        db = sqlite3.connect("")  # a temporary on-disk database, deleted when closed
+        db.execute("PRAGMA journal_mode=OFF")
+        db.execute("PRAGMA synchronous=OFF")
+        db.execute(
+            "CREATE TABLE seen (source TEXT, k TEXT, model TEXT, endpoint TEXT, body TEXT,"
+            " PRIMARY KEY (source, k)) WITHOUT ROWID"
+        )
+        db.executemany(
+            "INSERT INTO seen VALUES (?, ?, ?, ?, ?)",
+            ((s, k, c.model, c.endpoint, c.body_json) for (s, k), c in self._seen.items()),
+        )
+        self._seen = {}
+        self._db = db
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        self._seen = {}
+
+
+@dataclass(slots=True)
+class Repeats:
+    """Judges requests whose key came before; ``duplicates`` counts the no-ops."""
+
+    lookup: StoreLookup | None
+    seen: SeenContents
+    duplicates: int = 0
+
+    def judge(self, lines: Iterable[ParsedLine]) -> Iterator[ParsedLine]:
+        """``lines`` minus the no-op repeats, with conflicting repeats as ``duplicate_id``
+        errors, in order."""
+        chunk: list[ParsedLine] = []
+        for line in lines:
+            chunk.append(line)
+            if len(chunk) >= CHUNK:
+                yield from self._judge_chunk(chunk)
+                chunk = []
+        yield from self._judge_chunk(chunk)
+
+    def _judge_chunk(self, chunk: list[ParsedLine]) -> Iterator[ParsedLine]:
+        stored = self._stored([x for x in chunk if isinstance(x, Request)])
+        for line in chunk:
+            if isinstance(line, LineError):
+                yield line
+                continue
+            earlier = stored.get((line.source, line.key)) or self.seen.get(line.source, line.key)
+            if earlier is None:
+                self.seen.put(line.source, line.key, content_of(line))
+                yield line
+            elif same_content(earlier, line):
+                self.duplicates += 1
+            else:
+                yield _conflict(line)
+
+    def _stored(self, requests: list[Request]) -> dict[tuple[str, str], StoredContent]:
+        if self.lookup is None or not requests:
+            return {}
+        by_source: dict[str, list[str]] = {}
+        for r in requests:
+            by_source.setdefault(r.source, []).append(r.key)
+        return {
+            (source, key): content
+            for source, keys in by_source.items()
+            for key, content in self.lookup(source, keys).items()
+        }
+
+
+def _conflict(request: Request) -> LineError:
+    file, _, number = request.origin.rpartition(":")
+    line = int(number) if number.isdigit() else 0
+    return LineError(
+        file=file or request.origin,
+        line=line,
+        reason=DUPLICATE_ID,
+        message=f"{request.origin}: {conflict_message(request.key)}",
+        raw=content_of(request).body_json,
+    )
