@@ -12,12 +12,19 @@ Consumer side, after maildir::
     <path>/x.jsonl --claim--> <path>/.claimed/x.jsonl --finish--> <path>/done/x.jsonl
                                   bad lines --finish--> <path>/quarantine/x.jsonl.errors.jsonl
 
-``claim`` hard-links the file into ``.claimed/`` and unlinks the original (falling back to a
-rename where links are not supported); the link fails if the name is already taken, so two
-claimers never both win and a claim never overwrites another. The caller commits the good lines
-to the store and only then calls ``finish``. If the process dies in between, ``recover`` puts
-the file back and it is read again; that is safe because ingestion is idempotent per
-``(source, key)`` in the store — the store drops what it already has.
+``claim`` first renames the file into a private folder of its own (``.claimed/.claiming-*/``):
+a rename is atomic, so exactly one claimer takes it. Only then is it hard-linked to
+``.claimed/x.jsonl`` (falling back to a checked rename where links are not supported) and the
+private name dropped; the link fails if the name is already taken, so a claim never overwrites
+another (the file then goes back). A bare ``link(x, .claimed/x)`` + ``unlink(x)`` is not
+exclusive: ``linkat`` resolves ``x`` before it creates the new name, so a claimer that looked
+``x`` up just before a rival's unlink, and linked just after the rival had finished (its
+``.claimed/x`` gone to ``done/``), claimed the same file a second time.
+
+The caller commits the good lines to the store and only then calls ``finish``. If the process
+dies in between, ``recover`` puts the file back and it is read again (so does a claim that died
+inside its private folder); that is safe because ingestion is idempotent per ``(source, key)``
+in the store — the store drops what it already has.
 
 Replicas sharing the folder also share ``leases`` (``UnitLeases``, kept in the store): a file is
 leased before it is moved into ``.claimed/``, the lease is renewed while its lines are read and
@@ -44,6 +51,7 @@ import os
 import shutil
 import sqlite3
 import stat
+import uuid
 from collections.abc import Callable, Generator, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -59,6 +67,7 @@ log = logging.getLogger(__name__)
 
 SUFFIX = ".jsonl"
 CLAIMED_DIR = ".claimed"
+CLAIMING_PREFIX = ".claiming-"  # a claimer's private folder inside CLAIMED_DIR
 DONE_DIR = "done"
 QUARANTINE_DIR = "quarantine"
 PENDING_ERRORS_SUFFIX = ".errors.pending"
@@ -205,8 +214,7 @@ class JsonlDirSource:
             name = safe_name(found)  # a name that is not UTF-8 or too long is claimed renamed
             if self.leases is not None and not self.leases.acquire(name):
                 continue  # another replica is taking this one
-            target = self.claimed_dir / name
-            if not _move_no_replace(self.path / found, target):
+            if not _claim_file(self.path / found, self.claimed_dir, name):
                 if self.leases is not None:
                     self.leases.release(name)
                 continue  # another claimer has it (or a file of that name is in progress)
@@ -232,7 +240,7 @@ class JsonlDirSource:
         """
         if not self.claimed_dir.is_dir():
             return 0
-        recovered = 0
+        recovered = self._recover_private(now, stale_after)
         for entry in sorted(os.scandir(self.claimed_dir), key=lambda e: e.name):
             name = entry.name
             if name.endswith(PENDING_ERRORS_SUFFIX):
@@ -264,6 +272,47 @@ class JsonlDirSource:
                 "spool file recovered from an interrupted claim",
                 extra={"event": "spool_recovered", "source": self._name, "file": name},
             )
+        return recovered
+
+    def _recover_private(self, now: datetime, stale_after: timedelta | None) -> int:
+        """Empty the private folders of claims interrupted inside ``_claim_file``.
+
+        A file already linked to its claimed name only loses its private name (the claim
+        itself is then recovered, or not, like any other); a file not yet linked goes back
+        under the rules of ``recover``. Empty folders are removed: a live claimer that loses
+        its folder fails its rename and leaves the file in the spool.
+        """
+        recovered = 0
+        for folder in sorted(self.claimed_dir.glob(CLAIMING_PREFIX + "*")):
+            if not folder.is_dir() or folder.is_symlink():
+                continue
+            for held in sorted(folder.iterdir()):
+                name = held.name
+                claimed = self.claimed_dir / name
+                if claimed.exists() and os.path.samefile(claimed, held):
+                    _remove(held)  # the crash fell between link and unlink
+                    continue
+                if self.leases is not None:
+                    if not self.leases.acquire(name):
+                        continue  # its claimer is alive and working on it
+                    if not held.exists():  # its claimer moved it on meanwhile
+                        self.leases.release(name)
+                        continue
+                elif stale_after is not None:
+                    ctime = held.stat(follow_symlinks=False).st_ctime
+                    if now - datetime.fromtimestamp(ctime, UTC) < stale_after:
+                        continue
+                if not _move_no_replace(held, self.path / name):
+                    _move_unique(held, self.path, name, tag="recovered")
+                if self.leases is not None:
+                    self.leases.release(name)
+                recovered += 1
+                log.warning(
+                    "spool file recovered from an interrupted claim",
+                    extra={"event": "spool_recovered", "source": self._name, "file": name},
+                )
+            with contextlib.suppress(OSError):  # not empty: a live claim, or left for later
+                folder.rmdir()
         return recovered
 
 
@@ -458,9 +507,10 @@ _NO_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK}
 def _move_no_replace(src: Path, dst: Path) -> bool:
     """Move ``src`` to ``dst`` unless ``dst`` exists or ``src`` is gone; True if moved.
 
-    ``link`` + ``unlink`` is exclusive (link fails if ``dst`` exists); where hard links are
+    ``link`` fails if ``dst`` exists, so a move never replaces a file; where hard links are
     not supported, fall back to a checked ``rename`` (atomic, but with a tiny window in which
-    two movers of two same-named files could collide).
+    two movers of two same-named files could collide). It is not exclusive between movers of
+    the same ``src``: use it only on a file this process owns (``_claim_file`` takes it first).
     """
     try:
         os.link(src, dst, follow_symlinks=False)
@@ -479,6 +529,34 @@ def _move_no_replace(src: Path, dst: Path) -> bool:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(src)
     return True
+
+
+def _claim_file(src: Path, claimed_dir: Path, name: str) -> bool:
+    """Move ``src`` to ``claimed_dir/name``; True only for the one claimer that took it.
+
+    The rename into a private folder is the exclusive step (``rename`` looks ``src`` up and
+    moves it under the directory locks, so a second claimer finds nothing); the link to the
+    claimed name that follows touches a file no one else can reach. If that name is taken by
+    a claim in progress, the file goes back to the spool, never over a newer file.
+    """
+    if (claimed_dir / name).exists():
+        return False  # a file of that name is in progress
+    private = claimed_dir / f"{CLAIMING_PREFIX}{uuid.uuid4().hex}"
+    private.mkdir()
+    held = private / name
+    try:
+        try:
+            os.rename(src, held)
+        except FileNotFoundError:
+            return False  # another claimer took it first
+        if _move_no_replace(held, claimed_dir / name):
+            return True
+        if not _move_no_replace(held, src):
+            _move_unique(held, src.parent, name, tag="recovered")
+        return False
+    finally:
+        with contextlib.suppress(OSError):
+            private.rmdir()
 
 
 def _move_unique(src: Path, folder: Path, name: str, *, tag: str) -> Path:

@@ -216,23 +216,29 @@ def test_claim_is_exclusive_between_threads(tmp_path: Path) -> None:
     for round_ in range(25):
         drop(tmp_path, f"f{round_}.jsonl", line(f"k{round_}") + "\n")
     wins: list[list[str]] = [[] for _ in sources]
+    failures: list[BaseException] = []  # an exception in a thread would otherwise be lost
     barrier = threading.Barrier(len(sources))
 
     def work(i: int) -> None:
-        barrier.wait()
-        for claim in sources[i].claim(NOW):
-            wins[i].append(claim.name)
-            assert keys(list(claim.lines())) == [f"k{claim.name[1:-6]}"]
-            claim.finish(NOW)
+        try:
+            barrier.wait()
+            for claim in sources[i].claim(NOW):
+                wins[i].append(claim.name)
+                assert keys(list(claim.lines())) == [f"k{claim.name[1:-6]}"]
+                claim.finish(NOW)
+        except BaseException as exc:
+            failures.append(exc)
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(len(sources))]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    assert failures == []
     claimed = sorted(name for w in wins for name in w)
     assert claimed == sorted(f"f{r}.jsonl" for r in range(25))  # each once, none lost
     assert sorted(p.name for p in (tmp_path / "done").iterdir()) == claimed
+    assert os.listdir(tmp_path / ".claimed") == []  # no private folder left behind
 
 
 def test_claim_never_overwrites_a_claim_in_progress(tmp_path: Path) -> None:
@@ -295,6 +301,76 @@ def test_recover_when_the_crash_fell_between_link_and_unlink(tmp_path: Path) -> 
     assert original.exists()
     assert list((tmp_path / ".claimed").iterdir()) == []
     assert [c.name for c in source.claim(NOW)] == ["a.jsonl"]
+
+
+def test_recover_when_the_crash_fell_inside_the_private_claim_folder(tmp_path: Path) -> None:
+    claimed = tmp_path / ".claimed"
+    claimed.mkdir()
+    # crash after the exclusive rename, before the link to the claimed name
+    (claimed / ".claiming-a").mkdir()
+    os.rename(drop(tmp_path, "a.jsonl", line("a") + "\n"), claimed / ".claiming-a" / "a.jsonl")
+    # crash after the link, before the private name was dropped
+    (claimed / ".claiming-b").mkdir()
+    os.rename(drop(tmp_path, "b.jsonl", line("b") + "\n"), claimed / ".claiming-b" / "b.jsonl")
+    os.link(claimed / ".claiming-b" / "b.jsonl", claimed / "b.jsonl")
+    (claimed / ".claiming-c").mkdir()  # crash right after the folder was made
+    source = make_source(tmp_path)
+    assert source.ready_files(NOW) == []
+    assert source.recover(NOW) == 2  # a and b, each once
+    assert os.listdir(claimed) == []
+    assert sorted(p.name for p in tmp_path.glob("*.jsonl")) == ["a.jsonl", "b.jsonl"]
+    got = sorted(i.key for c in source.claim(NOW) for i in c.lines() if isinstance(i, Request))
+    assert got == ["a", "b"]
+
+
+def test_recover_leaves_a_live_private_claim_alone_with_stale_after(tmp_path: Path) -> None:
+    claimed = tmp_path / ".claimed"
+    (claimed / ".claiming-a").mkdir(parents=True)
+    os.rename(drop(tmp_path, "a.jsonl", line("a") + "\n"), claimed / ".claiming-a" / "a.jsonl")
+    moved_at = (claimed / ".claiming-a" / "a.jsonl").stat().st_ctime
+    later = datetime.fromtimestamp(moved_at, UTC) + timedelta(minutes=5)
+    source = make_source(tmp_path)
+    assert source.recover(later, stale_after=timedelta(minutes=10)) == 0
+    assert os.listdir(claimed / ".claiming-a") == ["a.jsonl"]
+    assert source.recover(later, stale_after=timedelta(minutes=1)) == 1
+    assert source.ready_files(NOW) == ["a.jsonl"]
+    assert os.listdir(claimed) == []
+
+
+def test_a_claim_that_finds_its_name_taken_puts_the_file_back(tmp_path: Path) -> None:
+    source = make_source(tmp_path)
+    drop(tmp_path, "x.jsonl", line("first") + "\n")
+    claimed = tmp_path / ".claimed"
+    claimed.mkdir()
+    (claimed / "x.jsonl").write_text(line("in progress") + "\n")
+    assert list(source.claim(NOW)) == []
+    assert (tmp_path / "x.jsonl").read_text() == line("first") + "\n"
+    assert os.listdir(claimed) == ["x.jsonl"]  # untouched, no private folder left
+
+
+@pytest.mark.parametrize("producer_again", [False, True])
+def test_a_claim_whose_name_is_taken_after_the_rename_puts_the_file_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, producer_again: bool
+) -> None:
+    """A rival claim of the same name lands between our rename and our link."""
+    source = make_source(tmp_path)
+    drop(tmp_path, "x.jsonl", line("first") + "\n")
+    real_rename = os.rename
+
+    def rename_then_rival(src: Any, dst: Any) -> None:
+        real_rename(src, dst)
+        if Path(dst).parent.name.startswith(".claiming-"):
+            (tmp_path / ".claimed" / "x.jsonl").write_text(line("rival") + "\n")
+            if producer_again:
+                drop(tmp_path, "x.jsonl", line("second") + "\n")
+
+    monkeypatch.setattr(os, "rename", rename_then_rival)
+    assert list(source.claim(NOW)) == []
+    assert os.listdir(tmp_path / ".claimed") == ["x.jsonl"]
+    back = "x.recovered-1.jsonl" if producer_again else "x.jsonl"
+    assert (tmp_path / back).read_text() == line("first") + "\n"  # never lost, never over
+    if producer_again:
+        assert (tmp_path / "x.jsonl").read_text() == line("second") + "\n"
 
 
 def test_recover_when_a_new_file_took_the_name(tmp_path: Path) -> None:
