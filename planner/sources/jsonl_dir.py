@@ -284,36 +284,46 @@ class JsonlDirSource:
         """
         recovered = 0
         for folder in sorted(self.claimed_dir.glob(CLAIMING_PREFIX + "*")):
-            if not folder.is_dir() or folder.is_symlink():
-                continue
-            for held in sorted(folder.iterdir()):
-                name = held.name
-                claimed = self.claimed_dir / name
-                if claimed.exists() and os.path.samefile(claimed, held):
-                    _remove(held)  # the crash fell between link and unlink
-                    continue
-                if self.leases is not None:
-                    if not self.leases.acquire(name):
-                        continue  # its claimer is alive and working on it
-                    if not held.exists():  # its claimer moved it on meanwhile
-                        self.leases.release(name)
-                        continue
-                elif stale_after is not None:
-                    ctime = held.stat(follow_symlinks=False).st_ctime
-                    if now - datetime.fromtimestamp(ctime, UTC) < stale_after:
-                        continue
-                if not _move_no_replace(held, self.path / name):
-                    _move_unique(held, self.path, name, tag="recovered")
-                if self.leases is not None:
-                    self.leases.release(name)
-                recovered += 1
-                log.warning(
-                    "spool file recovered from an interrupted claim",
-                    extra={"event": "spool_recovered", "source": self._name, "file": name},
-                )
+            try:
+                held_files = sorted(folder.iterdir()) if not folder.is_symlink() else []
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # its live claimer is done with it
+            for held in held_files:
+                if self._recover_held(held, now, stale_after):
+                    recovered += 1
+                    log.warning(
+                        "spool file recovered from an interrupted claim",
+                        extra={"event": "spool_recovered", "source": self._name, "file": held.name},
+                    )
             with contextlib.suppress(OSError):  # not empty: a live claim, or left for later
                 folder.rmdir()
         return recovered
+
+    def _recover_held(self, held: Path, now: datetime, stale_after: timedelta | None) -> bool:
+        """Put back one file of a private folder; True if it went back to the spool."""
+        name = held.name
+        claimed = self.claimed_dir / name
+        try:
+            if claimed.exists() and os.path.samefile(claimed, held):
+                _remove(held)  # the crash fell between link and unlink
+                return False
+            if self.leases is None and stale_after is not None:
+                ctime = held.stat(follow_symlinks=False).st_ctime
+                if now - datetime.fromtimestamp(ctime, UTC) < stale_after:
+                    return False
+        except FileNotFoundError:
+            return False  # its live claimer moved it on meanwhile
+        if self.leases is not None and not self.leases.acquire(name):
+            return False  # its claimer is alive and working on it
+        try:
+            if not held.exists():  # its claimer moved it on meanwhile
+                return False
+            if not _move_no_replace(held, self.path / name):
+                _move_unique(held, self.path, name, tag="recovered")
+            return True
+        finally:
+            if self.leases is not None:
+                self.leases.release(name)
 
 
 class ClaimedFile:
