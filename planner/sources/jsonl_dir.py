@@ -52,7 +52,7 @@ import shutil
 import sqlite3
 import stat
 import uuid
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
@@ -61,7 +61,7 @@ from planner.core.catalog import ModelEntry
 from planner.core.model import ProviderKind, Request
 from planner.sources.base import LeaseLost, LineError, ParsedLine, UnitLeases
 from planner.sources.formats import Defaults
-from planner.sources.lines import RAW_PREVIEW_CHARS, LineParser, RawLine, safe_name
+from planner.sources.lines import LineFinder, LineParser, RawLine, read_lines, safe_name
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,6 @@ DEFAULT_SETTLE = timedelta(seconds=2)
 DEFAULT_MAX_LINE_BYTES = 10 * 1024 * 1024  # 10 MB per line
 DEFAULT_MEMORY_KEYS = 100_000  # keys held in a set before spilling to disk (~10 MB)
 _READ_BUFFER = 1 << 20
-_SKIP_CHUNK = 1 << 16
 RENEW_EVERY = 1000  # lines read between two renewals of a file's lease
 
 
@@ -187,9 +186,11 @@ class JsonlDirSource:
             except FileNotFoundError:
                 continue
             with stream:
-                yield from self._parse(stream, safe_name(name), now)
+                yield from self._parse(
+                    read_lines(stream, self.max_line_bytes), safe_name(name), now
+                )
 
-    def _parse(self, stream: BinaryIO, name: str, now: datetime) -> Iterator[ParsedLine]:
+    def _parse(self, raw: Iterable[RawLine], name: str, now: datetime) -> Iterator[ParsedLine]:
         keys = SpillingKeySet(self.memory_keys)
         try:
             parser = LineParser(
@@ -199,7 +200,7 @@ class JsonlDirSource:
                 keys=keys,
                 max_line_bytes=self.max_line_bytes,
             )
-            yield from parser.parse(read_lines(stream, self.max_line_bytes))
+            yield from parser.parse(raw)
         finally:
             keys.close()
 
@@ -336,6 +337,7 @@ class ClaimedFile:
         self.path = source.claimed_dir / name
         self._pending = source.claimed_dir / (name + PENDING_ERRORS_SUFFIX)
         self._complete = False
+        self._finder = LineFinder()  # the raw text of a line ``reject`` quarantines
         self.good = 0
         self.bad = 0
 
@@ -354,9 +356,8 @@ class ClaimedFile:
         self._complete = False
         self.good = self.bad = 0
         with _open_regular(self.path) as stream, self._pending.open("wb") as pending:
-            for number, item in enumerate(
-                self._source._parse(stream, self._name, self.claimed_at), 1
-            ):
+            raw = self._finder.mark(read_lines(stream, self._source.max_line_bytes))
+            for number, item in enumerate(self._source._parse(raw, self._name, self.claimed_at), 1):
                 if number % RENEW_EVERY == 0:
                     self._keep_lease()
                 if isinstance(item, LineError):
@@ -368,17 +369,23 @@ class ClaimedFile:
         self._complete = True
 
     def reject(self, request: Request, reason: str, message: str) -> LineError:
-        """Quarantine a request of this file that the store refused (after ``lines()``)."""
+        """Quarantine a request of this file that the store refused (after ``lines()``), with
+        its line as written (found again from the offsets ``lines()`` marked)."""
         if not self._complete:
             raise RuntimeError(f"{self!r}: reject() before lines() was read to the end")
         line = int((request.origin or "").rpartition(":")[2] or 0)
-        raw = {"key": request.key, "model": request.model, "endpoint": request.endpoint.value}
+        text = self._finder.text(
+            lambda: _open_regular(self.path), line, self._source.max_line_bytes, self._name
+        )
+        if text is None:  # not found again (cannot happen to a line that was read): say what
+            record = {"key": request.key, "model": request.model, "body": request.body}
+            text = json.dumps({**record, "endpoint": request.endpoint.value}, ensure_ascii=False)
         error = LineError(
             file=self._name,
             line=line,
             reason=reason,
             message=f"{self._name}:{line}: {message}",
-            raw=json.dumps({**raw, "body": request.body}, ensure_ascii=False),
+            raw=text,
         )
         with self._pending.open("ab") as pending:
             pending.write(_quarantine_record(error, self.claimed_at))
@@ -405,6 +412,7 @@ class ClaimedFile:
         source.done_dir.mkdir(exist_ok=True)
         stamp = now.timestamp()
         os.utime(self.path, (stamp, stamp))
+        self._finder.close()
         done = _move_unique(self.path, source.done_dir, self._name, tag="")
         _remove(self._pending)
         if source.leases is not None:
@@ -431,33 +439,6 @@ class ClaimedFile:
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-def read_lines(stream: BinaryIO, max_line_bytes: int) -> Iterator[RawLine]:
-    """Physical lines of ``stream``, never holding more than one line of at most
-    ``max_line_bytes`` (+ terminator) in memory. A longer line comes back as its head with
-    ``oversize`` set to its length; a last line without a newline is returned as is."""
-    number = 0
-    limit = max_line_bytes + 2  # room for "\r\n"
-    while True:
-        data = stream.readline(limit)
-        if not data:
-            return
-        number += 1
-        content = len(data) - (2 if data.endswith(b"\r\n") else 1 if data.endswith(b"\n") else 0)
-        if content <= max_line_bytes:
-            yield RawLine(number, data)
-            continue
-        size = content
-        head = data[:RAW_PREVIEW_CHARS]
-        ended = data.endswith(b"\n")
-        while not ended:
-            chunk = stream.readline(_SKIP_CHUNK)
-            if not chunk:
-                break
-            ended = chunk.endswith(b"\n")
-            size += len(chunk) - (1 if ended else 0)
-        yield RawLine(number, head, oversize=size)
 
 
 class SpillingKeySet:

@@ -13,10 +13,10 @@ import hashlib
 import logging
 import os
 import re
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from planner.core.model import Request
 from planner.sources.base import LineError, ParsedLine
@@ -24,6 +24,8 @@ from planner.sources.formats import Defaults, Reason, RecordError, decode_json, 
 
 BOM = b"\xef\xbb\xbf"
 RAW_PREVIEW_CHARS = 1024  # how much of an over-long line is kept for the quarantine
+MARK_EVERY = 1000  # lines between two offsets a LineFinder keeps
+_SKIP_CHUNK = 1 << 16
 MAX_NAME_BYTES = 200  # leaves room for ".errors.pending" and ".recovered-N" under NAME_MAX 255
 
 log = logging.getLogger(__name__)
@@ -136,6 +138,87 @@ class RawLine:
     number: int
     data: bytes
     oversize: int = 0  # > 0: the line was this many bytes (at least) and ``data`` is its head
+    offset: int = field(default=0, compare=False)  # where the line starts in its stream
+
+
+def read_lines(stream: BinaryIO, max_line_bytes: int, *, number: int = 0) -> Iterator[RawLine]:
+    """Physical lines of ``stream`` from where it stands (numbered after ``number``), never
+    holding more than one line of at most ``max_line_bytes`` (+ terminator) in memory. A longer
+    line comes back as its head with ``oversize`` set to its length; a last line without a
+    newline is returned as is."""
+    limit = max_line_bytes + 2  # room for "\r\n"
+    offset = stream.tell()
+    while True:
+        data = stream.readline(limit)
+        if not data:
+            return
+        number += 1
+        start, offset = offset, offset + len(data)
+        content = len(data) - (2 if data.endswith(b"\r\n") else 1 if data.endswith(b"\n") else 0)
+        if content <= max_line_bytes:
+            yield RawLine(number, data, offset=start)
+            continue
+        size = content
+        head = data[:RAW_PREVIEW_CHARS]
+        ended = data.endswith(b"\n")
+        while not ended:
+            chunk = stream.readline(_SKIP_CHUNK)
+            if not chunk:
+                break
+            offset += len(chunk)
+            ended = chunk.endswith(b"\n")
+            size += len(chunk) - (1 if ended else 0)
+        yield RawLine(number, head, oversize=size, offset=start)
+
+
+class LineFinder:
+    """Finds a line of a file read earlier again by its number, to quarantine it as written.
+
+    While the file is read (``mark``) it keeps the offset of every ``every``-th line; ``text``
+    seeks to the nearest mark and reads forward, going on from where it stopped when asked for
+    a later line (the usual order), so memory is one offset per ``every`` lines and one line.
+    """
+
+    def __init__(self, every: int = MARK_EVERY) -> None:
+        self.every = every
+        self.marks: list[int] = []
+        self._stream: BinaryIO | None = None
+        self._lines: Iterator[RawLine] | None = None
+        self._next = 0  # number of the line ``_lines`` yields next
+
+    def mark(self, lines: Iterable[RawLine]) -> Iterator[RawLine]:
+        self.close()
+        self.marks = []
+        for raw in lines:
+            if (raw.number - 1) % self.every == 0:
+                self.marks.append(raw.offset)
+            yield raw
+
+    def text(
+        self, open_file: Callable[[], BinaryIO], number: int, max_line_bytes: int, file: str
+    ) -> str | None:
+        """Line ``number`` as decoded when it was read; None if it is gone or was not text."""
+        index = (number - 1) // self.every
+        if number < 1 or index >= len(self.marks):
+            return None
+        first = index * self.every + 1
+        if self._stream is None:
+            self._stream = open_file()
+        if self._lines is None or not first <= self._next <= number:
+            self._stream.seek(self.marks[index])
+            self._lines = read_lines(self._stream, max_line_bytes, number=first - 1)
+        for raw in self._lines:
+            self._next = raw.number + 1
+            if raw.number == number:
+                text = None if raw.oversize else decode_line(raw.data, file=file, line=number)
+                return text if isinstance(text, str) else None
+        self._lines = None
+        return None
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+        self._stream = self._lines = None
 
 
 class LineParser:

@@ -38,7 +38,7 @@ def test_cross_file_duplicates(tmp_path: Path) -> None:
         "c.jsonl:2: key 'q1' is already stored with a different request (model, endpoint or "
         "body); the stored one stands and this one is not sent"
     )
-    assert json.loads(record["raw"])["body"]["messages"][0]["content"] == "changed"
+    assert record["raw"] == json.dumps({"id": "q1", "prompt": "changed"})  # as written
     assert not (spool / "quarantine" / "b.jsonl.errors.jsonl").exists()
     assert sorted(p.name for p in (spool / "done").iterdir()) == ["a.jsonl", "b.jsonl", "c.jsonl"]
     with factory() as s:

@@ -16,7 +16,7 @@ from planner.core.model import Endpoint, ProviderKind, Request
 from planner.sources.base import LineError
 from planner.sources.formats import Defaults, Reason, parse_deadline
 from planner.sources.jsonl_dir import SpillingKeySet, read_lines
-from planner.sources.lines import LineParser, RawLine, decode_line, parse_line
+from planner.sources.lines import LineFinder, LineParser, RawLine, decode_line, parse_line
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 CORPUS = Path(__file__).resolve().parent.parent / "corpus" / "spool"
@@ -480,3 +480,24 @@ def test_any_text_gives_a_request_or_a_located_error(text: str) -> None:
         assert item.raw == text
     else:
         assert item.origin == "h.jsonl:9"
+
+
+def test_line_finder_gives_back_a_line_as_written_in_any_order() -> None:
+    rows = [f'{{"id": "k{i}", "prompt": "caf\u00e9 {i}"}}' for i in range(1, 11)]
+    data = b"\xef\xbb\xbf" + "\r\n".join(rows).encode() + b"\n" + b"x" * 50 + b"\n"
+    finder = LineFinder(every=3)
+    stream = io.BytesIO(data)
+    assert [r.number for r in finder.mark(read_lines(stream, 40))] == list(range(1, 12))
+    assert len(finder.marks) == 4  # lines 1, 4, 7, 10: one offset per three lines
+    opened: list[int] = []
+
+    def reopen() -> io.BytesIO:
+        opened.append(1)
+        return io.BytesIO(data)
+
+    for number in (2, 5, 6, 10, 1, 9, 3):
+        assert finder.text(reopen, number, 40, "f.jsonl") == rows[number - 1], number
+    assert finder.text(reopen, 11, 40, "f.jsonl") is None  # over the limit: not text
+    assert finder.text(reopen, 12, 40, "f.jsonl") is None  # no such line
+    assert len(opened) == 1
+    finder.close()
