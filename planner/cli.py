@@ -317,17 +317,28 @@ def run(
         _print_json(summary.stages)
     else:
         for stage, figures in summary.stages.items():
-            out.print(f"[bold]{stage:12}[/] " + ", ".join(f"{k} {v}" for k, v in figures.items()))
-        sinks = (
-            ", ".join(
-                str(getattr(s, "path", None) or getattr(s, "url", None) or getattr(s, "table", ""))
-                for s in cfg.sinks.values()
+            out.print(
+                f"[bold]{stage:12}[/] " + ", ".join(f"{k} {_figure(v)}" for k, v in figures.items())
             )
-            or "no sink configured"
-        )
+        sinks = ", ".join(_where(s) for s in cfg.sinks.values()) or "no sink configured"
         out.print(f"results: {sinks}; money so far: planner status -c {config}")
     if summary.every_call_failed:  # a cron script must see it: no key, a bad key, no network
         _fail(1, ["error: every provider call failed (see the log above); nothing was sent"])
+
+
+def _figure(value: Any) -> str:
+    """A stage's figure as a person reads it: counts by name as ``(batch 11, interactive 1)``."""
+    if isinstance(value, dict):
+        return "(" + ", ".join(f"{k} {n}" for k, n in value.items()) + ")"
+    return str(value)
+
+
+def _where(sink: Any) -> str:
+    """Where a sink writes: a folder (resolved, no ``config/../``), a URL or a table."""
+    path = getattr(sink, "path", None)
+    if path is not None:
+        return str(Path(path).resolve())
+    return str(getattr(sink, "url", None) or getattr(sink, "table", ""))
 
 
 @contextmanager

@@ -64,3 +64,18 @@ def test_a_plan_says_how_many_files_are_still_settling(tmp_path: Path) -> None:
     shown = run("plan", "-c", str(config))
     assert shown.returncode == 0
     assert f"{samples} spool file(s) not read yet" in " ".join(shown.stdout.split())
+
+
+def test_the_demo_run_summary_reads_as_text(tmp_path: Path) -> None:
+    """`run --once` prints each stage's figures as words and numbers (no Python dict repr) and
+    where the results went as a plain folder (no `config/../`)."""
+    config = _checkout(tmp_path)
+    subprocess.run(_seed_command(), shell=True, cwd=tmp_path, check=True)
+    config.write_text(config.read_text().replace("    settle: 1h\n", "    settle: 0s\n"))
+    done = run("run", "--once", "--sandbox", "-c", str(config), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    (plan_line,) = [x for x in done.stdout.splitlines() if x.startswith("plan ")]
+    assert "{" not in plan_line and "'" not in plan_line, plan_line
+    assert "lanes (" in plan_line and "batch 11" in plan_line, plan_line
+    results = str((tmp_path / "state" / "results").resolve())
+    assert f"results: {results};" in done.stdout.replace("\n", ""), done.stdout
