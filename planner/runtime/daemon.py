@@ -282,6 +282,7 @@ def run_daemon(
                 ctx.session_factory,
                 ctx.catalog.family_of,
                 IntakeMetrics(metrics, cfg.intake.source),
+                facts_of=ctx.catalog.get,
             )
             daemon.intake = serve_intake(cfg.intake, service, os.environ)
         daemon.schedule()

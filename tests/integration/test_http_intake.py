@@ -83,7 +83,9 @@ def intake(
     sandbox = sandbox_factory()
     cfg = load_config(tmp_path / "planner.yaml")
     ctx = build_context(cfg, sandbox_url=sandbox.url)
-    service = build_service(cfg.intake, ctx.session_factory, ctx.catalog.family_of)
+    service = build_service(
+        cfg.intake, ctx.session_factory, ctx.catalog.family_of, facts_of=ctx.catalog.get
+    )
     server = serve_intake(cfg.intake, service, os.environ, port=0)
     try:
         yield server, ctx, sandbox
@@ -228,6 +230,12 @@ def test_native_post_answers_each_record_and_get_shows_the_result(
         chat("n-2", "Hi"),
         {"id": "n-3", "prompt": "x", "model": "no-such-model"},
         {"prompt": "no id"},
+        {
+            "custom_id": "n-5",
+            "method": "POST",
+            "url": "/v1/embeddings",
+            "body": {"model": "text-embedding-3-small", "input": "embed me", "dimensions": 100000},
+        },
     ]
     answer = httpx.post(server.url + "/requests", json=records, headers=auth)
     assert answer.status_code == 200, answer.text
@@ -237,8 +245,10 @@ def test_native_post_answers_each_record_and_get_shows_the_result(
         "accepted",
         "rejected",
         "rejected",
+        "rejected",
     ]
     assert body["requests"][2]["error"]["code"] == "unknown_model"
+    assert body["requests"][4]["error"]["code"] == "dimensions"  # checked against the catalog
     assert body["requests"][3]["error"]["code"] == "missing_id"
     again = httpx.post(server.url + "/requests", json=records[0], headers=auth).json()
     assert again["requests"][0]["status"] == "duplicate"

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from planner.config import resolve_intake_tokens
 from planner.config.schema import IntakeConfig
+from planner.core.catalog import ModelEntry
 from planner.core.model import ProviderKind
 from planner.errors import InputError
 from planner.metrics import Metrics
@@ -81,6 +82,8 @@ def build_service(
     session_factory: Callable[[], Session],
     family_of: Callable[[str], ProviderKind | None],
     observer: IntakeObserver | None = None,
+    *,
+    facts_of: Callable[[str], ModelEntry | None] | None = None,
 ) -> IntakeService:
     return IntakeService(
         session_factory=session_factory,
@@ -88,6 +91,7 @@ def build_service(
         family_of=family_of,
         default_model=cfg.default_model,
         observer=observer,
+        facts_of=facts_of,
     )
 
 

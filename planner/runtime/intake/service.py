@@ -29,6 +29,7 @@ from typing import Protocol
 
 from sqlalchemy.orm import Session
 
+from planner.core.catalog import ModelEntry
 from planner.core.model import ProviderKind, Request
 from planner.core.states import RequestState
 from planner.runtime.intake.objects import (
@@ -116,6 +117,9 @@ class IntakeService:
     family_of: Callable[[str], ProviderKind | None]
     default_model: str | None = None
     observer: IntakeObserver | None = None
+    # the catalog's facts of a model (output maximum, embedding dimensions, kind), so a record
+    # the provider would refuse is refused here, as the spool's and SQL's records are
+    facts_of: Callable[[str], ModelEntry | None] | None = None
 
     def _defaults(self, deadline: timedelta | None) -> Defaults:
         return Defaults(
@@ -123,6 +127,7 @@ class IntakeService:
             family_of=self.family_of,
             default_model=self.default_model,
             default_deadline=deadline,
+            facts_of=self.facts_of,
         )
 
     # -- native ---------------------------------------------------------------------------
