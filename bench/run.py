@@ -16,8 +16,10 @@ round after round and alternately, each in its own process:
   store, the whole process timed (the daemon's path: ingest, plan, write and submit batches).
 
 A subject's speed is ``floor seconds / subject seconds`` in the same round (1.0x = as fast as
-the bare tokenizer); the median over the rounds is printed, with every round's figure, and the
-peak RSS of each process (``wait4``'s ``ru_maxrss``). Timings on a shared machine are noisy:
+the bare tokenizer); the median over the rounds is printed, with every round's figure, the
+peak RSS of each process (``wait4``'s ``ru_maxrss``) and the peak RSS and PSS of its whole
+process tree (itself and any workers it starts, summed, sampled from ``/proc`` every 50 ms by
+``bench/tree_memory.py``). Timings on a shared machine are noisy:
 that is why every figure is a ratio against a baseline measured moments before.
 """
 
@@ -33,11 +35,17 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from bench import corpus
+from bench.tree_memory import TreeSampler
 
 SUBJECTS = ("plan", "run")
-FOCUSED = {"spool": "bench.spool", "store": "bench.store_path", "interactive": "bench.interactive"}
+FOCUSED = {
+    "spool": "bench.spool",
+    "store": "bench.store_path",
+    "interactive": "bench.interactive",
+}
 
 CONFIG = """
 state_dir: {state}
@@ -79,12 +87,22 @@ def floor(texts_file: Path) -> dict[str, float]:
     return {"seconds": seconds, "tokens": tokens, "texts": sum(map(len, by_encoding.values()))}
 
 
-def timed(argv: list[str], cwd: Path) -> tuple[float, float, str]:
-    """Run ``argv``; its wall seconds, its peak RSS in MiB and its stdout."""
+class Timed(NamedTuple):
+    seconds: float  # wall-clock
+    rss_mib: float  # peak RSS of the process itself (``wait4``'s ``ru_maxrss``)
+    stdout: str
+    tree_rss_mib: float  # peak of the summed RSS of the process and its descendants (sampled)
+    tree_pss_mib: float  # the same with PSS: shared pages split between the processes
+    processes: int  # the most processes seen at once in the tree
+
+
+def timed(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> Timed:
+    """Run ``argv``; its wall seconds, peak RSS in MiB (its own and its tree's) and stdout."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
-        child = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=err)
-        _, status, usage = os.wait4(child.pid, 0)
+        child = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=err, env=env)
+        with TreeSampler(child.pid) as tree:
+            _, status, usage = os.wait4(child.pid, 0)
         seconds = time.perf_counter() - started
         child.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
@@ -92,7 +110,15 @@ def timed(argv: list[str], cwd: Path) -> tuple[float, float, str]:
         stdout, stderr = out.read().decode(), err.read().decode()
     if child.returncode not in (0,):
         raise SystemExit(f"{' '.join(argv)} exited {child.returncode}:\n{stderr[-3000:]}")
-    return seconds, usage.ru_maxrss / 1024, stdout
+    own = usage.ru_maxrss / 1024
+    return Timed(
+        seconds,
+        own,
+        stdout,
+        tree.peak_rss_mib,
+        tree.peak_pss_mib,
+        tree.most_processes,
+    )
 
 
 def write_config(folder: Path, name: str) -> Path:
@@ -107,7 +133,7 @@ def write_config(folder: Path, name: str) -> Path:
     return path
 
 
-def subject(name: str, folder: Path, round_no: int) -> tuple[float, float, str]:
+def subject(name: str, folder: Path, round_no: int) -> Timed:
     planner = [sys.executable, "-m", "planner"]
     if name == "plan":
         config = folder / "plan" / "planner.yaml"
@@ -129,8 +155,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         prog="python -m bench",
         description=(__doc__ or "").split("\n\n")[0],
-        epilog="Focused benchmarks: python -m bench spool|store|interactive [ARGS] "
-        "(see their docstrings in bench/).",
+        epilog="Focused benchmarks: python -m bench "
+        + "|".join(FOCUSED)
+        + " [ARGS] (each has --help; see their docstrings in bench/).",
     )
     ap.add_argument("--requests", type=int, default=20_000, help="corpus size (default 20000)")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
@@ -158,18 +185,26 @@ def measure(args: argparse.Namespace, folder: Path) -> dict[str, object]:
     rounds: list[dict[str, dict[str, float]]] = []
     for r in range(args.rounds):
         figures: dict[str, dict[str, float]] = {}
-        wall, rss, out = timed(floor_cmd, Path.cwd())
-        f = json.loads(out)
-        figures["floor"] = {"seconds": f["seconds"], "rss_mib": rss, "wall": wall}
+        base = timed(floor_cmd, Path.cwd())
+        f = json.loads(base.stdout)
+        figures["floor"] = {"seconds": f["seconds"], "rss_mib": base.rss_mib, "wall": base.seconds}
         for name in subjects:
-            seconds, rss, out = subject(name, folder, r)
+            got = subject(name, folder, r)
             if name == "plan":
-                check_plan(out, args.requests)
-            figures[name] = {"seconds": seconds, "rss_mib": rss, "ratio": f["seconds"] / seconds}
+                check_plan(got.stdout, args.requests)
+            figures[name] = {
+                "seconds": got.seconds,
+                "rss_mib": got.rss_mib,
+                "tree_rss_mib": got.tree_rss_mib,
+                "tree_pss_mib": got.tree_pss_mib,
+                "processes": got.processes,
+                "ratio": f["seconds"] / got.seconds,
+            }
         rounds.append(figures)
         shown = "  ".join(
             f"{n} {figures[n]['seconds']:.2f}s ({figures[n]['ratio']:.2f}x, "
-            f"{figures[n]['rss_mib']:.0f} MiB)"
+            f"{figures[n]['rss_mib']:.0f} MiB; tree of {figures[n]['processes']:.0f}: "
+            f"RSS {figures[n]['tree_rss_mib']:.0f}, PSS {figures[n]['tree_pss_mib']:.0f} MiB)"
             for n in subjects
         )
         print(
@@ -181,8 +216,18 @@ def measure(args: argparse.Namespace, folder: Path) -> dict[str, object]:
     for name in subjects:
         ratio = statistics.median(r[name]["ratio"] for r in rounds)
         rss = max(r[name]["rss_mib"] for r in rounds)
-        summary[name] = {"median_ratio": ratio, "peak_rss_mib": rss}
-        print(f"{name:>5}: median {ratio:.2f}x the floor, peak RSS {rss:.0f} MiB")
+        tree_rss = max(r[name]["tree_rss_mib"] for r in rounds)
+        tree_pss = max(r[name]["tree_pss_mib"] for r in rounds)
+        summary[name] = {
+            "median_ratio": ratio,
+            "peak_rss_mib": rss,
+            "tree_peak_rss_mib": tree_rss,
+            "tree_peak_pss_mib": tree_pss,
+        }
+        print(
+            f"{name:>5}: median {ratio:.2f}x the floor, peak RSS {rss:.0f} MiB (ru_maxrss); "
+            f"process tree, sampled every 50 ms: RSS {tree_rss:.0f} MiB, PSS {tree_pss:.0f} MiB"
+        )
     return summary
 
 

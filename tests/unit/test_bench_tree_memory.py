@@ -1,0 +1,59 @@
+"""The process-tree memory sampler of ``bench/``: parsing ``/proc`` and walking the tree."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bench.tree_memory import TreeSampler, descendants, parent_of, pss_kib
+
+
+@pytest.mark.parametrize(
+    ("stat", "parent"),
+    [
+        ("123 (python3) S 45 123 45 0 -1", 45),
+        # a name may hold spaces and parentheses: fields are counted after the last ')'
+        ("77 (a (b) c) R 1 77 77 0 -1", 1),
+        ("9 ()) S 2 9 9", 2),
+    ],
+)
+def test_parent_of_reads_the_fourth_field_after_the_name(stat: str, parent: int) -> None:
+    assert parent_of(stat) == parent
+
+
+def test_descendants_walks_the_whole_tree_and_nothing_else() -> None:
+    # 1 -> 10 -> (11, 12 -> 13); 20 is a sibling tree of 10
+    parents = {10: 1, 11: 10, 12: 10, 13: 12, 20: 1, 21: 20}
+    assert sorted(descendants(10, parents)) == [10, 11, 12, 13]
+    assert descendants(13, parents) == [13]
+    assert descendants(99, parents) == [99]  # not (or no longer) listed: itself only
+
+
+def test_pss_kib_takes_the_pss_line() -> None:
+    rollup = (
+        "55d0-7ffc ---p 00000000 00:00 0    [rollup]\n"
+        "Rss:               12345 kB\n"
+        "Pss:                6789 kB\n"
+        "Pss_Anon:           5000 kB\n"
+    )
+    assert pss_kib(rollup) == 6789
+    assert pss_kib("Rss: 1 kB\n") is None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sampler_counts_a_child_process() -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE
+    )
+    try:
+        sampler = TreeSampler(os.getpid())
+        taken = sampler.take()
+        alone = TreeSampler(child.pid).take()
+    finally:
+        child.communicate(b"")
+    assert taken.processes >= 2  # this process and its child (at least)
+    assert taken.rss_kib > alone.rss_kib > 0
+    assert sampler.peak_rss_kib == taken.rss_kib and sampler.peak_pss_kib == taken.pss_kib
