@@ -83,13 +83,20 @@ class ModelEntry:
 
     def period_at(self, when: datetime) -> PricePeriod | None:
         """The period in force on ``when``'s UTC day, or ``None`` before the first one."""
-        day = utc_day(when)
+        return self.period_at_day(utc_day(when))
+
+    def period_at_day(self, day: date) -> PricePeriod | None:
+        """The period in force on the UTC ``day``, or ``None`` before the first one."""
         found: PricePeriod | None = None
         for period in self.prices:
             if period.effective is None or period.effective <= day:
                 found = period
         return found
 
+
+PRICE_DECIMALS = 9
+"""Decimal places a price (USD per 1M tokens) may have: 10⁻⁹ USD per 1M tokens is 10⁻¹⁵ USD per
+token, the store's money scale, so every cost is a whole number of 10⁻¹⁵ USD (``core/cost.py``)."""
 
 _TIER_FIELDS = tuple(TierRates.__dataclass_fields__)
 _FLEX_FIELDS = ("flex_input", "flex_output", "flex_cached_input")
@@ -152,6 +159,13 @@ def _price(value: Any, path: str) -> Decimal | None:
         raise _fail(path, f"expected a decimal number, got {value!r}") from None
     if not price.is_finite() or price < 0:
         raise _fail(path, f"expected a finite price >= 0, got {value!r}")
+    numerator, denominator = price.as_integer_ratio()
+    if numerator * 10**PRICE_DECIMALS % denominator:
+        raise _fail(
+            path,
+            f"{value!r} has more than {PRICE_DECIMALS} decimal places: planner counts money in "
+            "10^-15 USD (the store's scale), which is 0.000000001 USD per 1M tokens",
+        )
     return price
 
 

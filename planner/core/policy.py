@@ -24,13 +24,13 @@ without a deadline can always wait for a batch).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
 from planner.core.budget import AtCap
-from planner.core.cost import LaneCosts
+from planner.core.cost import FUSD_PER_USD, LaneCosts, to_usd, usd_text
 from planner.core.model import Lane, Request, TokenEstimate
 
 
@@ -60,6 +60,19 @@ class PolicyRules:
     allow_flex: bool = False
     flex_latency: timedelta = timedelta(minutes=15)
     retry_time: timedelta = timedelta(0)  # the way out of a late batch, on top of the window
+    # derived once: the minimum saving in whole FUSD (a saving is an integer, so ``savings <
+    # min_savings_usd`` is ``savings_fusd < ceil(min × 10¹⁵)``) and the ratio as a fraction
+    min_savings_fusd: int = field(init=False, repr=False, compare=False)
+    savings_ratio: tuple[int, int] | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        numerator, denominator = self.min_savings_usd.as_integer_ratio()
+        ceiling = -(-numerator * FUSD_PER_USD // denominator)
+        object.__setattr__(self, "min_savings_fusd", ceiling)
+        ratio = self.min_savings_ratio
+        object.__setattr__(
+            self, "savings_ratio", None if ratio is None else ratio.as_integer_ratio()
+        )
 
     @property
     def batch_needed(self) -> timedelta:
@@ -98,8 +111,9 @@ class BudgetRoom:
 
 
 def lane_cost(costs: LaneCosts, lane: Lane) -> Decimal | None:
-    """The request's (upper-bound) cost in ``lane``."""
-    return {Lane.BATCH: costs.batch, Lane.FLEX: costs.flex}.get(lane, costs.interactive)
+    """The request's (upper-bound) cost in ``lane``, in USD."""
+    fusd = costs.lane_fusd(lane)
+    return None if fusd is None else to_usd(fusd)
 
 
 def deadline_of(request: Request, rules: PolicyRules) -> datetime | None:
@@ -111,11 +125,12 @@ def deadline_of(request: Request, rules: PolicyRules) -> datetime | None:
     return None
 
 
-def _savings_enough(savings: Decimal, interactive: Decimal, rules: PolicyRules) -> bool:
-    if savings < rules.min_savings_usd:
+def _savings_enough(savings: int, interactive: int, rules: PolicyRules) -> bool:
+    """In FUSD: ``savings >= min_savings_usd`` and ``savings >= ratio × interactive``, exact."""
+    if savings < rules.min_savings_fusd:
         return False
-    ratio = rules.min_savings_ratio
-    return ratio is None or savings >= ratio * interactive
+    ratio = rules.savings_ratio
+    return ratio is None or savings * ratio[1] >= ratio[0] * interactive
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +138,7 @@ class _Case:
     """What the rules look at, gathered once: the priced request at ``now``."""
 
     costs: LaneCosts
-    interactive: Decimal
+    interactive: int  # FUSD
     rules: PolicyRules
     deadline: datetime | None
     now: datetime
@@ -134,17 +149,18 @@ class _Case:
 
 def _batch(case: _Case) -> Reason:
     """``DEADLINE_ALLOWS_BATCH`` if batch fits, else the reason it does not."""
-    if case.costs.savings is None:
+    savings = case.costs.savings_fusd
+    if savings is None:
         return Reason.BATCH_UNPRICED
     if not case.room_for(case.rules.batch_needed):
         return Reason.DEADLINE_TOO_CLOSE
-    if not _savings_enough(case.costs.savings, case.interactive, case.rules):
+    if not _savings_enough(savings, case.interactive, case.rules):
         return Reason.SAVINGS_BELOW_MINIMUM
     return Reason.DEADLINE_ALLOWS_BATCH
 
 
 def _flex_fits(case: _Case) -> bool:
-    flex = case.costs.flex
+    flex = case.costs.flex_fusd
     if not case.rules.allow_flex or flex is None or flex >= case.interactive:
         return False
     return case.room_for(case.rules.flex_latency)
@@ -202,17 +218,25 @@ def _by_deadline(
     escaped: bool,
 ) -> Decision:
     """Rules 1-4: the cheapest lane that meets the deadline and clears the minimum saving."""
-    if costs.interactive is None:
+    interactive = costs.interactive_fusd
+    if interactive is None:
         detail = f"no price for model {request.model} ({estimate.input_tokens} input tokens)"
         return Decision(None, Reason.UNPRICED, detail)
     deadline = deadline_of(request, rules)
-    case = _Case(costs, costs.interactive, rules, deadline, now)
+    case = _Case(costs, interactive, rules, deadline, now)
     why = Reason.BATCH_ESCAPED if escaped else _batch(case)
+    savings = costs.savings_fusd
     if why is Reason.DEADLINE_ALLOWS_BATCH:
-        detail = f"{_deadline_text(deadline)}; saves {costs.savings} USD"
+        assert savings is not None
+        detail = f"{_deadline_text(deadline)}; saves {usd_text(savings)} USD"
         return Decision(Lane.BATCH, why, detail)
     if _flex_fits(case):
-        detail = f"batch not chosen ({why.value}); flex {costs.flex} < {costs.interactive} USD"
+        flex = costs.flex_fusd
+        assert flex is not None
+        detail = (
+            f"batch not chosen ({why.value}); flex {usd_text(flex)} < {usd_text(interactive)} USD"
+        )
         reason = why if escaped else Reason.FLEX_CHEAPER_THAN_INTERACTIVE
         return Decision(Lane.FLEX, reason, detail)
-    return Decision(Lane.INTERACTIVE, why, f"{_deadline_text(deadline)}; savings {costs.savings}")
+    shown = "None" if savings is None else usd_text(savings)
+    return Decision(Lane.INTERACTIVE, why, f"{_deadline_text(deadline)}; savings {shown}")

@@ -57,6 +57,7 @@ _log = logging.getLogger(__name__)
 
 _PLANNABLE = (RequestState.QUEUED, RequestState.HELD)
 _NO_DEADLINE = datetime.max.replace(tzinfo=UTC)  # sorts after every deadline
+_MEMO_MAX = 4096  # remembered (provider, model, policy) windows per planner
 
 # One planner at a time over a shared queue: two replicas packing the same queued requests
 # would both try to move them, and one would fail. A transaction-scoped advisory lock per
@@ -117,10 +118,26 @@ class Planner:
     # input corrections per model and outputs per (source, model) (core/calibrate.py)
     calibration: Mapping[str, InputCalibration] = field(default_factory=dict)
     learned_outputs: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    # (provider, model, id(rules)) -> (rules, rules with the learned batch window): one per pass
+    _window_rules: dict[tuple[str, str, int], tuple[PolicyRules, PolicyRules]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def turnaround(self, provider: str, model: str, rules: PolicyRules) -> Turnaround:
         """The turnaround of ``provider``'s ``model``: learned, else the policy's window."""
         return learn(self.turnarounds.get((provider, model), ()), rules.batch_window)
+
+    def _with_window(self, provider: str, model: str, rules: PolicyRules) -> PolicyRules:
+        """``rules`` with ``batch_window`` = the turnaround's p95 of ``provider``'s ``model``,
+        worked out once per (provider, model, rules) in this planner's life."""
+        key = (provider, model, id(rules))
+        found = self._window_rules.get(key)
+        if found is None or found[0] is not rules:
+            if len(self._window_rules) >= _MEMO_MAX:
+                self._window_rules.clear()
+            p95 = self.turnaround(provider, model, rules).p95
+            found = self._window_rules[key] = (rules, replace(rules, batch_window=p95))
+        return found[1]  # the rules are kept alive, so their id is not reused
 
     def assess(
         self,
@@ -158,8 +175,7 @@ class Planner:
             )
             decision = Decision(None, Reason.NO_PROVIDER, detail)
         else:
-            p95 = self.turnaround(provider, request.model, rules).p95
-            rules = replace(rules, batch_window=p95)
+            rules = self._with_window(provider, request.model, rules)
             decision = decide(request, tokens, costs, rules, now, escaped=escaped)
             if book is not None:
                 decision = budgeted(decision, costs, book, self.budgets_of(request.source))

@@ -23,6 +23,7 @@ from decimal import Decimal
 from typing import Any
 
 from planner.core.budget import BudgetBook, HeldBack
+from planner.core.cost import to_usd
 from planner.core.model import Endpoint, Lane, Request
 from planner.core.pack import Oversized, PackItem, PlannedBatch, broken_limit, pack
 from planner.core.policy import REJECTED
@@ -35,7 +36,7 @@ PROGRESS_EVERY = 1000  # requests between progress callbacks
 TOO_LARGE = "too_large"  # the reason planning records for a request no batch can carry
 
 
-def _add(total: Decimal | None, value: Decimal | None) -> Decimal | None:
+def _add(total: int | None, value: int | None) -> int | None:
     if total is None or value is None:
         return None
     return total + value
@@ -45,9 +46,14 @@ def _money(value: Decimal | None) -> str | None:
     return None if value is None else format(value.normalize(), "f")
 
 
+def _usd(fusd: int | None) -> Decimal | None:
+    return None if fusd is None else to_usd(fusd)
+
+
 @dataclass(slots=True)
 class ModelRow:
-    """Sums for one (provider, model, endpoint)."""
+    """Sums for one (provider, model, endpoint); money in integer FUSD (``core/cost.py``),
+    shown in USD by the ``*_usd`` properties."""
 
     provider: str | None
     model: str
@@ -55,9 +61,9 @@ class ModelRow:
     requests: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
-    interactive_usd: Decimal | None = Decimal(0)
-    batch_usd: Decimal | None = Decimal(0)
-    planned_usd: Decimal | None = Decimal(0)
+    interactive_fusd: int | None = 0
+    batch_fusd: int | None = 0
+    planned_fusd: int | None = 0
     lanes: Counter[str] = field(default_factory=Counter)
     reasons: Counter[str] = field(default_factory=Counter)
     methods: Counter[str] = field(default_factory=Counter)
@@ -65,25 +71,48 @@ class ModelRow:
     oversized: int = 0
 
     @property
-    def savings_usd(self) -> Decimal | None:
-        if self.interactive_usd is None or self.planned_usd is None:
+    def savings_fusd(self) -> int | None:
+        if self.interactive_fusd is None or self.planned_fusd is None:
             return None
-        return self.interactive_usd - self.planned_usd
+        return self.interactive_fusd - self.planned_fusd
+
+    @property
+    def interactive_usd(self) -> Decimal | None:
+        return _usd(self.interactive_fusd)
+
+    @property
+    def batch_usd(self) -> Decimal | None:
+        return _usd(self.batch_fusd)
+
+    @property
+    def planned_usd(self) -> Decimal | None:
+        return _usd(self.planned_fusd)
+
+    @property
+    def savings_usd(self) -> Decimal | None:
+        return _usd(self.savings_fusd)
 
     def add(self, a: Assessment, *, too_large: bool = False) -> None:
+        estimate, decision, costs = a.estimate, a.decision, a.costs
         self.requests += 1
-        self.input_tokens += a.estimate.input_tokens
-        self.output_tokens += a.estimate.output_tokens
-        self.methods[a.estimate.method] += 1
-        self.lanes[REJECTED if too_large else a.decision.outcome] += 1
-        self.reasons[TOO_LARGE if too_large else a.decision.reason.value] += 1
-        if a.costs.interactive is None:  # unpriced: the row's money is unknown, never $0
-            self.interactive_usd = self.batch_usd = self.planned_usd = None
-        if a.lane is None or too_large:
+        self.input_tokens += estimate.input_tokens
+        self.output_tokens += estimate.output_tokens
+        self.methods[estimate.method] += 1
+        lane = decision.lane
+        if too_large:
+            self.lanes[REJECTED] += 1
+            self.reasons[TOO_LARGE] += 1
+        else:
+            self.lanes[decision.outcome] += 1
+            self.reasons[decision.reason.value] += 1
+        interactive = costs.interactive_fusd
+        if interactive is None:  # unpriced: the row's money is unknown, never $0
+            self.interactive_fusd = self.batch_fusd = self.planned_fusd = None
+        if lane is None or too_large:
             return  # not sent (rejected or held): no cost and no savings
-        self.interactive_usd = _add(self.interactive_usd, a.costs.interactive)
-        self.batch_usd = _add(self.batch_usd, a.costs.batch)
-        self.planned_usd = _add(self.planned_usd, a.reserved)
+        self.interactive_fusd = _add(self.interactive_fusd, interactive)
+        self.batch_fusd = _add(self.batch_fusd, costs.batch_fusd)
+        self.planned_fusd = _add(self.planned_fusd, costs.lane_fusd(lane))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -142,14 +171,14 @@ class PlanReport:
 
     @property
     def unpriced(self) -> list[str]:
-        return sorted({r.model for r in self.rows.values() if r.interactive_usd is None})
+        return sorted({r.model for r in self.rows.values() if r.interactive_fusd is None})
 
     def ordered_rows(self) -> list[ModelRow]:
         return sorted(self.rows.values(), key=lambda r: (r.provider or "", r.model, r.endpoint))
 
     def totals(self) -> dict[str, Any]:
         """Sums over the priced rows (unpriced models are listed apart, never counted as $0)."""
-        priced = [r for r in self.rows.values() if r.interactive_usd is not None]
+        priced = [r for r in self.rows.values() if r.interactive_fusd is not None]
         lanes: Counter[str] = Counter()
         reasons: Counter[str] = Counter()
         for r in self.rows.values():
@@ -157,20 +186,19 @@ class PlanReport:
             reasons.update(r.reasons)
 
         def money(attr: str) -> str | None:
-            values = [getattr(r, attr) for r in priced]
-            total: Decimal | None = Decimal(0)
-            for v in values:
-                total = _add(total, v)
-            return _money(total)
+            total: int | None = 0
+            for r in priced:
+                total = _add(total, getattr(r, attr))
+            return _money(_usd(total))
 
         return {
             "requests": sum(r.requests for r in self.rows.values()),
             "input_tokens": sum(r.input_tokens for r in self.rows.values()),
             "output_tokens": sum(r.output_tokens for r in self.rows.values()),
-            "interactive_usd": money("interactive_usd"),
-            "batch_usd": money("batch_usd"),
-            "planned_usd": money("planned_usd"),
-            "savings_usd": money("savings_usd"),
+            "interactive_usd": money("interactive_fusd"),
+            "batch_usd": money("batch_fusd"),
+            "planned_usd": money("planned_fusd"),
+            "savings_usd": money("savings_fusd"),
             "lanes": dict(sorted(lanes.items())),
             "reasons": dict(sorted(reasons.items())),
             "batches": sum(len(r.batches) for r in self.rows.values()),

@@ -113,7 +113,7 @@ def test_book_room_is_the_least_left_in_any_window_of_any_budget() -> None:
 
 EST = TokenEstimate(1000, 100, "t")
 # interactive 0.010, batch 0.005, flex 0.006
-COSTS = LaneCosts(D("0.010"), D("0.005"), D("0.006"), D("0.005"))
+COSTS = LaneCosts.from_usd(D("0.010"), D("0.005"), D("0.006"))
 RULES = PolicyRules(batch_window=24 * H, allow_flex=True, flex_latency=timedelta(minutes=15))
 CLOCK = datetime(2026, 12, 6, 12, tzinfo=UTC)
 
@@ -189,7 +189,7 @@ def _request(deadline: datetime | None) -> Request:
         # unpriced: rejected whatever the budget (no price, no reservation)
         (
             None,
-            LaneCosts(None, None, None, None),
+            LaneCosts.from_usd(None, None, None),
             RULES,
             BudgetRoom(D("0")),
             "rejected",

@@ -236,11 +236,11 @@ def test_compare() -> None:
     #   batch/flex  10000 × 0.125/1M + 2000 × 1/1M = 0.00125 + 0.002 = 0.00325
     #   savings 0.0065 − 0.00325 = 0.00325
     got = compare(_shipped("gpt-5-mini"), TokenEstimate(10_000, 2_000, "t"), AT)
-    assert got == LaneCosts(D("0.0065"), D("0.00325"), D("0.00325"), D("0.00325"))
+    assert got == LaneCosts.from_usd(D("0.0065"), D("0.00325"), D("0.00325"))
 
 
 def test_compare_unpriced() -> None:
-    assert compare(None, TokenEstimate(1, 1, "t"), AT) == LaneCosts(None, None, None, None)
+    assert compare(None, TokenEstimate(1, 1, "t"), AT) == LaneCosts.from_usd(None, None, None)
     # no flex and unknown batch output for 1 output token: batch and savings unknown
     got = compare(_shipped("gemini-embedding-001"), TokenEstimate(1000, 1, "t"), AT)
     assert (got.batch, got.flex, got.savings) == (None, None, None)

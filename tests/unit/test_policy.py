@@ -17,11 +17,11 @@ H = timedelta(hours=1)
 D = Decimal
 EST = TokenEstimate(1000, 100, "t")
 # interactive 0.01, batch 0.005 (saving 0.005), flex 0.005
-PRICED = LaneCosts(D("0.01"), D("0.005"), D("0.005"), D("0.005"))
-NO_FLEX = LaneCosts(D("0.01"), D("0.005"), None, D("0.005"))
-NO_BATCH = LaneCosts(D("0.01"), None, D("0.005"), None)
-FLEX_DEARER = LaneCosts(D("0.01"), None, D("0.01"), None)
-UNPRICED = LaneCosts(None, None, None, None)
+PRICED = LaneCosts.from_usd(D("0.01"), D("0.005"), D("0.005"))
+NO_FLEX = LaneCosts.from_usd(D("0.01"), D("0.005"), None)
+NO_BATCH = LaneCosts.from_usd(D("0.01"), None, D("0.005"))
+FLEX_DEARER = LaneCosts.from_usd(D("0.01"), None, D("0.01"))
+UNPRICED = LaneCosts.from_usd(None, None, None)
 RULES = PolicyRules(batch_window=24 * H, allow_flex=True, flex_latency=timedelta(minutes=15))
 
 
