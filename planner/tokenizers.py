@@ -21,6 +21,7 @@ import hashlib
 import logging
 import os
 import tempfile
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -116,18 +117,20 @@ CACHE_CHARS = 4_000_000  # characters of text the count cache may hold (~4-16 MB
 
 class CountCache:
     """Token counts of texts already counted, per encoding; the least recently used leave first
-    once the cached texts exceed ``max_chars`` characters in all."""
+    once the cached texts exceed ``max_chars`` characters in all. An ``OrderedDict`` keeps the
+    order: moving a hit to the end and dropping the oldest are O(1) (a plain dict popped from
+    the front leaves holes that every later ``next(iter(...))`` walks over)."""
 
     def __init__(self, max_chars: int = CACHE_CHARS) -> None:
         self.max_chars = max_chars
         self.chars = 0
-        self.counts: dict[tuple[str, str], int] = {}
+        self.counts: OrderedDict[tuple[str, str], int] = OrderedDict()
 
     def get(self, text: str, encoding: str) -> int | None:
         key = (text, encoding)
-        count = self.counts.pop(key, None)
+        count = self.counts.get(key)
         if count is not None:
-            self.counts[key] = count  # most recently used last
+            self.counts.move_to_end(key)  # most recently used last
         return count
 
     def put(self, text: str, encoding: str, count: int) -> None:
@@ -136,9 +139,8 @@ class CountCache:
             return
         counts = self.counts
         while counts and self.chars + size > self.max_chars:
-            oldest = next(iter(counts))
-            del counts[oldest]
-            self.chars -= len(oldest[0])
+            (oldest, _), _ = counts.popitem(last=False)
+            self.chars -= len(oldest)
         counts[(text, encoding)] = count
         self.chars += size
 

@@ -301,6 +301,18 @@ def output_tokens(request: Request, default_output_tokens: int) -> int:
     return default_output_tokens if given is None else given
 
 
+def encoding_of(request: Request, entry: ModelEntry | None, counter: TokenCounter) -> str | None:
+    """The BPE encoding ``request``'s input is counted with (None: the chars/4 rule)."""
+    return _encoding(request.model, entry, counter)
+
+
+def count_input(request: Request, encoding: str | None, counter: TokenCounter) -> tuple[int, str]:
+    """The raw input tokens of ``request`` counted with ``encoding``, and how (``method``)."""
+    shape = _RULES[request.endpoint](request.body, encoding)
+    counted, method = _count(shape.texts, encoding, counter)
+    return counted + shape.fixed, f"{method}/{shape.rule}"
+
+
 def estimate(
     request: Request,
     entry: ModelEntry | None,
@@ -308,14 +320,20 @@ def estimate(
     *,
     default_output_tokens: int,
 ) -> TokenEstimate:
-    """Estimated input and output tokens of ``request`` (see the module docstring for rules)."""
+    """Estimated input and output tokens of ``request`` (see the module docstring for rules).
+
+    A request measured at intake (``Request.measured``) with the encoding its model has now is
+    not counted again: the count is a pure function of the body and the encoding."""
     encoding = _encoding(request.model, entry, counter)
-    shape = _RULES[request.endpoint](request.body, encoding)
-    counted, method = _count(shape.texts, encoding, counter)
+    measured = request.measured
+    if measured is not None and measured.encoding == encoding:
+        counted, method = measured.input_tokens, measured.method
+    else:
+        counted, method = count_input(request, encoding, counter)
     return TokenEstimate(
-        input_tokens=counted + shape.fixed,
+        input_tokens=counted,
         output_tokens=output_tokens(request, default_output_tokens),
-        method=f"{method}/{shape.rule}",
+        method=method,
     )
 
 

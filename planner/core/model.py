@@ -51,6 +51,21 @@ class Lane(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class Measured:
+    """What intake measured of a request once, so that no later stage encodes its body to JSON
+    or runs the tokenizer over it again (``pipeline/measure.py``; the estimate and the packer
+    read it). Every figure is exactly what the slow way would give: a property test holds
+    each against its definition."""
+
+    body_bytes: int  # UTF-8 bytes of the body as compact JSON
+    line_bytes: int  # bytes of its line in a batch input file, newline included
+    digest: bytes  # of model, endpoint and body (keys sorted): equal requests, equal digests
+    encoding: str | None  # the BPE ``input_tokens`` was counted with; None: the chars/4 rule
+    input_tokens: int  # the estimate rule's raw input tokens (``core/estimate.count_input``)
+    method: str  # how they were counted, as ``TokenEstimate.method`` reports it
+
+
+@dataclass(frozen=True, slots=True)
 class Request:
     """One unit of work as ingested; immutable. ``(source, key)`` identifies it."""
 
@@ -64,6 +79,8 @@ class Request:
     max_output_tokens: int | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
     origin: str = ""  # where it came from, e.g. "spool/a.jsonl:12", for messages
+    # measured once at intake (None: not measured; the estimate counts it when asked)
+    measured: Measured | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,10 +4,12 @@ Intake stores each unit (a spool file) in turn, and the store's unique ``(source
 what a key seen before becomes (``store.requests.ingest``): the same request again is an
 idempotent no-op counted as a duplicate; another request under that key is quarantined as
 ``duplicate_id`` and the stored one stands. The dry run stores nothing, so it keeps what the
-sources have shown so far (``SeenContents``) next to the store, read only, and asks the store's
-own ``same_content`` of each repeat. Repeats inside one file are the parser's job already.
+sources have shown so far (``SeenContents``: a fingerprint per key) next to the store, read
+only: a repeat of a stored key is judged by the store's own ``same_content``, a repeat of a key
+read earlier in this run by its fingerprint. Repeats inside one file are the parser's job
+already.
 
-Memory stays bounded: the contents seen spill from a dict into a temporary on-disk SQLite
+Memory stays bounded: the fingerprints spill from a dict into a temporary on-disk SQLite
 database past ``memory_bytes``, and the store is asked once per chunk of requests.
 """
 
@@ -18,13 +20,15 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from planner.core.model import Request
+from planner.pipeline.measure import canonical_json, fingerprint
 from planner.sources.base import LineError, ParsedLine
 from planner.sources.formats import Reason
 from planner.store.requests import StoredContent, content_of, same_content
 
 DUPLICATE_ID = Reason.DUPLICATE_ID.value
 CHUNK = 1000  # lines held back per look-up in the store
-DEFAULT_MEMORY_BYTES = 16 << 20  # contents kept in a dict before spilling to disk
+DEFAULT_MEMORY_BYTES = 16 << 20  # fingerprints kept in a dict before spilling to disk
+ENTRY_OVERHEAD = 150  # bytes a dict entry with its tuple and strings costs besides the text
 
 StoreLookup = Callable[[str, Sequence[str]], dict[str, StoredContent]]
 """``(source, keys)`` -> the stored content of those keys the store already holds."""
@@ -38,32 +42,38 @@ def conflict_message(key: str) -> str:
     )
 
 
+def digest_of(request: Request) -> bytes:
+    """The fingerprint of ``request``'s content: measured at intake, else computed now."""
+    if request.measured is not None:
+        return request.measured.digest
+    return fingerprint(request.model, request.endpoint.value, canonical_json(request.body))
+
+
 class SeenContents:
-    """``(source, key)`` -> the first content seen under it, spilling to disk when large."""
+    """``(source, key)`` -> the fingerprint of the first content seen under it
+    (``pipeline.measure.fingerprint``: equal requests, equal fingerprints), spilling to disk
+    when large. A fingerprint is 16 bytes where the body was kilobytes: a million keys fit."""
 
     def __init__(self, memory_bytes: int = DEFAULT_MEMORY_BYTES) -> None:
         self._limit = memory_bytes
         self._size = 0
-        self._seen: dict[tuple[str, str], StoredContent] = {}
+        self._seen: dict[tuple[str, str], bytes] = {}
         self._db: sqlite3.Connection | None = None
 
-    def get(self, source: str, key: str) -> StoredContent | None:
+    def get(self, source: str, key: str) -> bytes | None:
         if self._db is None:
             return self._seen.get((source, key))
         row = self._db.execute(
-            "SELECT model, endpoint, body FROM seen WHERE source = ? AND k = ?", (source, key)
+            "SELECT digest FROM seen WHERE source = ? AND k = ?", (source, key)
         ).fetchone()
-        return None if row is None else StoredContent(*row)
+        return None if row is None else bytes(row[0])
 
-    def put(self, source: str, key: str, content: StoredContent) -> None:
+    def put(self, source: str, key: str, digest: bytes) -> None:
         if self._db is not None:
-            self._db.execute(
-                "INSERT OR IGNORE INTO seen VALUES (?, ?, ?, ?, ?)",
-                (source, key, content.model, content.endpoint, content.body_json),
-            )
+            self._db.execute("INSERT OR IGNORE INTO seen VALUES (?, ?, ?)", (source, key, digest))
             return
-        self._seen.setdefault((source, key), content)
-        self._size += len(source) + len(key) + len(content.body_json) + 100
+        self._seen[(source, key)] = digest
+        self._size += len(source) + len(key) + len(digest) + ENTRY_OVERHEAD
         if self._size > self._limit:
             self._spill()
 
@@ -72,12 +82,11 @@ class SeenContents:
         db.execute("PRAGMA journal_mode=OFF")
         db.execute("PRAGMA synchronous=OFF")
         db.execute(
-            "CREATE TABLE seen (source TEXT, k TEXT, model TEXT, endpoint TEXT, body TEXT,"
-            " PRIMARY KEY (source, k)) WITHOUT ROWID"
+            "CREATE TABLE seen (source TEXT, k TEXT, digest BLOB, PRIMARY KEY (source, k))"
+            " WITHOUT ROWID"
         )
         db.executemany(
-            "INSERT INTO seen VALUES (?, ?, ?, ?, ?)",
-            ((s, k, c.model, c.endpoint, c.body_json) for (s, k), c in self._seen.items()),
+            "INSERT INTO seen VALUES (?, ?, ?)", ((s, k, d) for (s, k), d in self._seen.items())
         )
         self._seen = {}
         self._db = db
@@ -114,11 +123,18 @@ class Repeats:
             if isinstance(line, LineError):
                 yield line
                 continue
-            earlier = stored.get((line.source, line.key)) or self.seen.get(line.source, line.key)
-            if earlier is None:
-                self.seen.put(line.source, line.key, content_of(line))
-                yield line
-            elif same_content(earlier, line):
+            in_store = stored.get((line.source, line.key))
+            if in_store is not None:
+                same = same_content(in_store, line)
+            else:
+                digest = digest_of(line)
+                earlier = self.seen.get(line.source, line.key)
+                if earlier is None:
+                    self.seen.put(line.source, line.key, digest)
+                    yield line
+                    continue
+                same = earlier == digest
+            if same:
                 self.duplicates += 1
             else:
                 yield _conflict(line)

@@ -223,6 +223,16 @@ def input_line(key: str, body: Mapping[str, Any]) -> dict[str, Any]:
     return {"key": key, "request": dict(body)}
 
 
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # as the file is written
+
+
+def input_line_bytes(key: str, body_bytes: int) -> int:
+    """Bytes of ``encode_jsonl([input_line(key, body)])`` (newline included) from
+    ``body_bytes``, the UTF-8 length of the body as compact JSON, without encoding it again."""
+    key_bytes = len(_COMPACT.encode(key).encode())
+    return len('{"key":,"request":}\n') + key_bytes + body_bytes
+
+
 def inline_item(key: str, body: Mapping[str, Any]) -> dict[str, Any]:
     """One inline request (§4.5): the key rides in ``metadata`` (string values only)."""
     return {"request": dict(body), "metadata": {"key": key}}

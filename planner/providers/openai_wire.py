@@ -129,6 +129,26 @@ def input_line(key: str, endpoint: Endpoint, body: Mapping[str, Any]) -> dict[st
     return {"custom_id": key, "method": "POST", "url": endpoint.value, "body": dict(body)}
 
 
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # as the file is written
+_FRAME = ('{"custom_id":', ',"method":"POST","url":', ',"body":', "}\n")  # input_line, encoded
+
+
+def _json_bytes(value: object) -> int:
+    return len(_COMPACT.encode(value).encode())
+
+
+def input_line_bytes(
+    key: str, endpoint: Endpoint, model: str, body: Mapping[str, Any], body_bytes: int
+) -> int:
+    """Bytes of the line ``build_payload`` writes for this request, newline included, from
+    ``body_bytes`` (the UTF-8 length of the body as compact JSON) without encoding the body
+    again: ``request_body`` adds ``model`` when the body has none."""
+    if "model" not in body:
+        body_bytes += len('"model":') + _json_bytes(model) + (1 if body else 0)
+    frame = sum(map(len, _FRAME)) + _json_bytes(key) + _json_bytes(endpoint.value)
+    return frame + body_bytes
+
+
 def build_payload(batch_id: str, lines: Sequence[BatchLine]) -> BatchPayload:
     """A JSONL file of ``lines``: one model, one endpoint, unique keys (pitfall 21)."""
     if not lines:

@@ -8,10 +8,11 @@ functions with the new config. ``build_context`` is the whole of it for ``run``.
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
+from functools import partial
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -46,11 +47,13 @@ from planner.metrics import Group, Metrics, StoreReading
 from planner.pipeline.context import StageContext
 from planner.pipeline.decisions import budget_gauges
 from planner.pipeline.leases import StoreUnitLeases
+from planner.pipeline.measure import measured_line_bytes
 from planner.pipeline.plan import Planner
 from planner.pipeline.preview import PlanReport, build_report
 from planner.pipeline.process import this_process
+from planner.pipeline.read_pool import ReadPool, WorkerSetup, worker_count
 from planner.pipeline.repeats import Repeats, SeenContents
-from planner.providers import compat_wire, create_provider, gemini_wire, openai_wire
+from planner.providers import compat_wire, create_provider
 from planner.providers.base import BatchLine, BatchProvider
 from planner.runtime import clock
 from planner.runtime.checks import runtime_problems
@@ -62,6 +65,7 @@ from planner.sinks.base import Sink
 from planner.sources import JsonlDirSource
 from planner.sources.base import ParsedLine, Source
 from planner.sources.formats import Defaults, Reason
+from planner.sources.lines import judge_here
 from planner.sources.sql import Columns as SqlColumns
 from planner.sources.sql import SqlSource
 from planner.store import batches as store_batches
@@ -163,16 +167,6 @@ def limits_for(cfg: PlannerConfig) -> Callable[[PackGroup], BatchLimits]:
     return limits
 
 
-def line_bytes(request: Request, provider: str) -> int:
-    """Bytes of the request's line in the batch input file (with its newline)."""
-    if request.endpoint.wire is ProviderKind.GEMINI:
-        row = gemini_wire.input_line(request.key, request.body)
-    else:
-        body = {"model": request.model, **request.body}
-        row = openai_wire.input_line(request.key, request.endpoint, body)
-    return len(json.dumps(row, ensure_ascii=False, separators=(",", ":")).encode()) + 1
-
-
 def budgets(
     cfg: PlannerConfig,
 ) -> tuple[dict[BudgetKey, BudgetRules], Callable[[str], tuple[BudgetKey, ...]]]:
@@ -197,6 +191,39 @@ def budgets(
     return rules, budgets_of
 
 
+def token_counter(cfg: PlannerConfig, catalog: Catalog) -> TiktokenCounter:
+    """The tokenizer as the config sets it up (also built in read workers, by name)."""
+    return TiktokenCounter(
+        catalog,
+        cache_dir=cfg.tokenizer.cache_dir,
+        download=cfg.tokenizer.download,
+        download_timeout=cfg.tokenizer.download_timeout.total_seconds(),
+    )
+
+
+@contextmanager
+def reading_on_every_core(
+    cfg: PlannerConfig, catalog: Catalog, sources: Sequence[Source]
+) -> Iterator[None]:
+    """While inside, spool sources judge and measure their lines in worker processes
+    (``pipeline/read_pool.py``); none on a single core or with ``PLANNER_READ_WORKERS=0``."""
+    spools = [s for s in sources if isinstance(s, JsonlDirSource)]
+    workers = worker_count()
+    if not spools or workers == 0:
+        yield
+        return
+    settings = {s.name: s.settings for s in spools}
+    setup = WorkerSetup(settings, catalog, partial(token_counter, cfg, catalog))
+    with ReadPool(setup, workers) as pool:
+        for spool in spools:
+            spool.judge = pool.judge
+        try:
+            yield
+        finally:
+            for spool in spools:
+                spool.judge = judge_here
+
+
 def build_planner(cfg: PlannerConfig, catalog: Catalog | None = None) -> Planner:
     catalog = catalog or catalog_for(cfg)
     source_policy = {name: s.policy for name, s in cfg.sources.items()}
@@ -212,16 +239,11 @@ def build_planner(cfg: PlannerConfig, catalog: Catalog | None = None) -> Planner
 
     return Planner(
         catalog=catalog,
-        counter=TiktokenCounter(
-            catalog,
-            cache_dir=cfg.tokenizer.cache_dir,
-            download=cfg.tokenizer.download,
-            download_timeout=cfg.tokenizer.download_timeout.total_seconds(),
-        ),
+        counter=token_counter(cfg, catalog),
         route=router(cfg),
         rules_for=rules_of,
         default_output_tokens_for=output_tokens_of,
-        line_bytes=line_bytes,
+        line_bytes=measured_line_bytes,
         limits_for=limits_for(cfg),
         account_limits=account_limits_for(cfg),
         budget_rules=budget_rules,
@@ -541,7 +563,7 @@ def build_plan_report(
     lines: Iterator[ParsedLine] = chain.from_iterable(s.scan(now) for s in sources)
     planner, book = dry_run_planner(cfg, planner, now)  # as the store has it, read only
     seen = SeenContents()
-    with stored_keys(cfg) as lookup:
+    with stored_keys(cfg) as lookup, reading_on_every_core(cfg, catalog, sources):
         repeats = Repeats(lookup, seen)  # keys read or stored before, judged as intake will
         try:
             report = build_report(repeats.judge(lines), planner, now, on_request, book=book)

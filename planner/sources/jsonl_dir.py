@@ -61,7 +61,15 @@ from planner.core.catalog import ModelEntry
 from planner.core.model import ProviderKind, Request
 from planner.sources.base import LeaseLost, LineError, ParsedLine, UnitLeases
 from planner.sources.formats import Defaults
-from planner.sources.lines import LineFinder, LineParser, RawLine, read_lines, safe_name
+from planner.sources.lines import (
+    LineFinder,
+    LineJudge,
+    LineParser,
+    RawLine,
+    judge_here,
+    read_lines,
+    safe_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +106,7 @@ class JsonlDirSource:
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
         memory_keys: int = DEFAULT_MEMORY_KEYS,
         leases: UnitLeases | None = None,
+        judge: LineJudge = judge_here,
     ) -> None:
         if max_line_bytes < 1:
             raise ValueError("max_line_bytes must be positive")
@@ -107,6 +116,7 @@ class JsonlDirSource:
         self.max_line_bytes = max_line_bytes
         self.memory_keys = memory_keys
         self.leases = leases
+        self.judge = judge  # how lines become requests: here, or on every core (read_pool)
         self._settings = Defaults(
             source=name,
             family_of=family_of,
@@ -120,6 +130,11 @@ class JsonlDirSource:
     @property
     def name(self) -> str:
         return self._name
+
+    @property
+    def settings(self) -> Defaults:
+        """What its records may leave out (the source's name, default models, ...)."""
+        return self._settings
 
     @property
     def claimed_dir(self) -> Path:
@@ -199,6 +214,7 @@ class JsonlDirSource:
                 settings=self._settings,
                 keys=keys,
                 max_line_bytes=self.max_line_bytes,
+                judge=self.judge,
             )
             yield from parser.parse(raw)
         finally:

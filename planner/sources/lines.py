@@ -13,7 +13,7 @@ import hashlib
 import logging
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import BinaryIO, Protocol
@@ -221,11 +221,74 @@ class LineFinder:
         self._stream = self._lines = None
 
 
+@dataclass(frozen=True, slots=True)
+class LineContext:
+    """What judging a line of one file needs besides its bytes."""
+
+    file: str
+    now: datetime
+    settings: Defaults
+    max_line_bytes: int
+
+
+def judge_line(raw: RawLine, ctx: LineContext) -> ParsedLine | None:
+    """One physical line -> a ``Request``, a ``LineError``, or None (blank). Never raises: a
+    bug of ours costs this line (``internal_error``), never the file. Keys seen twice are the
+    ``LineParser``'s (they need the lines before)."""
+    file, number = ctx.file, raw.number
+    if raw.oversize:
+        return too_large(
+            file=file, line=number, size=raw.oversize, limit=ctx.max_line_bytes, head=raw.data
+        )
+    text = decode_line(raw.data, file=file, line=number)
+    if text is None or isinstance(text, LineError):
+        return text
+    try:
+        return parse_line(text, file=file, line=number, now=ctx.now, settings=ctx.settings)
+    except Exception as exc:  # a bug of ours must cost one line, never the whole file
+        log.exception(
+            "line could not be judged",
+            extra={"event": "line_parser_failed", "file": file, "line": number},
+        )
+        message = f"could not be judged ({type(exc).__name__}); please report this line"
+        return _error(file, number, Reason.INTERNAL, message, text)
+
+
+Judged = tuple[Sequence[RawLine], list[ParsedLine | None]]
+LineJudge = Callable[[Iterable[Sequence[RawLine]], LineContext], Iterator[Judged]]
+"""Chunks of lines -> each chunk with what its lines are (``judge_line``), in order. The
+default judges in this process; ``pipeline/read_pool.py`` judges on every core."""
+
+CHUNK_LINES = 256  # lines per chunk handed to a judge
+CHUNK_BYTES = 1 << 20  # or fewer, when the lines are long
+
+
+def judge_here(chunks: Iterable[Sequence[RawLine]], ctx: LineContext) -> Iterator[Judged]:
+    """The ``LineJudge`` of one process: every line in turn."""
+    for chunk in chunks:
+        yield chunk, [judge_line(raw, ctx) for raw in chunk]
+
+
+def chunked(lines: Iterable[RawLine]) -> Iterator[list[RawLine]]:
+    """``lines`` in chunks of at most ``CHUNK_LINES`` lines or about ``CHUNK_BYTES`` bytes."""
+    chunk: list[RawLine] = []
+    size = 0
+    for raw in lines:
+        chunk.append(raw)
+        size += len(raw.data)
+        if len(chunk) >= CHUNK_LINES or size >= CHUNK_BYTES:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
+
+
 class LineParser:
     """Parses the lines of one file in order, refusing a key the file already used.
 
     The first line with a key keeps it; a later one is a ``duplicate_id`` error naming the
     first line. Duplicates across files are the store's job (unique ``(source, key)``).
+    ``judge`` turns the lines into requests and errors (``judge_here`` by default).
     """
 
     def __init__(
@@ -236,48 +299,26 @@ class LineParser:
         settings: Defaults,
         keys: KeySet | None = None,
         max_line_bytes: int,
+        judge: LineJudge = judge_here,
     ) -> None:
-        self.file = file
-        self.now = now
-        self.settings = settings
+        self.context = LineContext(file, now, settings, max_line_bytes)
         self.keys: KeySet = keys if keys is not None else MemoryKeySet()
-        self.max_line_bytes = max_line_bytes
+        self.judge = judge
 
     def parse(self, lines: Iterable[RawLine]) -> Iterator[ParsedLine]:
-        for raw in lines:
-            if raw.oversize:
-                yield too_large(
-                    file=self.file,
-                    line=raw.number,
-                    size=raw.oversize,
-                    limit=self.max_line_bytes,
-                    head=raw.data,
-                )
-                continue
-            text = decode_line(raw.data, file=self.file, line=raw.number)
-            if text is None:
-                continue
-            if isinstance(text, LineError):
-                yield text
-                continue
-            try:
-                item = parse_line(
-                    text, file=self.file, line=raw.number, now=self.now, settings=self.settings
-                )
-            except Exception as exc:  # a bug of ours must cost one line, never the whole file
-                log.exception(
-                    "line could not be judged",
-                    extra={"event": "line_parser_failed", "file": self.file, "line": raw.number},
-                )
-                message = f"could not be judged ({type(exc).__name__}); please report this line"
-                yield _error(self.file, raw.number, Reason.INTERNAL, message, text)
-                continue
-            if isinstance(item, Request) and not self.keys.add(item.key):
-                item = _error(
-                    self.file,
-                    raw.number,
-                    Reason.DUPLICATE_ID,
-                    f"key {item.key!r} already used earlier in this file; the first one is kept",
-                    text,
-                )
-            yield item
+        file = self.context.file
+        for chunk, judged in self.judge(chunked(lines), self.context):
+            for raw, item in zip(chunk, judged, strict=True):
+                if item is None:
+                    continue
+                if isinstance(item, Request) and not self.keys.add(item.key):
+                    text = decode_line(raw.data, file=file, line=raw.number)
+                    item = _error(
+                        file,
+                        raw.number,
+                        Reason.DUPLICATE_ID,
+                        f"key {item.key!r} already used earlier in this file; the first one is "
+                        "kept",
+                        text if isinstance(text, str) else "",
+                    )
+                yield item

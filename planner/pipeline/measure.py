@@ -1,0 +1,92 @@
+"""Measure a request once, where it enters, so no later stage pays for it again.
+
+Planning a request needs its input tokens (the tokenizer over its texts), the size of its line
+in a batch file (its body encoded as JSON) and, in the dry run, a fingerprint to tell a repeat
+from a conflict. Done per stage, the body was encoded two or three times and the texts
+tokenized again on every pass that re-decided a held request. ``measure`` does all of it in one
+go and keeps the results on the request (``core.model.Measured``); ``core.estimate``, the
+packer and ``pipeline.repeats`` read them. Intake's worker processes
+(``pipeline/read_pool.py``) measure while they parse, on every core.
+
+Each figure equals its definition exactly (tests hold them against the slow way): the body is
+encoded once as compact JSON with sorted keys, which has the byte length of the compact JSON
+the store and the batch file hold (same pairs, other order), and the fingerprint of equal
+bodies (``==``) written with their keys in another order is the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from planner.core.catalog import Catalog
+from planner.core.estimate import TokenCounter, count_input, encoding_of
+from planner.core.model import Endpoint, Measured, ProviderKind, Request
+from planner.providers import gemini_wire, openai_wire
+
+DIGEST_BYTES = 16
+# built once: json.dumps with options builds a new encoder on every call
+_CANONICAL = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def canonical_json(body: Mapping[str, Any]) -> str:
+    """The body as compact JSON with sorted keys: one text per equal body."""
+    return _CANONICAL.encode(body)
+
+
+def fingerprint(model: str, endpoint: Endpoint | str, canonical: str) -> bytes:
+    """What two requests under one key are compared by: model, endpoint and body."""
+    data = f"{model}\x00{endpoint}\x00{canonical}".encode()
+    return hashlib.blake2b(data, digest_size=DIGEST_BYTES).digest()
+
+
+def line_bytes(request: Request, body_bytes: int) -> int:
+    """Bytes of ``request``'s line in a batch input file (newline included), given the UTF-8
+    length of its body as compact JSON."""
+    if request.endpoint.wire is ProviderKind.GEMINI:
+        return gemini_wire.input_line_bytes(request.key, body_bytes)
+    return openai_wire.input_line_bytes(
+        request.key, request.endpoint, request.model, request.body, body_bytes
+    )
+
+
+def measure(request: Request, catalog: Catalog, counter: TokenCounter) -> Request:
+    """``request`` with its ``Measured`` facts (already measured: as it is)."""
+    if request.measured is not None:
+        return request
+    canonical = canonical_json(request.body)
+    body_bytes = len(canonical.encode())
+    encoding = encoding_of(request, catalog.get(request.model), counter)
+    tokens, method = count_input(request, encoding, counter)
+    facts = Measured(
+        body_bytes=body_bytes,
+        line_bytes=line_bytes(request, body_bytes),
+        digest=fingerprint(request.model, request.endpoint.value, canonical),
+        encoding=encoding,
+        input_tokens=tokens,
+        method=method,
+    )
+    r = request  # as ``replace(request, measured=facts)``, without its introspection per call
+    return Request(
+        r.source,
+        r.key,
+        r.model,
+        r.endpoint,
+        r.body,
+        r.received_at,
+        r.deadline,
+        r.max_output_tokens,
+        r.metadata,
+        r.origin,
+        facts,
+    )
+
+
+def measured_line_bytes(request: Request, provider: str) -> int:
+    """``Planner.line_bytes``: the measured size, else the body encoded now."""
+    if request.measured is not None:
+        return request.measured.line_bytes
+    return line_bytes(request, len(_COMPACT.encode(request.body).encode()))

@@ -1,0 +1,163 @@
+"""Read spool lines on every core: parse, check and measure them in worker processes.
+
+Reading a spool is CPU work (JSON, the checks of ``sources/formats``, the tokenizer) that one
+Python process does on one core. ``ReadPool`` is a ``LineJudge`` (``sources/lines.py``): the
+source reads the bytes and keeps the order and the per-file checks; chunks of lines go to
+worker processes that judge each line and measure each request (``pipeline/measure.py``), and
+come back in order. At most ``ahead`` chunks are in flight, so memory stays flat whatever the
+spool. A worker that dies costs nothing: its chunk and the rest are judged here.
+
+Workers are forked while the process has one thread (``planner plan``); a process with threads
+(the daemon) uses a fork server, since forking a threaded process can copy a held lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from datetime import datetime
+
+from planner.core.catalog import Catalog
+from planner.core.estimate import TokenCounter
+from planner.core.model import Request
+from planner.pipeline.measure import measure
+from planner.sources.base import ParsedLine
+from planner.sources.formats import Defaults
+from planner.sources.lines import Judged, LineContext, RawLine, judge_line
+
+_log = logging.getLogger(__name__)
+
+WORKERS_ENV = "PLANNER_READ_WORKERS"  # how many worker processes; 0 = read in this process
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSetup:
+    """What a worker needs, sent once when it starts: each source's record defaults by name,
+    the catalog, and how to make a token counter."""
+
+    settings: Mapping[str, Defaults]
+    catalog: Catalog
+    counter: Callable[[], TokenCounter]
+
+
+_worker: tuple[WorkerSetup, TokenCounter] | None = None  # in a worker: its setup and counter
+
+
+def _start_worker(setup: WorkerSetup) -> None:
+    global _worker
+    _worker = (setup, setup.counter())
+
+
+def _judge_chunk(
+    source: str, file: str, now: datetime, max_line_bytes: int, chunk: Sequence[RawLine]
+) -> list[ParsedLine | None]:
+    """In a worker: ``chunk`` judged and its requests measured."""
+    assert _worker is not None, "worker not started"
+    setup, counter = _worker
+    ctx = LineContext(file, now, setup.settings[source], max_line_bytes)
+    return [_measured(judge_line(raw, ctx), setup.catalog, counter) for raw in chunk]
+
+
+def _measured(
+    item: ParsedLine | None, catalog: Catalog, counter: TokenCounter
+) -> ParsedLine | None:
+    if not isinstance(item, Request):
+        return item
+    try:
+        return measure(item, catalog, counter)
+    except Exception:  # never lose a line to a measuring bug: planning measures it again
+        _log.exception("request could not be measured", extra={"event": "measure_failed"})
+        return item
+
+
+def worker_count(environ: Mapping[str, str] = os.environ) -> int:
+    """Worker processes to read with: ``PLANNER_READ_WORKERS``, else one per usable core
+    (none on a single core: the workers would only take turns with this process)."""
+    given = environ.get(WORKERS_ENV, "").strip()
+    if given.isdigit():
+        return int(given)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return 0 if (cores or 1) < 2 else cores or 1
+
+
+class ReadPool:
+    """Worker processes judging spool lines; a ``LineJudge`` (``judge``). Close it when done."""
+
+    def __init__(self, setup: WorkerSetup, workers: int) -> None:
+        method = "fork" if threading.active_count() == 1 else "forkserver"
+        self._setup = setup
+        self._ahead = 2 * workers + 2
+        self._executor: ProcessPoolExecutor | None = ProcessPoolExecutor(
+            workers,
+            mp_context=multiprocessing.get_context(method),
+            initializer=_start_worker,
+            initargs=(setup,),
+        )
+        self._here: TokenCounter | None = None
+
+    def judge(self, chunks: Iterable[Sequence[RawLine]], ctx: LineContext) -> Iterator[Judged]:
+        """Each chunk with what its lines are, in order, at most ``ahead`` chunks in flight."""
+        pending: deque[tuple[Sequence[RawLine], Future[list[ParsedLine | None]] | None]] = deque()
+        for chunk in chunks:
+            pending.append((chunk, self._submit(chunk, ctx)))
+            if len(pending) >= self._ahead:
+                yield self._result(*pending.popleft(), ctx)
+        while pending:
+            yield self._result(*pending.popleft(), ctx)
+
+    def _submit(
+        self, chunk: Sequence[RawLine], ctx: LineContext
+    ) -> Future[list[ParsedLine | None]] | None:
+        if self._executor is None:
+            return None
+        source, file, now, limit = ctx.settings.source, ctx.file, ctx.now, ctx.max_line_bytes
+        try:
+            return self._executor.submit(_judge_chunk, source, file, now, limit, chunk)
+        except (BrokenProcessPool, RuntimeError):
+            self._broken()
+            return None
+
+    def _result(
+        self,
+        chunk: Sequence[RawLine],
+        future: Future[list[ParsedLine | None]] | None,
+        ctx: LineContext,
+    ) -> Judged:
+        if future is not None:
+            try:
+                return chunk, future.result()
+            except BrokenProcessPool:
+                self._broken()
+        return chunk, self._judge_here(chunk, ctx)
+
+    def _judge_here(self, chunk: Sequence[RawLine], ctx: LineContext) -> list[ParsedLine | None]:
+        if self._here is None:
+            self._here = self._setup.counter()
+        return [_measured(judge_line(raw, ctx), self._setup.catalog, self._here) for raw in chunk]
+
+    def _broken(self) -> None:
+        if self._executor is not None:
+            _log.error(
+                "a read worker died; reading on in this process",
+                extra={"event": "read_worker_died"},
+            )
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+    def __enter__(self) -> ReadPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

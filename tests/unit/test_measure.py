@@ -1,0 +1,122 @@
+"""Measured once at intake equals measured the slow way: line bytes, tokens, fingerprints."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from planner.config.prices import shipped_catalog
+from planner.core.estimate import estimate
+from planner.core.model import Endpoint, Request
+from planner.pipeline.measure import measure, measured_line_bytes
+from planner.pipeline.repeats import digest_of
+from planner.providers import gemini_wire, openai_wire
+from planner.providers.base import BatchLine
+from planner.tokenizers import TiktokenCounter
+
+NOW = datetime(2026, 12, 6, tzinfo=UTC)
+CATALOG = shipped_catalog()
+COUNTER = TiktokenCounter(CATALOG, download=False)
+
+texts = st.text(max_size=40)  # any Unicode but lone surrogates (intake refuses those)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | texts,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(texts, inner, max_size=3),
+    max_leaves=8,
+)
+models = st.sampled_from(["gpt-4o-mini", "text-embedding-3-small", "gemini-3.5-flash-lite"])
+
+
+def _request(key: str, model: str, endpoint: Endpoint, body: dict[str, Any]) -> Request:
+    return Request("spool", key, model, endpoint, body, NOW)
+
+
+def _written_line_bytes(request: Request) -> int:
+    """What the providers' ``build_payload`` writes for this one request."""
+    line = BatchLine(request.key, request.model, request.endpoint, request.body)
+    if request.endpoint.wire.value == "gemini":
+        return len(gemini_wire.encode_jsonl([gemini_wire.input_line(line.key, line.body)]))
+    return openai_wire.build_payload("b", [line]).size_bytes
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    key=st.text(min_size=1, max_size=20),
+    endpoint=st.sampled_from([Endpoint.CHAT_COMPLETIONS, Endpoint.GENERATE_CONTENT]),
+    extra=st.dictionaries(texts.filter(lambda k: k not in ("model", "stream")), json_values),
+    with_model=st.booleans(),
+)
+def test_line_bytes_equal_the_written_line(
+    key: str, endpoint: Endpoint, extra: dict[str, Any], with_model: bool
+) -> None:
+    body: dict[str, Any] = {**extra}
+    if endpoint is Endpoint.CHAT_COMPLETIONS:
+        body["messages"] = [{"role": "user", "content": key}]
+        if with_model:
+            body["model"] = "gpt-4o-mini"
+        model = "gpt-4o-mini"
+    else:
+        body["contents"] = [{"parts": [{"text": key}]}]
+        model = "gemini-3.5-flash-lite"
+    request = _request(key, model, endpoint, body)
+    measured = measure(request, CATALOG, COUNTER)
+    assert measured.measured is not None
+    assert measured.measured.line_bytes == _written_line_bytes(request)
+    assert measured_line_bytes(request, "any") == _written_line_bytes(request)
+    stored = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    assert measured.measured.body_bytes == len(stored)
+
+
+@settings(max_examples=100, deadline=None)
+@given(contents=st.lists(texts, min_size=1, max_size=4), model=models)
+def test_measured_estimate_equals_the_counted_one(contents: list[str], model: str) -> None:
+    if model.startswith("gemini"):
+        endpoint, body = Endpoint.GENERATE_CONTENT, {"contents": [{"parts": [{"text": "x"}]}]}
+        body["contents"] = [{"parts": [{"text": t}]} for t in contents]
+    elif model.startswith("text-embedding"):
+        endpoint, body = Endpoint.EMBEDDINGS, {"input": contents}
+    else:
+        endpoint = Endpoint.CHAT_COMPLETIONS
+        body = {"messages": [{"role": "user", "content": t} for t in contents]}
+    request = _request("k", model, endpoint, body)
+    measured = measure(request, CATALOG, COUNTER)
+    entry = CATALOG.get(model)
+    slow = estimate(request, entry, COUNTER, default_output_tokens=7)
+    fast = estimate(measured, entry, COUNTER, default_output_tokens=7)
+    assert fast == slow
+    assert measured == request  # measuring adds facts, never changes the request
+
+
+def test_a_measured_count_for_another_encoding_is_not_used() -> None:
+    body = {"messages": [{"role": "user", "content": "hello there, how are you?"}]}
+    request = measure(
+        _request("k", "gpt-4o-mini", Endpoint.CHAT_COMPLETIONS, body), CATALOG, COUNTER
+    )
+    assert request.measured is not None and request.measured.encoding == "o200k_base"
+    entry = CATALOG.get("gpt-4o-mini")
+    assert entry is not None
+    other = replace(entry, encoding="cl100k_base")
+    found = estimate(request, other, COUNTER, default_output_tokens=1)
+    assert found.method.startswith("tiktoken:cl100k_base")
+
+
+@settings(max_examples=200, deadline=None)
+@given(a=st.dictionaries(texts, json_values, max_size=4), b=st.dictionaries(texts, json_values))
+def test_fingerprints_are_equal_exactly_for_equal_requests(
+    a: dict[str, Any], b: dict[str, Any]
+) -> None:
+    reordered = dict(reversed(list(a.items())))
+    first = _request("k", "gpt-4o-mini", Endpoint.CHAT_COMPLETIONS, a)
+    again = _request("k", "gpt-4o-mini", Endpoint.CHAT_COMPLETIONS, reordered)
+    other = _request("k", "gpt-4o-mini", Endpoint.CHAT_COMPLETIONS, b)
+    assert digest_of(first) == digest_of(again)
+    assert digest_of(measure(first, CATALOG, COUNTER)) == digest_of(first)
+    if json.dumps(a, sort_keys=True) != json.dumps(b, sort_keys=True):
+        assert digest_of(first) != digest_of(other)
+    other_model = _request("k", "gpt-4o", Endpoint.CHAT_COMPLETIONS, a)
+    assert digest_of(other_model) != digest_of(first)

@@ -1,0 +1,146 @@
+"""Reading on every core gives what reading in this process gives, measured, in order."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from functools import partial
+
+import pytest
+
+from planner.config.prices import shipped_catalog
+from planner.core.model import Request
+from planner.pipeline.measure import measure
+from planner.pipeline.read_pool import ReadPool, WorkerSetup, worker_count
+from planner.sources.formats import Defaults
+from planner.sources.lines import (
+    CHUNK_LINES,
+    LineContext,
+    LineParser,
+    RawLine,
+    chunked,
+    judge_here,
+    read_lines,
+)
+from planner.tokenizers import TiktokenCounter
+
+NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+CATALOG = shipped_catalog()
+SETTINGS = Defaults(
+    source="spool",
+    family_of=CATALOG.family_of,
+    facts_of=CATALOG.get,
+    default_model="gpt-4o-mini",
+    default_embedding_model="text-embedding-3-small",
+)
+SETUP = WorkerSetup({"spool": SETTINGS}, CATALOG, partial(TiktokenCounter, CATALOG, download=False))
+
+
+def _spool(n: int) -> bytes:
+    """``n`` lines of every kind: good ones of three formats, bad JSON, a repeated key, blanks."""
+    rows: list[bytes] = []
+    for i in range(n):
+        kind = i % 7
+        if kind == 0:
+            body = {"messages": [{"role": "user", "content": f"hello number {i} é 日本"}]}
+            line = {"custom_id": f"c{i}", "method": "POST", "url": "/v1/chat/completions"}
+            rows.append(json.dumps({**line, "body": {"model": "gpt-4o-mini", **body}}).encode())
+        elif kind == 1:
+            rows.append(json.dumps({"id": f"e{i}", "text": f"embed {i}"}).encode())
+        elif kind == 2:
+            request = {"contents": [{"parts": [{"text": f"gemini {i}"}]}]}
+            rows.append(
+                json.dumps(
+                    {"key": f"g{i}", "model": "gemini-3.5-flash-lite", "request": request}
+                ).encode()
+            )
+        elif kind == 3:
+            rows.append(b'{"id": "broken", "prompt": ')
+        elif kind == 4:
+            rows.append(json.dumps({"id": "same", "prompt": f"again {i}"}).encode())
+        elif kind == 5:
+            rows.append(b"")
+        else:
+            rows.append(
+                json.dumps({"id": f"p{i}", "prompt": "x" * (i % 50), "deadline": "2h"}).encode()
+            )
+    return b"\n".join(rows) + b"\n"
+
+
+def _parsed(data: bytes, judge: object) -> list[object]:
+    parser = LineParser(
+        file="a.jsonl",
+        now=NOW,
+        settings=SETTINGS,
+        max_line_bytes=1 << 20,
+        judge=judge,  # type: ignore[arg-type]
+    )
+    return list(parser.parse(read_lines(io.BytesIO(data), 1 << 20)))
+
+
+def test_the_pool_reads_what_this_process_reads_and_measures_it() -> None:
+    data = _spool(3 * CHUNK_LINES + 17)  # several chunks, the last one short
+    here = _parsed(data, judge_here)
+    with ReadPool(SETUP, workers=2) as pool:
+        there = _parsed(data, pool.judge)
+    assert there == here  # same requests and errors, in the same order
+    counter = TiktokenCounter(CATALOG, download=False)
+    requests = [r for r in there if isinstance(r, Request)]
+    assert len(requests) > 3 * 100
+    for request in requests:
+        assert request.measured is not None
+        again = measure(replace(request, measured=None), CATALOG, counter)
+        assert request.measured == again.measured
+    reasons = [getattr(e, "reason", None) for e in there if not isinstance(e, Request)]
+    assert "invalid_json" in reasons and "duplicate_id" in reasons
+
+
+def test_chunks_in_flight_are_bounded() -> None:
+    """The pool never reads more than ``ahead`` chunks beyond what was handed out."""
+    pulled = 0
+
+    def chunks() -> Iterator[Sequence[RawLine]]:
+        nonlocal pulled
+        for chunk in chunked(read_lines(io.BytesIO(_spool(40 * CHUNK_LINES)), 1 << 20)):
+            pulled += 1
+            yield chunk
+
+    ctx = LineContext("a.jsonl", NOW, SETTINGS, 1 << 20)
+    with ReadPool(SETUP, workers=2) as pool:
+        judged = pool.judge(chunks(), ctx)
+        next(judged)
+        assert pulled <= 2 * 2 + 2
+        handed = 1 + sum(1 for _ in judged)
+    assert handed == pulled
+
+
+def test_a_dead_worker_costs_nothing() -> None:
+    data = _spool(4 * CHUNK_LINES)
+    here = _parsed(data, judge_here)
+    with ReadPool(SETUP, workers=2) as pool:
+        executor = pool._executor
+        assert executor is not None
+        executor.submit(os.getpid).result()  # the workers are up
+        for pid in list(executor._processes):  # killed on purpose
+            os.kill(pid, signal.SIGKILL)
+        there = _parsed(data, pool.judge)
+    assert there == here
+    assert all(r.measured is not None for r in there if isinstance(r, Request))
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [({"PLANNER_READ_WORKERS": "0"}, 0), ({"PLANNER_READ_WORKERS": "3"}, 3)],
+)
+def test_worker_count_can_be_set(environ: dict[str, str], expected: int) -> None:
+    assert worker_count(environ) == expected
+
+
+def test_worker_count_defaults_to_the_usable_cores() -> None:
+    cores = len(os.sched_getaffinity(0))
+    assert worker_count({}) == (0 if cores < 2 else cores)
