@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from typing import Any
@@ -248,6 +249,13 @@ def test_line_fault_rate_is_a_probability(rate: float) -> None:
 )
 def test_count_tokens_examples(text: str, tokens: int) -> None:
     assert count_tokens(text) == tokens
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=127)) | st.text())
+def test_count_tokens_follows_the_regex_rule(text: str) -> None:
+    """The ASCII shortcut counts exactly the pieces the documented regex finds."""
+    pieces = len(re.findall(r"\w+|[^\w\s]+", text))
+    assert count_tokens(text) == -(-pieces * 13 // 10)  # ceil(1.3 x pieces)
 
 
 def test_prompt_tokens_count_messages_with_overhead() -> None:
