@@ -7,6 +7,7 @@ it as their first argument, and ``now`` as their last.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -46,3 +47,6 @@ class StageContext:
     # a stop was asked for (SIGTERM): long stages end between steps instead of starting more
     # work the grace period may cut short (the daemon sets it; ``run --once`` never stops)
     stop_requested: Callable[[], bool] = lambda: False
+    # while inside, spool sources read (parse, check, measure) on every core
+    # (``runtime/wiring.reading_on_every_core``); the default reads in this process
+    reading: Callable[[], AbstractContextManager[object]] = nullcontext

@@ -64,18 +64,27 @@ def _quarantine(result: IntakeResult, source: str, error: LineError) -> None:
     )
 
 
+Measure = Callable[[Request], Request]
+"""Adds what planning needs to a request once (``pipeline/measure.py``), before it is stored."""
+
+
+def _as_is(request: Request) -> Request:
+    return request
+
+
 def ingest_source(
     source: Source,
     session_factory: Callable[[], Session],
     now: datetime,
     result: IntakeResult | None = None,
+    measure: Measure = _as_is,
 ) -> IntakeResult:
     """Claim every ready unit of ``source`` and store it (see the module docstring)."""
     result = result or IntakeResult()
     name = source.name
     for claim in source.claim(now):
         try:
-            _ingest_unit(claim, name, session_factory, now, result)
+            _ingest_unit(claim, name, session_factory, now, result, measure)
         except LeaseLost as exc:
             _log.info(
                 "%s",
@@ -91,6 +100,7 @@ def _ingest_unit(
     session_factory: Callable[[], Session],
     now: datetime,
     result: IntakeResult,
+    measure: Measure,
 ) -> None:
     """Store one claimed unit's good requests, then finish it (quarantine its bad lines)."""
     crashpoints.reached("after_claim")
@@ -100,7 +110,7 @@ def _ingest_unit(
         if isinstance(line, LineError):
             _quarantine(result, name, line)
             continue
-        chunk.append(line)
+        chunk.append(measure(line))
         if len(chunk) >= CHUNK:
             _add(result, name, _store_chunk(session_factory, chunk, now, conflicts))
             chunk = []
@@ -127,13 +137,18 @@ def _add(result: IntakeResult, source: str, counts: tuple[int, int]) -> None:
 
 
 def ingest_all(
-    sources: Iterable[Source], session_factory: Callable[[], Session], now: datetime
+    sources: Iterable[Source],
+    session_factory: Callable[[], Session],
+    now: datetime,
+    measure: Measure = _as_is,
 ) -> IntakeResult:
-    """One intake pass over every source; one failing source does not stop the others."""
+    """One intake pass over every source; one failing source does not stop the others.
+    ``measure`` adds what planning needs to each request not measured yet (the spool's read
+    workers measure as they parse; SQL and HTTP requests are measured here)."""
     result = IntakeResult()
     for source in sources:
         try:
-            ingest_source(source, session_factory, now, result)
+            ingest_source(source, session_factory, now, result, measure)
         except OSError as exc:
             _log.error(
                 "source %s failed: %s",

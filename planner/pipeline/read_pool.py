@@ -90,24 +90,43 @@ def worker_count(environ: Mapping[str, str] = os.environ) -> int:
 class ReadPool:
     """Worker processes judging spool lines; a ``LineJudge`` (``judge``). Close it when done."""
 
-    def __init__(self, setup: WorkerSetup, workers: int) -> None:
-        method = "fork" if threading.active_count() == 1 else "forkserver"
+    def __init__(self, setup: WorkerSetup, workers: int, *, start_after: int = 0) -> None:
+        """Workers start with the first chunk past ``start_after`` (before that, and without
+        any chunk at all, nothing is started: a small spool is not worth a process)."""
         self._setup = setup
+        self._workers = workers
         self._ahead = 2 * workers + 2
-        self._executor: ProcessPoolExecutor | None = ProcessPoolExecutor(
-            workers,
-            mp_context=multiprocessing.get_context(method),
-            initializer=_start_worker,
-            initargs=(setup,),
-        )
+        self._start_after = start_after
+        self._chunks = 0
+        self._executor: ProcessPoolExecutor | None = None
+        self._dead = False
         self._here: TokenCounter | None = None
 
+    def _pool(self) -> ProcessPoolExecutor | None:
+        if self._executor is None and not self._dead and self._chunks > self._start_after:
+            # fork copies a held lock of another thread into the child: with threads, a server
+            method = "fork" if threading.active_count() == 1 else "forkserver"
+            self._executor = ProcessPoolExecutor(
+                self._workers,
+                mp_context=multiprocessing.get_context(method),
+                initializer=_start_worker,
+                initargs=(self._setup,),
+            )
+        return self._executor
+
     def judge(self, chunks: Iterable[Sequence[RawLine]], ctx: LineContext) -> Iterator[Judged]:
-        """Each chunk with what its lines are, in order, at most ``ahead`` chunks in flight."""
+        """Each chunk with what its lines are, in order. Until more than ``start_after``
+        chunks came, they wait (a short input ends before and is judged here); then the
+        workers start and take them all, with at most ``ahead`` chunks in flight."""
         pending: deque[tuple[Sequence[RawLine], Future[list[ParsedLine | None]] | None]] = deque()
+        hold = max(self._ahead, self._start_after + 1)
         for chunk in chunks:
+            self._chunks += 1
+            started = self._executor is not None
             pending.append((chunk, self._submit(chunk, ctx)))
-            if len(pending) >= self._ahead:
+            if not started and self._executor is not None:  # the workers just started
+                pending = deque((c, f or self._submit(c, ctx)) for c, f in pending)
+            if len(pending) >= hold:
                 yield self._result(*pending.popleft(), ctx)
         while pending:
             yield self._result(*pending.popleft(), ctx)
@@ -115,11 +134,12 @@ class ReadPool:
     def _submit(
         self, chunk: Sequence[RawLine], ctx: LineContext
     ) -> Future[list[ParsedLine | None]] | None:
-        if self._executor is None:
-            return None
+        executor = self._pool()
+        if executor is None:
+            return None  # judged here when its turn comes
         source, file, now, limit = ctx.settings.source, ctx.file, ctx.now, ctx.max_line_bytes
         try:
-            return self._executor.submit(_judge_chunk, source, file, now, limit, chunk)
+            return executor.submit(_judge_chunk, source, file, now, limit, chunk)
         except (BrokenProcessPool, RuntimeError):
             self._broken()
             return None
@@ -150,6 +170,7 @@ class ReadPool:
             )
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
+        self._dead = True
 
     def close(self) -> None:
         if self._executor is not None:

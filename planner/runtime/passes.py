@@ -29,6 +29,7 @@ from planner.pipeline.escape import EscapeResult, run_escape_stage
 from planner.pipeline.housekeeping import HousekeepingResult, run_housekeeping_stage
 from planner.pipeline.intake import IntakeResult, ingest_all
 from planner.pipeline.interactive import InteractiveResult, run_interactive_stage
+from planner.pipeline.measure import measure
 from planner.pipeline.outbox import run_outbox_stage
 from planner.pipeline.plan import PlanStageResult, run_plan_stage
 from planner.pipeline.poll import PollResult, run_poll_stage
@@ -74,7 +75,11 @@ Step = Callable[[StageContext, datetime, Observer, Pace], Figures]
 
 def ingest(ctx: StageContext, now: datetime, observer: Observer, pace: Pace) -> Figures:
     sources = [s for s in ctx.sources if pace.only_source in (None, s.name)]
-    result = ingest_all(sources, ctx.session_factory, now)
+    planner = ctx.planner
+    with ctx.reading():
+        result = ingest_all(
+            sources, ctx.session_factory, now, lambda r: measure(r, ctx.catalog, planner.counter)
+        )
     observer.ingested(ctx, result)
     return {
         "intake": {

@@ -201,12 +201,16 @@ def token_counter(cfg: PlannerConfig, catalog: Catalog) -> TiktokenCounter:
     )
 
 
+DAEMON_LOCAL_CHUNKS = 8  # chunks of a pass read in the daemon itself before workers start
+
+
 @contextmanager
 def reading_on_every_core(
-    cfg: PlannerConfig, catalog: Catalog, sources: Sequence[Source]
+    cfg: PlannerConfig, catalog: Catalog, sources: Sequence[Source], start_after: int = 0
 ) -> Iterator[None]:
     """While inside, spool sources judge and measure their lines in worker processes
-    (``pipeline/read_pool.py``); none on a single core or with ``PLANNER_READ_WORKERS=0``."""
+    (``pipeline/read_pool.py``), started once ``start_after`` chunks were read; none on a
+    single core or with ``PLANNER_READ_WORKERS=0``."""
     spools = [s for s in sources if isinstance(s, JsonlDirSource)]
     workers = worker_count()
     if not spools or workers == 0:
@@ -214,7 +218,7 @@ def reading_on_every_core(
         return
     settings = {s.name: s.settings for s in spools}
     setup = WorkerSetup(settings, catalog, partial(token_counter, cfg, catalog))
-    with ReadPool(setup, workers) as pool:
+    with ReadPool(setup, workers, start_after=start_after) as pool:
         for spool in spools:
             spool.judge = pool.judge
         try:
@@ -441,12 +445,14 @@ def build_context(cfg: PlannerConfig, *, sandbox_url: str | None) -> StageContex
     catalog = catalog_for(cfg)
     session_factory = open_store(cfg)
     sinks = build_sink_map(cfg, os.environ)
+    sources = build_sources(cfg, catalog, session_factory)
     return StageContext(
         session_factory=session_factory,
         catalog=catalog,
         planner=build_planner(cfg, catalog),
         providers=build_providers(cfg, sandbox_url, os.environ),
-        sources=build_sources(cfg, catalog, session_factory),
+        sources=sources,
+        reading=partial(reading_on_every_core, cfg, catalog, sources, DAEMON_LOCAL_CHUNKS),
         sinks_for=build_sinks(cfg, sinks, session_factory),
         sinks=sinks,
         rate_limits={

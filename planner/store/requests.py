@@ -31,7 +31,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from planner.core.flush import QueueSummary, SourceDeadlines
-from planner.core.model import Endpoint, Lane, Request, TokenEstimate
+from planner.core.model import Endpoint, Lane, Measured, Request, TokenEstimate
 from planner.core.states import (
     TERMINAL_REQUEST_STATES,
     RequestState,
@@ -98,7 +98,45 @@ def _row_for(request: Request, now: datetime) -> dict[str, Any]:
         "attempts": 0,
         "claims": 0,
         "updated_at": now,
+        **_measured_columns(request.measured),
     }
+
+
+def _measured_columns(facts: Measured | None) -> dict[str, Any]:
+    if facts is None:
+        return dict.fromkeys(_MEASURED)
+    return {
+        "measured_body_bytes": facts.body_bytes,
+        "measured_line_bytes": facts.line_bytes,
+        "measured_digest": facts.digest,
+        "measured_encoding": facts.encoding,
+        "measured_input_tokens": facts.input_tokens,
+        "measured_method": facts.method,
+    }
+
+
+_MEASURED = (
+    "measured_body_bytes",
+    "measured_line_bytes",
+    "measured_digest",
+    "measured_encoding",
+    "measured_input_tokens",
+    "measured_method",
+)
+
+
+def _measured_of(row: Any) -> Measured | None:
+    """The facts intake measured, as stored (None: not measured, e.g. stored before 0009)."""
+    if row.measured_method is None or row.measured_input_tokens is None:
+        return None
+    return Measured(
+        body_bytes=row.measured_body_bytes,
+        line_bytes=row.measured_line_bytes,
+        digest=bytes(row.measured_digest or b""),
+        encoding=row.measured_encoding,
+        input_tokens=row.measured_input_tokens,
+        method=row.measured_method,
+    )
 
 
 @translated
@@ -500,6 +538,7 @@ _COLUMNS = (
     REQUEST.c.est_method,
     REQUEST.c.reason,
     REQUEST.c.decision,
+    *(REQUEST.c[name] for name in _MEASURED),
 )
 
 
@@ -515,6 +554,7 @@ def _stored(row: Any) -> StoredRequest:
         max_output_tokens=row.max_output_tokens,
         metadata=json.loads(row.metadata_json),
         origin=row.origin,
+        measured=_measured_of(row),
     )
     estimate = None
     if row.est_input_tokens is not None and row.est_output_tokens is not None:

@@ -152,6 +152,13 @@ class RequestRow(StoreModel, table=True):
     est_raw_input_tokens: int | None = Field(default=None, sa_column=Column(BigInteger))
     # whether the request named its maximum output (else the output estimate was a default)
     output_max_given: bool | None = Field(default=None, sa_column=Column(Boolean))
+    # measured once at intake (core.model.Measured): planning never tokenizes it again
+    measured_body_bytes: int | None = Field(default=None, sa_column=Column(BigInteger))
+    measured_line_bytes: int | None = Field(default=None, sa_column=Column(BigInteger))
+    measured_digest: bytes | None = Field(default=None, sa_column=Column(LargeBinary(16)))
+    measured_encoding: str | None = Field(default=None, sa_column=Column(String(64)))
+    measured_input_tokens: int | None = Field(default=None, sa_column=Column(BigInteger))
+    measured_method: str | None = Field(default=None, sa_column=Column(String(100)))
     lane: str | None = Field(default=None, sa_column=Column(String(32)))
     # the policy rule that decided the lane (core.policy.Reason); kept after completion
     decision: str | None = Field(default=None, sa_column=Column(String(64)))

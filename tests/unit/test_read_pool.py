@@ -123,6 +123,7 @@ def test_a_dead_worker_costs_nothing() -> None:
     data = _spool(4 * CHUNK_LINES)
     here = _parsed(data, judge_here)
     with ReadPool(SETUP, workers=2) as pool:
+        assert _parsed(data, pool.judge) == here  # the workers are started
         executor = pool._executor
         assert executor is not None
         executor.submit(os.getpid).result()  # the workers are up
@@ -144,3 +145,15 @@ def test_worker_count_can_be_set(environ: dict[str, str], expected: int) -> None
 def test_worker_count_defaults_to_the_usable_cores() -> None:
     cores = len(os.sched_getaffinity(0))
     assert worker_count({}) == (0 if cores < 2 else cores)
+
+
+def test_a_short_input_is_read_here_and_a_long_one_by_the_workers() -> None:
+    short = _spool(2 * CHUNK_LINES)  # 2 chunks: not more than start_after
+    with ReadPool(SETUP, workers=2, start_after=2) as pool:
+        assert _parsed(short, pool.judge) == _parsed(short, judge_here)
+        assert pool._executor is None  # no process was started for it
+        long = _spool(6 * CHUNK_LINES)
+        there = _parsed(long, pool.judge)
+        assert pool._executor is not None
+    assert there == _parsed(long, judge_here)
+    assert all(r.measured is not None for r in there if isinstance(r, Request))

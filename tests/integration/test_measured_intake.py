@@ -1,0 +1,111 @@
+"""The daemon's path measures each request once, in its read workers, and planning uses it.
+
+A spool long enough to start the read workers (``runtime/wiring.DAEMON_LOCAL_CHUNKS``) goes
+through ``run --once`` with the sandbox serving in a thread of this process, so the workers
+come from a fork server. Every stored request must carry its measured facts, equal to what
+measuring it here gives, and planning's raw estimate must be that count: the same plan as
+reading in one process (``PLANNER_READ_WORKERS=0``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from planner.config import load_config
+from planner.core.states import RequestState
+from planner.pipeline.measure import measure
+from planner.runtime.runner import run_once
+from planner.runtime.wiring import DAEMON_LOCAL_CHUNKS, build_context
+from planner.sources.lines import CHUNK_LINES
+from planner.store.requests import queued_for_planning
+from planner.store.tables import REQUEST
+
+LINES = (DAEMON_LOCAL_CHUNKS + 3) * CHUNK_LINES
+
+CONFIG = """
+state_dir: {state}
+providers:
+  openai: {{kind: openai, models: ["gpt-*", "text-embedding-*"]}}
+  gemini: {{kind: gemini, models: ["gemini-*"]}}
+sources:
+  spool: {{kind: jsonl_dir, path: {spool}, settle: 0s, sink: out}}
+sinks:
+  out: {{kind: jsonl_dir, path: {out}}}
+policies:
+  default: {{batch_window: 24h, default_deadline: 48h, min_savings_usd: "0"}}
+metrics: {{enabled: false}}
+"""
+
+
+def _line(i: int) -> dict[str, Any]:
+    words = " ".join(f"word{i * 7 + j} é 日本" for j in range(i % 40))
+    if i % 3 == 0:
+        return {"id": f"e{i}", "model": "text-embedding-3-small", "text": words or "x"}
+    if i % 3 == 1:
+        request = {"contents": [{"parts": [{"text": words or "y"}]}]}
+        return {"key": f"g{i}", "model": "gemini-3.5-flash-lite", "request": request}
+    messages = [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": words or "z"},
+    ]
+    body = {"model": "gpt-4o-mini", "messages": messages, "max_tokens": 20}
+    return {"custom_id": f"c{i}", "method": "POST", "url": "/v1/chat/completions", "body": body}
+
+
+def _workspace(root: Path) -> Path:
+    spool = root / "spool"
+    spool.mkdir(parents=True)
+    with (spool / "big.jsonl").open("w", encoding="utf-8") as f:
+        for i in range(LINES):
+            f.write(json.dumps(_line(i), ensure_ascii=i % 2 == 0) + "\n")
+        f.write("{broken\n")
+    text = CONFIG.format(state=root / "state", spool=spool, out=root / "out")
+    (root / "planner.yaml").write_text(text)
+    return root / "planner.yaml"
+
+
+def _planned(config: Path, sandbox_url: str) -> dict[str, tuple[Any, ...]]:
+    ctx = build_context(load_config(config), sandbox_url=sandbox_url)
+    run_once(ctx)
+    columns = (
+        REQUEST.c.key,
+        REQUEST.c.state,
+        REQUEST.c.est_raw_input_tokens,
+        REQUEST.c.est_input_tokens,
+        REQUEST.c.batch_id.is_not(None),
+    )
+    with ctx.session_factory() as session:
+        rows = session.execute(select(*columns)).all()
+    return {row[0]: tuple(row[1:]) for row in rows}
+
+
+def test_requests_are_measured_once_on_every_core_and_planned_alike(
+    tmp_path: Path, sandbox_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sandbox = sandbox_factory()
+    config = _workspace(tmp_path / "workers")
+    monkeypatch.setenv("PLANNER_READ_WORKERS", "2")
+    with_workers = _planned(config, sandbox.url)
+    assert len(with_workers) == LINES
+
+    ctx = build_context(load_config(config), sandbox_url=sandbox.url)
+    with ctx.session_factory() as session, session.begin():
+        stored = list(queued_for_planning(session, states=tuple(RequestState)))
+    assert len(stored) == LINES
+    for row in stored:
+        facts = row.request.measured
+        assert facts is not None, row.request.key
+        again = measure(replace(row.request, measured=None), ctx.catalog, ctx.planner.counter)
+        assert facts == again.measured
+
+    monkeypatch.setenv("PLANNER_READ_WORKERS", "0")
+    in_one_process = _planned(_workspace(tmp_path / "here"), sandbox.url)
+    assert in_one_process == with_workers
+    raw = [r[1] for r in with_workers.values()]
+    assert all(isinstance(n, int) and n > 0 for n in raw)
