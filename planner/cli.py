@@ -343,14 +343,14 @@ def _where(sink: Any) -> str:
 
 @contextmanager
 def _sandbox(start: bool, url: str | None, speed: float = 0.0) -> Iterator[str | None]:
-    """The in-process emulator for --sandbox: instant for --once, a second per state for the
-    daemon (so a newcomer can watch batches move)."""
+    """The emulator for --sandbox, in a child process: instant for --once, a second per state
+    for the daemon (so a newcomer can watch batches move)."""
     if not start:
         yield url
         return
-    from planner.sandbox import serve
+    from planner.sandbox import spawn
 
-    with serve(speed=speed) as running:
+    with spawn(speed=speed) as running:
         yield running.url
 
 

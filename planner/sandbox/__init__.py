@@ -7,16 +7,22 @@ It imports nothing from the rest of planner, so it cannot share a bug with the c
 
 ``create_app`` builds the ASGI app around a ``SandboxState``; ``serve`` runs it with uvicorn in a
 background thread on 127.0.0.1; ``run_forever`` is what ``planner sandbox`` and
-``python -m planner.sandbox`` call.
+``python -m planner.sandbox`` call; ``spawn`` runs it in a child process of its own
+(``planner run --sandbox``: the emulator then neither competes with the daemon for the GIL nor
+adds its files to the daemon's memory).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
+from pathlib import Path
 from types import TracebackType
 
 import uvicorn
@@ -55,6 +61,7 @@ __all__ = [
     "make_state",
     "run_forever",
     "serve",
+    "spawn",
 ]
 
 logger = logging.getLogger(__name__)
@@ -98,24 +105,43 @@ def _check_loopback(host: str) -> None:
         raise ValueError(f"the sandbox only listens on loopback addresses, not {host!r}")
 
 
+def _bound_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # proto=IPPROTO_TCP lets asyncio set TCP_NODELAY on accepted connections (no 40 ms
+    # delayed-ACK stalls on keep-alive requests).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:  # a busy port: the caller says so in one line; no socket left open
+        sock.close()
+        raise
+    return sock
+
+
 class RunningSandbox:
     """A sandbox served by uvicorn in a daemon thread; ``stop()`` or use it as a context."""
 
-    def __init__(self, state: SandboxState, host: str = "127.0.0.1", port: int = 0) -> None:
-        _check_loopback(host)
-        if not 0 <= port <= 65535:  # bind() would raise OverflowError, a traceback for a typo
-            raise ValueError(f"port must be 0 to 65535, got {port}")
+    def __init__(
+        self,
+        state: SandboxState,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        sock: socket.socket | None = None,
+    ) -> None:
+        """``sock``: serve on this bound socket (handed over by :func:`spawn`'s parent)
+        instead of binding ``host:port``."""
         self.state = state
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        # proto=IPPROTO_TCP lets asyncio set TCP_NODELAY on accepted connections (no 40 ms
-        # delayed-ACK stalls on keep-alive requests).
-        self._socket = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            self._socket.bind((host, port))
-        except OSError:  # a busy port: the caller says so in one line; no socket left open
-            self._socket.close()
-            raise
+        if sock is not None:
+            self._socket = sock
+            host = sock.getsockname()[0]
+            _check_loopback(host)
+        else:
+            _check_loopback(host)
+            if not 0 <= port <= 65535:  # bind() would raise OverflowError, a traceback for a typo
+                raise ValueError(f"port must be 0 to 65535, got {port}")
+            self._socket = _bound_socket(host, port)
         self.host = host
         self.port: int = self._socket.getsockname()[1]
         shown = f"[{host}]" if ":" in host else host
@@ -198,11 +224,15 @@ def run_forever(
     speed: float = DEFAULT_SECONDS_PER_STATE,
     *,
     limits: Limits | None = None,
+    sock: socket.socket | None = None,
+    until_stdin_closes: bool = False,
 ) -> None:
     """Serve in the foreground until SIGINT/SIGTERM (``planner sandbox``, ``python -m``).
 
     Prints one line with the URL. Raises ValueError for a non-loopback host and
-    FaultSpecError for a bad fault spec, before anything listens.
+    FaultSpecError for a bad fault spec, before anything listens. ``sock``: serve on this
+    bound socket instead of ``host:port``; ``until_stdin_closes``: also stop when standard
+    input ends (the parent of :func:`spawn` exited, however it ended).
     """
     stop = threading.Event()
 
@@ -210,7 +240,18 @@ def run_forever(
         del signum, frame
         stop.set()
 
-    sandbox = serve(host, port, faults=faults, speed=speed, limits=limits)
+    def _watch_stdin() -> None:
+        while sys.stdin.buffer.read(65536):
+            pass
+        stop.set()
+
+    state = make_state(faults=faults, speed=speed, limits=limits)
+    if sock is None:
+        sandbox = serve(host, port, state=state)
+    else:
+        sandbox = RunningSandbox(state, sock=sock).start()
+    if until_stdin_closes:
+        threading.Thread(target=_watch_stdin, name="planner-sandbox-stdin", daemon=True).start()
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         print(f"planner sandbox listening on {sandbox.url}", flush=True)
@@ -220,3 +261,71 @@ def run_forever(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         sandbox.stop()
+
+
+class SandboxProcess:
+    """A sandbox served by a child process (``python -m planner.sandbox``) on a socket this
+    process bound, so its URL is known and connections queue from the start; the child ends
+    when :meth:`stop` closes its standard input, or when this process ends in any way."""
+
+    def __init__(self, speed: float, host: str = "127.0.0.1") -> None:
+        _check_loopback(host)
+        sock = _bound_socket(host, 0)
+        sock.listen(128)  # connections made before the child serves wait in the backlog
+        port = sock.getsockname()[1]
+        self.url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        root = str(Path(__file__).resolve().parents[2])  # the folder holding ``planner``
+        path = os.environ.get("PYTHONPATH")
+        env = {**os.environ, "PYTHONPATH": root if not path else f"{root}{os.pathsep}{path}"}
+        argv = [sys.executable, "-m", "planner.sandbox", "--fd", str(sock.fileno())]
+        argv += ["--speed", repr(speed), "--until-stdin-closes"]
+        try:
+            self._child = subprocess.Popen(  # our own interpreter and module
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                pass_fds=(sock.fileno(),),
+                env=env,
+                start_new_session=True,  # a Ctrl-C stops the daemon first; stop() ends the child
+            )
+        finally:
+            sock.close()  # the child holds its own copy
+
+    def stop(self) -> None:
+        stdin = self._child.stdin
+        if stdin is not None and not stdin.closed:
+            stdin.close()
+        try:
+            self._child.wait(timeout=_STARTUP_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            self._child.kill()
+            self._child.wait()
+
+    @property
+    def pid(self) -> int:
+        return self._child.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """The child's exit status once stopped (None while it runs)."""
+        return self._child.returncode
+
+    def __enter__(self) -> SandboxProcess:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"SandboxProcess(url={self.url!r})"
+
+
+def spawn(*, speed: float = DEFAULT_SECONDS_PER_STATE) -> SandboxProcess:
+    """A sandbox at ``speed`` in a child process on a free loopback port (``planner run
+    --sandbox``); use it as a context manager, or call ``stop()``."""
+    return SandboxProcess(speed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import socket
 from collections.abc import Sequence
 
 from planner.sandbox import DEFAULT_SECONDS_PER_STATE, run_forever
@@ -37,6 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="MODEL=TOKENS",
         help="enqueued-token limit for a model (repeatable); others use the built-in table",
     )
+    parser.add_argument("--fd", type=int, default=None, help=argparse.SUPPRESS)  # spawn()
+    parser.add_argument("--until-stdin-closes", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     limits = Limits(max_concurrent_jobs=args.max_jobs)
     for item in args.enqueued_tokens:
@@ -51,7 +54,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.speed < 0:
         parser.error("--speed must be >= 0")
     try:
-        run_forever(args.host, args.port, args.faults, args.speed, limits=limits)
+        sock = None if args.fd is None else socket.socket(fileno=args.fd)
+        run_forever(
+            args.host,
+            args.port,
+            args.faults,
+            args.speed,
+            limits=limits,
+            sock=sock,
+            until_stdin_closes=args.until_stdin_closes,
+        )
     except ValueError as exc:
         parser.error(str(exc))
     except OSError as exc:  # the port is taken: one line and exit 2, as `planner sandbox` does

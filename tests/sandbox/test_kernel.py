@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from typing import Any
 
 import httpx
@@ -23,6 +27,7 @@ from planner.sandbox import (
     SandboxClock,
     SandboxState,
     serve,
+    spawn,
 )
 from planner.sandbox.faults import parse_spec
 from planner.sandbox.kernel import our_id_from_display_name
@@ -250,6 +255,13 @@ def test_count_tokens_examples(text: str, tokens: int) -> None:
     assert count_tokens(text) == tokens
 
 
+@given(st.text(alphabet=st.characters(max_codepoint=127)) | st.text())
+def test_count_tokens_follows_the_regex_rule(text: str) -> None:
+    """The ASCII shortcut counts exactly the pieces the documented regex finds."""
+    pieces = len(re.findall(r"\w+|[^\w\s]+", text))
+    assert count_tokens(text) == -(-pieces * 13 // 10)  # ceil(1.3 x pieces)
+
+
 def test_prompt_tokens_count_messages_with_overhead() -> None:
     gemini = {
         "systemInstruction": {"parts": [{"text": "be brief"}]},
@@ -323,6 +335,37 @@ def test_cli_rejects_a_bad_fault_spec_with_exit_2() -> None:
     )
     assert result.returncode == 2
     assert "rate_limit" in result.stderr and "between 0 and 1" in result.stderr
+
+
+def test_spawned_sandbox_serves_and_stops_with_its_parent() -> None:
+    """``planner run --sandbox`` runs the emulator in a child process on a socket bound first:
+    a call made before the child serves waits in the backlog; stop() ends the child."""
+    with spawn(speed=0) as child:
+        assert httpx.get(f"{child.url}/_sandbox/health", timeout=30).json()["ok"] is True
+    assert child.returncode == 0
+
+
+def test_spawned_sandbox_ends_when_its_parent_is_killed() -> None:
+    script = (
+        "import sys, time\n"
+        "from planner.sandbox import spawn\n"
+        "child = spawn(speed=0)\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(300)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    pid = int(parent.stdout.readline())
+    parent.kill()
+    parent.wait(timeout=30)
+    for _ in range(300):  # its standard input ends with the parent: it stops by itself
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    raise AssertionError("the sandbox outlived its parent")
 
 
 def test_module_entry_point_serves_until_sigterm() -> None:
