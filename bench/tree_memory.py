@@ -1,4 +1,4 @@
-"""Memory of a process and all its descendants, sampled from ``/proc`` (Linux).
+"""Memory of a process and all its descendants, sampled from ``/proc`` (Linux); CPU ticks.
 
 ``wait4``'s ``ru_maxrss`` is the peak of one process: a pool of worker processes (tokenizing on
 both cores) would not count. ``TreeSampler`` reads, every ``interval`` seconds while the
@@ -20,12 +20,26 @@ from pathlib import Path
 
 PROC = Path("/proc")
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024 if hasattr(os, "sysconf") else 4
+TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100  # per second
 
 
 def parent_of(stat: str) -> int:
     """The parent pid in the text of ``/proc/<pid>/stat``; the name (field 2, in parentheses)
     may itself hold spaces and parentheses, so fields are counted after its last ``)``."""
     return int(stat.rpartition(")")[2].split()[1])
+
+
+def cpu_ticks(stat: str) -> tuple[int, int]:
+    """``(utime + stime, cutime + cstime)`` in clock ticks from a ``/proc/<pid>/stat`` text
+    (fields 14-17, counted after the name's last ``)``)."""
+    fields = stat.rpartition(")")[2].split()
+    utime, stime, cutime, cstime = (int(f) for f in fields[11:15])
+    return utime + stime, cutime + cstime
+
+
+def process_seconds(pid: int) -> float:
+    """CPU seconds (user + system) ``pid`` has used so far, its waited-for children excluded."""
+    return cpu_ticks((PROC / str(pid) / "stat").read_text())[0] / TICKS
 
 
 def descendants(root: int, parents: Mapping[int, int]) -> list[int]:

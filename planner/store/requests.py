@@ -17,7 +17,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    ARRAY,
     ColumnElement,
     Table,
     bindparam,
@@ -25,6 +24,7 @@ from sqlalchemy import (
     exists,
     func,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -234,24 +234,51 @@ def _insert_new(session: Session, rows: list[dict[str, Any]]) -> set[tuple[str, 
     return {(row.source, row.key) for row in session.execute(statement, rows)}
 
 
+_STAGING = "planner_ingest_rows"  # a temporary table: private to the connection
+
+
 def _insert_new_unnest(session: Session, rows: list[dict[str, Any]]) -> set[tuple[str, str]]:
-    """PostgreSQL: one ``INSERT … SELECT unnest(array), …`` per chunk, a bound array per
-    column. A multi-row VALUES list with thousands of placeholders spends most of its time in
-    the driver's query parsing; arrays keep the statement short and constant."""
+    """PostgreSQL: the rows are ``COPY``-ed into a temporary table with the request table's
+    column types (created once per transaction, dropped at commit, emptied per chunk), then
+    moved by one ``INSERT … SELECT … ORDER BY … ON CONFLICT DO NOTHING RETURNING``, in the order
+    given. Bound arrays (``unnest``, the way before) spent most of their time quoting every
+    element in the driver; COPY sends the values as they are. Each value goes through its
+    column type's bind processor first, as a bound parameter would (a naive datetime is
+    refused); a database error is a ``StoreError`` with its first line, never the values."""
     names = list(rows[0])
-    columns = [
-        func.unnest(
-            bindparam(f"a_{name}", [row[name] for row in rows], type_=ARRAY(REQUEST.c[name].type))
-        ).label(name)
-        for name in names
-    ]
-    statement = (
-        postgresql.insert(REQUEST)
-        .from_select(names, select(*columns))
-        .on_conflict_do_nothing(index_elements=["source", "key"])
-        .returning(REQUEST.c.source, REQUEST.c.key)
+    dialect = session.get_bind().dialect
+    processors = [REQUEST.c[name].type.bind_processor(dialect) for name in names]
+    columns = ", ".join(f'"{name}"' for name in names)
+    from psycopg import Error as DriverError  # PostgreSQL only: psycopg is its driver
+
+    driver = session.connection().connection.driver_connection
+    if driver is None:
+        raise StoreError("the store's connection is closed")
+    try:
+        with driver.cursor() as cursor:
+            cursor.execute(
+                f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGING} ON COMMIT DROP AS "
+                f"SELECT 0 AS ord, {columns} FROM {REQUEST.name} WITH NO DATA"
+            )
+            cursor.execute(f"TRUNCATE {_STAGING}")
+            with cursor.copy(f"COPY {_STAGING} (ord, {columns}) FROM STDIN") as copy:
+                for number, row in enumerate(rows):
+                    values = [row[name] for name in names]
+                    for i, process in enumerate(processors):
+                        if process is not None:
+                            values[i] = process(values[i])
+                    copy.write_row((number, *values))
+    except DriverError as exc:  # raw driver errors: SQLAlchemy's translation does not see them
+        message = str(exc).strip()
+        first = message.splitlines()[0] if message else ""
+        raise StoreError(f"database error ({type(exc).__name__}): {first}") from exc
+    moved = session.execute(
+        text(
+            f"INSERT INTO {REQUEST.name} ({columns}) SELECT {columns} FROM {_STAGING} "
+            f"ORDER BY ord ON CONFLICT (source, key) DO NOTHING RETURNING source, key"
+        )
     )
-    return {(row.source, row.key) for row in session.execute(statement)}
+    return {(row.source, row.key) for row in moved}
 
 
 def _expected_states(

@@ -1,4 +1,4 @@
-"""The process-tree memory sampler of ``bench/``: parsing ``/proc`` and walking the tree."""
+"""The /proc readers of `bench/`: process-tree memory and CPU ticks (tree_memory.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from bench.tree_memory import TreeSampler, descendants, parent_of, pss_kib
+from bench.tree_memory import TreeSampler, cpu_ticks, descendants, parent_of, pss_kib
 
 
 @pytest.mark.parametrize(
@@ -57,3 +57,10 @@ def test_sampler_counts_a_child_process() -> None:
     assert taken.processes >= 2  # this process and its child (at least)
     assert taken.rss_kib > alone.rss_kib > 0
     assert sampler.peak_rss_kib == taken.rss_kib and sampler.peak_pss_kib == taken.pss_kib
+
+
+def test_cpu_ticks_reads_fields_14_to_17() -> None:
+    # pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt
+    # utime stime cutime cstime ...
+    stat = "42 (planner (x)) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 7 3 20 0 3 0"
+    assert cpu_ticks(stat) == (300, 10)
