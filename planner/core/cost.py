@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
+from typing import NamedTuple
 
 from planner.core.catalog import (
     PRICE_DECIMALS,
@@ -88,8 +89,7 @@ def _usd(fusd: int | None) -> Decimal | None:
     return None if fusd is None else to_usd(fusd)
 
 
-@dataclass(frozen=True, slots=True)
-class LaneCosts:
+class LaneCosts(NamedTuple):
     """One request's cost in each lane, in integer FUSD (``None`` = unknown); the properties
     give USD. ``savings`` = interactive − batch."""
 
@@ -226,7 +226,9 @@ class PriceTable:
 
     def compare(self, input_tokens: int, output_tokens: int) -> LaneCosts:
         """Every lane's cost for an estimate (no cached tokens)."""
-        interactive, batch, flex = self.tier(input_tokens)
+        threshold = self.threshold
+        long = threshold is not None and input_tokens > threshold
+        interactive, batch, flex = self.long if long else self.standard
         return LaneCosts(
             None if interactive is None else interactive.cost(input_tokens, output_tokens),
             None if batch is None else batch.cost(input_tokens, output_tokens),

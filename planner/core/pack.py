@@ -14,6 +14,7 @@ With ``budgets`` (input tokens per (provider, model) that new batches may still 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -36,6 +37,7 @@ class PackGroup(NamedTuple):
 
 
 MAX_BAND = 4  # slack of this many batch windows or more (or no deadline): one band
+_NOTHING = timedelta(0)
 
 
 def deadline_band(slack: timedelta | None, needed: timedelta) -> int:
@@ -43,13 +45,13 @@ def deadline_band(slack: timedelta | None, needed: timedelta) -> int:
     (just enough slack for one batch) up to ``MAX_BAND`` (``None``: no deadline). Requests of
     different bands never share a batch, so a request whose deadline comes soon never takes one
     with a long deadline down with it when its batch must be cancelled (the deadline escape)."""
-    if slack is None or needed <= timedelta(0):
+    if slack is None or needed <= _NOTHING:
         return MAX_BAND
-    return max(1, min(MAX_BAND, slack // needed))
+    band = slack // needed
+    return 1 if band < 1 else MAX_BAND if band > MAX_BAND else band
 
 
-@dataclass(frozen=True, slots=True)
-class PackItem:
+class PackItem(NamedTuple):
     """One request as the packer sees it. ``line_bytes`` counts its JSONL line with the newline."""
 
     key: str
@@ -112,38 +114,51 @@ class _Open:
         )
 
 
-def _over(limit: int | None, value: int) -> bool:
-    return limit is not None and value > limit
-
-
 def broken_limit(
     limits: BatchLimits, requests: int, size: int, tokens: int, inputs: int
 ) -> str | None:
     """The first limit the given totals exceed, by name, or ``None`` if they fit."""
-    checks = (
-        ("max_requests", limits.max_requests, requests),
-        ("max_bytes", limits.max_bytes, size),
-        ("max_enqueued_tokens", limits.max_enqueued_tokens, tokens),
-        ("max_embedding_inputs", limits.max_embedding_inputs, inputs),
-    )
-    for name, limit, value in checks:
-        if _over(limit, value):
-            return name
+    if limits.max_requests is not None and requests > limits.max_requests:
+        return "max_requests"
+    if limits.max_bytes is not None and size > limits.max_bytes:
+        return "max_bytes"
+    if limits.max_enqueued_tokens is not None and tokens > limits.max_enqueued_tokens:
+        return "max_enqueued_tokens"
+    if limits.max_embedding_inputs is not None and inputs > limits.max_embedding_inputs:
+        return "max_embedding_inputs"
     return None
 
 
-def _alone(item: PackItem, limits: BatchLimits) -> str | None:
-    return broken_limit(limits, 1, item.line_bytes, item.input_tokens, item.embedding_inputs)
+class _Caps(NamedTuple):
+    """A group's limits with ``None`` as no cap at all, so a check is four comparisons."""
 
+    limits: BatchLimits
+    requests: float
+    bytes: float
+    tokens: float
+    inputs: float
 
-def _fits(batch: _Open, item: PackItem, limits: BatchLimits) -> bool:
-    totals = (
-        len(batch.keys) + 1,
-        batch.bytes + item.line_bytes,
-        batch.input_tokens + item.input_tokens,
-        batch.embedding_inputs + item.embedding_inputs,
-    )
-    return broken_limit(limits, *totals) is None
+    @classmethod
+    def of(cls, limits: BatchLimits) -> _Caps:
+        def cap(limit: int | None) -> float:
+            return math.inf if limit is None else limit
+
+        return cls(
+            limits,
+            cap(limits.max_requests),
+            cap(limits.max_bytes),
+            cap(limits.max_enqueued_tokens),
+            cap(limits.max_embedding_inputs),
+        )
+
+    def over(self, requests: int, size: int, tokens: int, inputs: int) -> bool:
+        """Whether the totals exceed any limit (``broken_limit`` says which)."""
+        return (
+            requests > self.requests
+            or size > self.bytes
+            or tokens > self.tokens
+            or inputs > self.inputs
+        )
 
 
 class _Packer:
@@ -155,7 +170,7 @@ class _Packer:
         budgets: Mapping[QueueKey, int] | None = None,
     ) -> None:
         self._limits_for = limits_for
-        self._limits: dict[PackGroup, BatchLimits] = {}
+        self._caps: dict[PackGroup, _Caps] = {}
         self._open: dict[PackGroup, _Open] = {}
         self._budgets = dict(budgets or {})
         self._full: set[QueueKey] = set()
@@ -163,10 +178,11 @@ class _Packer:
         self.oversized: list[Oversized] = []
         self.deferred: list[PackItem] = []
 
-    def _limits_of(self, group: PackGroup) -> BatchLimits:
-        if group not in self._limits:
-            self._limits[group] = self._limits_for(group)
-        return self._limits[group]
+    def _caps_of(self, group: PackGroup) -> _Caps:
+        caps = self._caps.get(group)
+        if caps is None:
+            caps = self._caps[group] = _Caps.of(self._limits_for(group))
+        return caps
 
     def _admitted(self, item: PackItem) -> bool:
         """Charge the item to its queue's budget; ``False`` (and the queue closed) if over."""
@@ -181,19 +197,27 @@ class _Packer:
         return True
 
     def add(self, position: int, item: PackItem) -> None:
-        limits = self._limits_of(item.group)
-        broken = _alone(item, limits)
-        if broken is not None:
+        group = item.group
+        caps = self._caps_of(group)
+        size, tokens, inputs = item.line_bytes, item.input_tokens, item.embedding_inputs
+        if caps.over(1, size, tokens, inputs):
+            broken = broken_limit(caps.limits, 1, size, tokens, inputs)
+            assert broken is not None
             self.oversized.append(Oversized(item, broken))
             return
-        if not self._admitted(item):
+        if self._budgets and not self._admitted(item):
             self.deferred.append(item)
             return
-        batch = self._open.get(item.group)
-        if batch is None or not _fits(batch, item, limits):
+        batch = self._open.get(group)
+        if batch is None or caps.over(
+            len(batch.keys) + 1,
+            batch.bytes + size,
+            batch.input_tokens + tokens,
+            batch.embedding_inputs + inputs,
+        ):
             if batch is not None:
                 self.closed.append(batch)
-            batch = self._open[item.group] = _Open(item.group, position)
+            batch = self._open[group] = _Open(group, position)
         batch.add(item)
 
     def result(self) -> PackResult:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
+from typing import NamedTuple
 
 from planner.core.budget import AtCap
 from planner.core.cost import FUSD_PER_USD, LaneCosts, to_usd, usd_text
@@ -64,6 +65,8 @@ class PolicyRules:
     # min_savings_usd`` is ``savings_fusd < ceil(min × 10¹⁵)``) and the ratio as a fraction
     min_savings_fusd: int = field(init=False, repr=False, compare=False)
     savings_ratio: tuple[int, int] | None = field(init=False, repr=False, compare=False)
+    batch_needed: timedelta = field(init=False, repr=False, compare=False)
+    """The deadline slack a batch needs: the window plus one retry."""
 
     def __post_init__(self) -> None:
         numerator, denominator = self.min_savings_usd.as_integer_ratio()
@@ -73,22 +76,45 @@ class PolicyRules:
         object.__setattr__(
             self, "savings_ratio", None if ratio is None else ratio.as_integer_ratio()
         )
-
-    @property
-    def batch_needed(self) -> timedelta:
-        """The deadline slack a batch needs: the window plus one retry."""
-        return self.batch_window + self.retry_time
+        object.__setattr__(self, "batch_needed", self.batch_window + self.retry_time)
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Sentence(NamedTuple):
+    """What rules 1-4 saw, for a decision's human sentence: written only when it is read (a
+    planning pass decides every request, and most sentences are never shown)."""
+
+    lane: Lane
+    why: Reason  # the reason batch was chosen, or why it was not
+    deadline: datetime | None
+    savings: int | None  # FUSD
+    flex: int = 0  # FUSD, for a flex decision
+    interactive: int = 0
+
+    def __str__(self) -> str:
+        if self.lane is Lane.FLEX:
+            flex, interactive = usd_text(self.flex), usd_text(self.interactive)
+            return f"batch not chosen ({self.why.value}); flex {flex} < {interactive} USD"
+        deadline = (
+            "no deadline" if self.deadline is None else f"deadline {self.deadline.isoformat()}"
+        )
+        savings = "None" if self.savings is None else usd_text(self.savings)
+        if self.lane is Lane.BATCH:
+            return f"{deadline}; saves {savings} USD"
+        return f"{deadline}; savings {savings}"
+
+
+class Decision(NamedTuple):
     """The lane (``None`` = rejected, or held when ``held``), the rule id and a human sentence
-    for logs and reports."""
+    for logs and reports (``detail``; ``text`` holds it, or what it is written from)."""
 
     lane: Lane | None
     reason: Reason
-    detail: str
+    text: str | Sentence
     held: bool = False
+
+    @property
+    def detail(self) -> str:
+        return str(self.text)
 
     @property
     def outcome(self) -> str:
@@ -133,41 +159,26 @@ def _savings_enough(savings: int, interactive: int, rules: PolicyRules) -> bool:
     return ratio is None or savings * ratio[1] >= ratio[0] * interactive
 
 
-@dataclass(frozen=True, slots=True)
-class _Case:
-    """What the rules look at, gathered once: the priced request at ``now``."""
-
-    costs: LaneCosts
-    interactive: int  # FUSD
-    rules: PolicyRules
-    deadline: datetime | None
-    now: datetime
-
-    def room_for(self, needed: timedelta) -> bool:
-        return self.deadline is None or self.deadline - self.now >= needed
-
-
-def _batch(case: _Case) -> Reason:
-    """``DEADLINE_ALLOWS_BATCH`` if batch fits, else the reason it does not."""
-    savings = case.costs.savings_fusd
+def _batch(
+    savings: int | None, interactive: int, rules: PolicyRules, slack: timedelta | None
+) -> Reason:
+    """``DEADLINE_ALLOWS_BATCH`` if batch fits, else the reason it does not (``slack``: the
+    time left to the deadline, ``None`` without one)."""
     if savings is None:
         return Reason.BATCH_UNPRICED
-    if not case.room_for(case.rules.batch_needed):
+    if slack is not None and slack < rules.batch_needed:
         return Reason.DEADLINE_TOO_CLOSE
-    if not _savings_enough(savings, case.interactive, case.rules):
+    if not _savings_enough(savings, interactive, rules):
         return Reason.SAVINGS_BELOW_MINIMUM
     return Reason.DEADLINE_ALLOWS_BATCH
 
 
-def _flex_fits(case: _Case) -> bool:
-    flex = case.costs.flex_fusd
-    if not case.rules.allow_flex or flex is None or flex >= case.interactive:
+def _flex_fits(
+    flex: int | None, interactive: int, rules: PolicyRules, slack: timedelta | None
+) -> bool:
+    if not rules.allow_flex or flex is None or flex >= interactive:
         return False
-    return case.room_for(case.rules.flex_latency)
-
-
-def _deadline_text(deadline: datetime | None) -> str:
-    return "no deadline" if deadline is None else f"deadline {deadline.isoformat()}"
+    return slack is None or slack >= rules.flex_latency
 
 
 def within_budget(choice: Decision, costs: LaneCosts, budget: BudgetRoom) -> Decision:
@@ -223,20 +234,15 @@ def _by_deadline(
         detail = f"no price for model {request.model} ({estimate.input_tokens} input tokens)"
         return Decision(None, Reason.UNPRICED, detail)
     deadline = deadline_of(request, rules)
-    case = _Case(costs, interactive, rules, deadline, now)
-    why = Reason.BATCH_ESCAPED if escaped else _batch(case)
+    slack = None if deadline is None else deadline - now
     savings = costs.savings_fusd
+    why = Reason.BATCH_ESCAPED if escaped else _batch(savings, interactive, rules, slack)
     if why is Reason.DEADLINE_ALLOWS_BATCH:
-        assert savings is not None
-        detail = f"{_deadline_text(deadline)}; saves {usd_text(savings)} USD"
-        return Decision(Lane.BATCH, why, detail)
-    if _flex_fits(case):
-        flex = costs.flex_fusd
+        return Decision(Lane.BATCH, why, Sentence(Lane.BATCH, why, deadline, savings))
+    flex = costs.flex_fusd
+    if _flex_fits(flex, interactive, rules, slack):
         assert flex is not None
-        detail = (
-            f"batch not chosen ({why.value}); flex {usd_text(flex)} < {usd_text(interactive)} USD"
-        )
         reason = why if escaped else Reason.FLEX_CHEAPER_THAN_INTERACTIVE
-        return Decision(Lane.FLEX, reason, detail)
-    shown = "None" if savings is None else usd_text(savings)
-    return Decision(Lane.INTERACTIVE, why, f"{_deadline_text(deadline)}; savings {shown}")
+        text = Sentence(Lane.FLEX, why, deadline, savings, flex, interactive)
+        return Decision(Lane.FLEX, reason, text)
+    return Decision(Lane.INTERACTIVE, why, Sentence(Lane.INTERACTIVE, why, deadline, savings))

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import NamedTuple
 
 from sqlalchemy.orm import Session
 
@@ -65,8 +66,7 @@ _MEMO_MAX = 4096  # remembered (provider, model, policy) windows per planner
 PLAN_LOCK = "plan"
 
 
-@dataclass(frozen=True, slots=True)
-class Assessment:
+class Assessment(NamedTuple):
     """Everything the planner concluded about one request."""
 
     request: Request
@@ -150,19 +150,22 @@ class Planner:
         """Estimate, price and decide ``request``; with ``book``, within its budgets (a request
         that fits is reserved in ``book`` at once, so the next one sees the money taken);
         ``escaped``: its batch was cancelled for its deadline before (never batched again)."""
-        entry = self.catalog.get(request.model)
-        learned_output = self.learned_outputs.get((request.source, request.model))
+        model = request.model
+        entry = self.catalog.get(model)
+        learned = self.learned_outputs
+        learned_output = learned.get((request.source, model)) if learned else None
         raw = estimate(
             request,
             entry,
             self.counter,
             default_output_tokens=learned_output or self.default_output_tokens_for(request),
         )
-        calibration = self.calibration.get(request.model, NO_CALIBRATION)
         tokens = raw
-        if calibration.active:
-            corrected = calibration.correct(raw.input_tokens)
-            tokens = TokenEstimate(corrected, raw.output_tokens, f"{raw.method}+calibrated")
+        if self.calibration:
+            calibration = self.calibration.get(model, NO_CALIBRATION)
+            if calibration.active:
+                corrected = calibration.correct(raw.input_tokens)
+                tokens = TokenEstimate(corrected, raw.output_tokens, f"{raw.method}+calibrated")
         costs = compare(entry, tokens, at=now)
         try:
             provider, refusal = self.route(request), None
@@ -195,18 +198,18 @@ class Planner:
             given,
         )
 
-    def pack_item(self, assessment: Assessment) -> PackItem:
+    def pack_item(self, assessment: Assessment, key: str | None = None) -> PackItem:
+        """What the packer needs of a batch-bound request; ``key`` in place of its own (the
+        dry run packs with ``""``: it shows batch sizes, never keys)."""
         request, provider = assessment.request, assessment.provider
         if provider is None:
             raise ValueError(f"request {request.key} has no provider and cannot be packed")
         return PackItem(
-            key=request.key,
-            group=PackGroup(
-                provider, request.model, request.endpoint, request.source, assessment.band
-            ),
-            line_bytes=self.line_bytes(request, provider),
-            input_tokens=assessment.estimate.input_tokens,
-            embedding_inputs=embedding_inputs(request),
+            request.key if key is None else key,
+            PackGroup(provider, request.model, request.endpoint, request.source, assessment.band),
+            self.line_bytes(request, provider),
+            assessment.estimate.input_tokens,
+            embedding_inputs(request),
         )
 
     def pack(

@@ -24,8 +24,9 @@ from typing import Any
 
 from planner.core.budget import BudgetBook, HeldBack
 from planner.core.cost import to_usd
+from planner.core.limits import BatchLimits
 from planner.core.model import Endpoint, Lane, Request
-from planner.core.pack import Oversized, PackItem, PlannedBatch, broken_limit, pack
+from planner.core.pack import Oversized, PackGroup, PackItem, PlannedBatch, broken_limit, pack
 from planner.core.policy import REJECTED
 from planner.core.retirement import CatalogWarning, retirement_warnings
 from planner.pipeline.plan import Assessment, Planner
@@ -103,14 +104,15 @@ class ModelRow:
             self.lanes[REJECTED] += 1
             self.reasons[TOO_LARGE] += 1
         else:
-            self.lanes[decision.outcome] += 1
+            self.lanes[lane.value if lane is not None else decision.outcome] += 1
             self.reasons[decision.reason.value] += 1
         interactive = costs.interactive_fusd
         if interactive is None:  # unpriced: the row's money is unknown, never $0
             self.interactive_fusd = self.batch_fusd = self.planned_fusd = None
-        if lane is None or too_large:
+            return
+        if lane is None or too_large or self.interactive_fusd is None:
             return  # not sent (rejected or held): no cost and no savings
-        self.interactive_fusd = _add(self.interactive_fusd, interactive)
+        self.interactive_fusd += interactive
         self.batch_fusd = _add(self.batch_fusd, costs.batch_fusd)
         self.planned_fusd = _add(self.planned_fusd, costs.lane_fusd(lane))
 
@@ -262,12 +264,13 @@ def build_report(
     ``book``, within the budgets (first come, first served, in the sources' order)."""
     report = PlanReport(book=book)
     seen = 0
+    limits: dict[PackGroup, BatchLimits] = {}  # per group, as the packer asks once
 
-    def _alone_too_large(item: PackItem) -> bool:
-        """The packer refuses it whatever the batch (``core.pack``): planning rejects it."""
-        limits = planner.limits_for(item.group)
-        found = broken_limit(limits, 1, item.line_bytes, item.input_tokens, item.embedding_inputs)
-        return found is not None
+    def limits_for(group: PackGroup) -> BatchLimits:
+        found = limits.get(group)
+        if found is None:
+            found = limits[group] = planner.limits_for(group)
+        return found
 
     def batch_items() -> Iterator[PackItem]:
         nonlocal seen
@@ -276,18 +279,32 @@ def build_report(
                 report.add_error(line)
                 continue
             assessment = planner.assess(line, now, book)
-            item = planner.pack_item(assessment) if assessment.lane is Lane.BATCH else None
-            report.add(assessment, too_large=item is not None and _alone_too_large(item))
+            if assessment.decision.lane is Lane.BATCH:
+                # the report shows batch sizes, never keys: dropping them keeps memory flat
+                item: PackItem | None = planner.pack_item(assessment, key="")
+                assert item is not None
+                # the packer refuses an item that breaks a limit alone: planning rejects it
+                too_large = (
+                    broken_limit(
+                        limits_for(item.group),
+                        1,
+                        item.line_bytes,
+                        item.input_tokens,
+                        item.embedding_inputs,
+                    )
+                    is not None
+                )
+                report.add(assessment, too_large=too_large)
+            else:
+                item = None
+                report.add(assessment)
             seen += 1
             if on_request is not None and seen % PROGRESS_EVERY == 0:
                 on_request(seen)
             if item is not None:
-                # the report shows batch sizes, never keys: dropping them keeps memory flat
-                yield PackItem(
-                    "", item.group, item.line_bytes, item.input_tokens, item.embedding_inputs
-                )
+                yield item
 
-    result = pack(batch_items(), planner.limits_for)
+    result = pack(batch_items(), limits_for)
     report.add_batches(result.batches, result.oversized)
     used = (planner.catalog.get(row.model) for row in report.rows.values())
     report.retirements = retirement_warnings([e for e in used if e is not None], now)

@@ -128,3 +128,30 @@ def test_reason_ids_are_stable_strings() -> None:
         "batch_unpriced", "unpriced", "flex_cheaper_than_interactive", "no_provider",
         "budget_exhausted", "budget_batch_only", "batch_escaped",
     }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("request_", "costs", "detail"),
+    [
+        # no deadline, saving 0.01 − 0.005 = 0.005
+        (_request(), PRICED, "no deadline; saves 0.005 USD"),
+        # 1h left < 24h: flex at 0.005 < 0.01
+        (
+            _request(NOW + H),
+            PRICED,
+            "batch not chosen (deadline_too_close); flex 0.005 < 0.01 USD",
+        ),
+        # no flex price either: interactive, the saving shown all the same
+        (
+            _request(NOW + H),
+            NO_FLEX,
+            "deadline 2026-11-28T13:00:00+00:00; savings 0.005",
+        ),
+        # flex dearer and no batch price: the saving is unknown
+        (_request(), FLEX_DEARER, "no deadline; savings None"),
+        (_request(), UNPRICED, "no price for model m (1000 input tokens)"),
+    ],
+)
+def test_decision_sentences(request_: Request, costs: LaneCosts, detail: str) -> None:
+    """The sentence is written when read (``Decision.detail``), from what the rules saw."""
+    assert decide(request_, EST, costs, RULES, NOW).detail == detail
