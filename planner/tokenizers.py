@@ -112,6 +112,7 @@ def _fetch(encoding: str, cache_dir: Path, base: str, timeout: float) -> str | N
     return None
 
 
+MODELS_REMEMBERED = 1024  # models whose encoding is remembered (a hostile spool names many)
 CACHE_CHARS = 4_000_000  # characters of text the count cache may hold (~4-16 MB)
 
 
@@ -165,16 +166,25 @@ class TiktokenCounter:
         self._base = download_base
         self._encodings: dict[str, Any] = {}
         self._cache = CountCache()
+        self._encoding_of: dict[str, str | None] = {}
 
     def encoding_for(self, model: str) -> str | None:
-        """The catalog entry's ``encoding``, else tiktoken's own model table, else ``None``."""
+        """The catalog entry's ``encoding``, else tiktoken's own model table, else ``None``
+        (remembered per model: tiktoken tries its prefixes in turn on every call)."""
+        known = self._encoding_of
+        if model in known:
+            return known[model]
         entry = self._catalog.get(model) if self._catalog is not None else None
         if entry is not None and entry.encoding is not None:
-            return entry.encoding
-        try:
-            return str(tiktoken.encoding_name_for_model(model))
-        except KeyError:
-            return None
+            found: str | None = entry.encoding
+        else:
+            try:
+                found = str(tiktoken.encoding_name_for_model(model))
+            except KeyError:
+                found = None
+        if len(known) < MODELS_REMEMBERED:
+            known[model] = found
+        return found
 
     def count(self, text: str, encoding: str) -> int | None:
         """Tokens of ``text`` (special-token text counted as ordinary text), or ``None``."""

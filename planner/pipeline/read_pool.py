@@ -13,6 +13,7 @@ Workers are forked while the process has one thread (``planner plan``); a proces
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import os
@@ -45,6 +46,8 @@ class WorkerSetup:
     settings: Mapping[str, Defaults]
     catalog: Catalog
     counter: Callable[[], TokenCounter]
+    # BPE encodings loaded before forking, once, and shared with the workers (copy on write)
+    encodings: tuple[str, ...] = ()
 
 
 _worker: tuple[WorkerSetup, TokenCounter] | None = None  # in a worker: its setup and counter
@@ -106,13 +109,34 @@ class ReadPool:
         if self._executor is None and not self._dead and self._chunks > self._start_after:
             # fork copies a held lock of another thread into the child: with threads, a server
             method = "fork" if threading.active_count() == 1 else "forkserver"
+            setup = self._setup
+            if method == "fork":
+                setup = self._shared_setup()
             self._executor = ProcessPoolExecutor(
                 self._workers,
                 mp_context=multiprocessing.get_context(method),
                 initializer=_start_worker,
-                initargs=(self._setup,),
+                initargs=(setup,),
             )
         return self._executor
+
+    def _shared_setup(self) -> WorkerSetup:
+        """The setup forked workers inherit: the encodings loaded here, once (a worker of its
+        own would load every one again, ~80 MB and half a second each), and every object so
+        far frozen out of the garbage collector, whose bookkeeping writes would copy the
+        shared pages into each worker."""
+        counter = self._counter()
+        for encoding in self._setup.encodings:
+            counter.count("", encoding)  # loads it (a failure is logged once and kept)
+        gc.freeze()
+        return WorkerSetup(
+            self._setup.settings, self._setup.catalog, lambda: counter, self._setup.encodings
+        )
+
+    def _counter(self) -> TokenCounter:
+        if self._here is None:
+            self._here = self._setup.counter()
+        return self._here
 
     def judge(self, chunks: Iterable[Sequence[RawLine]], ctx: LineContext) -> Iterator[Judged]:
         """Each chunk with what its lines are, in order. Until more than ``start_after``
@@ -158,9 +182,8 @@ class ReadPool:
         return chunk, self._judge_here(chunk, ctx)
 
     def _judge_here(self, chunk: Sequence[RawLine], ctx: LineContext) -> list[ParsedLine | None]:
-        if self._here is None:
-            self._here = self._setup.counter()
-        return [_measured(judge_line(raw, ctx), self._setup.catalog, self._here) for raw in chunk]
+        counter, catalog = self._counter(), self._setup.catalog
+        return [_measured(judge_line(raw, ctx), catalog, counter) for raw in chunk]
 
     def _broken(self) -> None:
         if self._executor is not None:

@@ -217,7 +217,10 @@ def reading_on_every_core(
         yield
         return
     settings = {s.name: s.settings for s in spools}
-    setup = WorkerSetup(settings, catalog, partial(token_counter, cfg, catalog))
+    counter = token_counter(cfg, catalog)
+    routed = (counter.encoding_for(model) for _, model in routed_models(cfg, catalog))
+    encodings = tuple(sorted({e for e in routed if e is not None}))
+    setup = WorkerSetup(settings, catalog, partial(token_counter, cfg, catalog), encodings)
     with ReadPool(setup, workers, start_after=start_after) as pool:
         for spool in spools:
             spool.judge = pool.judge
