@@ -25,6 +25,7 @@ from planner.runtime.wiring import DAEMON_LOCAL_CHUNKS, build_context
 from planner.sources.lines import CHUNK_LINES
 from planner.store.requests import queued_for_planning
 from planner.store.tables import REQUEST
+from tests.contract.store_backends import BACKENDS, backend_url
 
 LINES = (DAEMON_LOCAL_CHUNKS + 3) * CHUNK_LINES
 
@@ -37,6 +38,7 @@ sources:
   spool: {{kind: jsonl_dir, path: {spool}, settle: 0s, sink: out}}
 sinks:
   out: {{kind: jsonl_dir, path: {out}}}
+store: {{url_env: MEASURED_STORE_URL}}
 policies:
   default: {{batch_window: 24h, default_deadline: 48h, min_savings_usd: "0"}}
 metrics: {{enabled: false}}
@@ -85,16 +87,25 @@ def _planned(config: Path, sandbox_url: str) -> dict[str, tuple[Any, ...]]:
     return {row[0]: tuple(row[1:]) for row in rows}
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_requests_are_measured_once_on_every_core_and_planned_alike(
-    tmp_path: Path, sandbox_factory: Any, monkeypatch: pytest.MonkeyPatch
+    backend: str, tmp_path: Path, sandbox_factory: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sandbox = sandbox_factory()
     config = _workspace(tmp_path / "workers")
     monkeypatch.setenv("PLANNER_READ_WORKERS", "2")
-    with_workers = _planned(config, sandbox.url)
+    with backend_url(backend, tmp_path / "workers") as url:
+        monkeypatch.setenv("MEASURED_STORE_URL", url)
+        _check_measured(config, sandbox.url, monkeypatch, tmp_path)
+
+
+def _check_measured(
+    config: Path, sandbox_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    with_workers = _planned(config, sandbox_url)
     assert len(with_workers) == LINES
 
-    ctx = build_context(load_config(config), sandbox_url=sandbox.url)
+    ctx = build_context(load_config(config), sandbox_url=sandbox_url)
     with ctx.session_factory() as session, session.begin():
         stored = list(queued_for_planning(session, states=tuple(RequestState)))
     assert len(stored) == LINES
@@ -105,7 +116,9 @@ def test_requests_are_measured_once_on_every_core_and_planned_alike(
         assert facts == again.measured
 
     monkeypatch.setenv("PLANNER_READ_WORKERS", "0")
-    in_one_process = _planned(_workspace(tmp_path / "here"), sandbox.url)
+    here = _workspace(tmp_path / "here")
+    monkeypatch.setenv("MEASURED_STORE_URL", f"sqlite:///{tmp_path / 'here' / 'planner.db'}")
+    in_one_process = _planned(here, sandbox_url)
     assert in_one_process == with_workers
     raw = [r[1] for r in with_workers.values()]
     assert all(isinstance(n, int) and n > 0 for n in raw)
