@@ -5,9 +5,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import pickle
 import signal
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
+from dataclasses import fields, replace
 from datetime import UTC, datetime
 from functools import partial
 
@@ -157,3 +158,16 @@ def test_a_short_input_is_read_here_and_a_long_one_by_the_workers() -> None:
         assert pool._executor is not None
     assert there == _parsed(long, judge_here)
     assert all(r.measured is not None for r in there if isinstance(r, Request))
+
+
+def test_requests_cross_processes_whole() -> None:
+    """``Request.__reduce__`` and ``Measured.__reduce__`` name every field."""
+    data = _spool(20)
+    requests = [r for r in _parsed(data, judge_here) if isinstance(r, Request)]
+    counter = TiktokenCounter(CATALOG, download=False)
+    for request in (*requests, *(measure(r, CATALOG, counter) for r in requests)):
+        again = pickle.loads(pickle.dumps(request))
+        assert again == request and again.measured == request.measured
+        assert [getattr(again, f.name) for f in fields(Request)] == [
+            getattr(request, f.name) for f in fields(Request)
+        ]
