@@ -20,7 +20,14 @@ from typing import BinaryIO, Protocol
 
 from planner.core.model import Request
 from planner.sources.base import LineError, ParsedLine
-from planner.sources.formats import Defaults, Reason, RecordError, decode_json, parse_record
+from planner.sources.formats import (
+    Defaults,
+    Reason,
+    RecordError,
+    decode_json,
+    json_text_is_plain,
+    parse_record,
+)
 
 BOM = b"\xef\xbb\xbf"
 RAW_PREVIEW_CHARS = 1024  # how much of an over-long line is kept for the quarantine
@@ -67,7 +74,8 @@ def parse_line(
     obj = decode_json(text)
     if isinstance(obj, RecordError):
         return line_error(obj, file=file, line=line, raw=text)
-    item = parse_record(obj, settings, now=now, origin=f"{file}:{line}")
+    plain = json_text_is_plain(text)
+    item = parse_record(obj, settings, now=now, origin=f"{file}:{line}", checked=plain)
     if isinstance(item, RecordError):
         return line_error(item, file=file, line=line, raw=text)
     return item

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from planner.core.model import ProviderKind, Request
 from planner.sources.base import LineError
-from planner.sources.formats import Defaults, Reason
+from planner.sources.formats import Defaults, Reason, json_text_is_plain
+from planner.sources.formats.common import check_value
 from planner.sources.jsonl_dir import read_lines
 from planner.sources.lines import LineParser
 
@@ -191,3 +192,33 @@ def test_finite_floats_and_64_bit_integers_are_kept() -> None:
     (item,) = parser.parse(read_lines(io.BytesIO(text.encode()), 1000))
     assert isinstance(item, Request) and item.body["seed"] == 2**63 - 1
     assert math.isfinite(item.body["temperature"])
+
+
+deep = st.integers(min_value=1, max_value=80).map(lambda n: json.loads("[" * n + "]" * n))
+
+
+@settings(max_examples=500, deadline=None)
+@given(value=values | deep, ascii_only=st.booleans())
+def test_a_plain_json_text_holds_nothing_the_walk_refuses(value: Any, ascii_only: bool) -> None:
+    """``json_text_is_plain`` lets a line skip ``check_value``: never wrongly."""
+    try:
+        text = json.dumps(value, ensure_ascii=ascii_only, allow_nan=False)  # as decode_json
+        text.encode("utf-8")  # a spool line is UTF-8: a raw lone surrogate cannot be in it
+    except (ValueError, UnicodeEncodeError):
+        return
+    if not json_text_is_plain(text):
+        return
+    check_value(json.loads(text))  # raises Invalid if the text was not plain after all
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    number=st.sampled_from(["1e400", "-1E+999", "9" * 19, "-" + "9" * 30, "1e308", "0.5e-400"]),
+    spaces=st.text(" ", max_size=2),
+)
+def test_numbers_written_out_of_range_are_never_plain(number: str, spaces: str) -> None:
+    text = f'{{"a":{spaces}[{number}]}}'
+    value = json.loads(text)
+    if not json_text_is_plain(text):
+        return
+    check_value(value)

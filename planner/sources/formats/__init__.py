@@ -43,7 +43,12 @@ FORMATS: tuple[tuple[str, frozenset[str], _Parser], ...] = (
 
 
 def parse_record(
-    obj: object, defaults: Defaults, *, now: datetime, origin: str | None = None
+    obj: object,
+    defaults: Defaults,
+    *,
+    now: datetime,
+    origin: str | None = None,
+    checked: bool = False,
 ) -> Request | RecordError:
     """Judge one decoded JSON value as an input record; never raises for any JSON value.
 
@@ -57,6 +62,8 @@ def parse_record(
     the simple one), or a ``RecordError``: ``reason`` a stable ``Reason`` code, ``field`` the
     dotted path of the offending field (or ``None``), ``message`` what was expected and what
     was found. Checks that need more than one record (a key used twice) are the caller's.
+    ``checked``: the caller proved from the JSON text that ``check_value`` has nothing to
+    refuse (``json_text_is_plain``), so the walk over every value is skipped.
     """
     if not isinstance(obj, dict):
         kind = type(obj).__name__ if obj is not None else "null"
@@ -64,7 +71,8 @@ def parse_record(
             Reason.NOT_OBJECT.value, f"expected a JSON object, got {json_type(kind)}"
         )
     try:
-        check_value(obj)
+        if not checked:
+            check_value(obj)
         parser = _format_of(obj)
         return parser(obj, now=now, defaults=defaults, origin=origin or "")
     except Invalid as bad:
@@ -91,6 +99,22 @@ _INT_DIGITS = "for integer string conversion"  # in CPython's ValueError for hug
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)  # built once: loads(**kw) rebuilds
 
 
+_DIGITS = str.maketrans("0123456789", "9999999999")
+_LONG_DIGITS = "9" * 19  # every integer beyond 64 bits has 19 digits or more
+_BIG_EXPONENTS = ("e999", "E999", "e+999", "E+999", "e-999", "E-999")  # 1e400 reads as inf
+
+
+def json_text_is_plain(text: str) -> bool:
+    """Whether the JSON ``text`` (valid UTF-8, no raw NUL) provably holds nothing that
+    ``check_value`` refuses, judged from the text alone and at C speed: no ``\\u`` escape
+    (the only way to write a lone surrogate or a NUL), fewer brackets than ``MAX_DEPTH``, no run
+    of 19 digits, no three-digit exponent. False only means: walk the value to be sure."""
+    if "\\u" in text or text.count("{") + text.count("[") >= MAX_DEPTH:
+        return False
+    digits = text.translate(_DIGITS)
+    return _LONG_DIGITS not in digits and not any(e in digits for e in _BIG_EXPONENTS)
+
+
 def decode_json(text: str) -> object:
     """The JSON value of ``text``, or a ``RecordError`` (``invalid_json``) saying why not."""
     try:
@@ -113,6 +137,7 @@ __all__ = [
     "Reason",
     "RecordError",
     "decode_json",
+    "json_text_is_plain",
     "parse_deadline",
     "parse_record",
 ]
