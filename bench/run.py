@@ -4,7 +4,7 @@
     python -m bench --requests 20000 --rounds 3          # the issue's check
     python -m bench --requests 100000 --only plan        # plan alone, larger
     python -m bench spool|store|interactive [ARGS]       # the older focused benchmarks
-    python -m bench litellm|pg-ingest [ARGS]             # against peers (see their modules)
+    python -m bench litellm|pg-ingest|idle [ARGS]        # against peers (see their modules)
 
 It writes a mixed corpus (``bench/corpus.py``, fixed seed) into a temporary folder, then runs,
 round after round and alternately, each in its own process:
@@ -48,6 +48,7 @@ FOCUSED = {
     "interactive": "bench.interactive",
     "litellm": "bench.litellm_peer",
     "pg-ingest": "bench.pg_ingest",
+    "idle": "bench.idle",
 }
 
 CONFIG = """

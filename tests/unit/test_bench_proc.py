@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from bench.idle import percent
 from bench.tree_memory import TreeSampler, cpu_ticks, descendants, parent_of, pss_kib
 
 
@@ -64,3 +65,4 @@ def test_cpu_ticks_reads_fields_14_to_17() -> None:
     # utime stime cutime cstime ...
     stat = "42 (planner (x)) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 7 3 20 0 3 0"
     assert cpu_ticks(stat) == (300, 10)
+    assert percent(30, 60.0) == pytest.approx(100 * 30 / os.sysconf("SC_CLK_TCK") / 60)
