@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, tzinfo
 from decimal import Decimal
 from enum import StrEnum
+from typing import NamedTuple
 
 
 class AtCap(StrEnum):
@@ -89,7 +90,8 @@ class Window:
     @property
     def remaining(self) -> Decimal:
         """What is left; never below zero (actual costs above their reservation can overrun)."""
-        return max(Decimal(0), self.limit - self.spent - self.reserved)
+        left = self.limit - self.spent - self.reserved
+        return left if left > 0 else _ZERO
 
     @property
     def used(self) -> Decimal:
@@ -129,12 +131,17 @@ class BudgetBook:
 
     Built from the store's sums (``spent`` per window, ``reserved`` in flight); the pass then
     :meth:`reserve` s each request it plans, so the next request sees the money already taken.
+    The windows and strictest ``at_cap`` of each set of budgets a request falls under are
+    worked out once per set (a pass asks for every request).
     """
 
     rules: Mapping[BudgetKey, BudgetRules]
     windows: dict[tuple[BudgetKey, Period], Window] = field(default_factory=dict)
     planned: dict[BudgetKey, Decimal] = field(default_factory=dict)
     held: dict[BudgetKey, HeldBack] = field(default_factory=dict)
+    _slots: dict[tuple[BudgetKey, ...], _Slots] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def start(
@@ -152,13 +159,34 @@ class BudgetBook:
                 )
         return book
 
+    def _of(self, keys: Iterable[BudgetKey]) -> _Slots:
+        """The windows of ``keys`` (remembered per set of keys; the windows never change)."""
+        given = tuple(keys)
+        found = self._slots.get(given)
+        if found is None:
+            unique = set(given)
+            slots = tuple(slot for slot in self.windows if slot[0] in unique)
+            chosen = tuple(k for k in unique if k in self.rules)
+            caps = {self.rules[k].at_cap for k in chosen}
+            at_cap = next((a for a in _STRICTEST_FIRST if a in caps), AtCap.HOLD)
+            found = self._slots[given] = _Slots(slots, chosen, at_cap)
+        return found
+
     def _windows(self, keys: Iterable[BudgetKey]) -> list[tuple[BudgetKey, Window]]:
-        return [(k, w) for (k, _), w in self.windows.items() if k in set(keys)]
+        return [(slot[0], self.windows[slot]) for slot in self._of(keys).windows]
 
     def room(self, keys: Iterable[BudgetKey]) -> Decimal | None:
         """The money left under every budget in ``keys`` (``None``: none of them is set)."""
-        found = [w.remaining for k, w in self._windows(keys)]
-        return min(found) if found else None
+        slots = self._of(keys).windows
+        if not slots:
+            return None
+        windows = self.windows
+        found = windows[slots[0]].remaining
+        for slot in slots[1:]:
+            left = windows[slot].remaining
+            if left < found:
+                found = left
+        return found
 
     def binding(self, keys: Iterable[BudgetKey]) -> BudgetKey | None:
         """The budget with the least room among ``keys`` (the one a hold is charged to)."""
@@ -167,18 +195,20 @@ class BudgetBook:
 
     def at_cap(self, keys: Iterable[BudgetKey]) -> AtCap:
         """The strictest ``at_cap`` among the budgets: reject, then hold, then batch_only."""
-        order = (AtCap.REJECT, AtCap.HOLD, AtCap.BATCH_ONLY)
-        found = {self.rules[k].at_cap for k in keys if k in self.rules}
-        return next((a for a in order if a in found), AtCap.HOLD)
+        return self._of(keys).at_cap
 
     def reserve(self, keys: Iterable[BudgetKey], amount: Decimal) -> None:
         """Take ``amount`` from every window of every budget in ``keys``."""
-        chosen = [k for k in set(keys) if k in self.rules]
-        for slot, window in list(self.windows.items()):
-            if slot[0] in chosen:
-                self.windows[slot] = reserve(window, amount)
-        for key in chosen:
-            self.planned[key] = self.planned.get(key, Decimal(0)) + amount
+        of = self._of(keys)
+        if of.windows and amount < 0:
+            raise ValueError("a reservation cannot be negative")
+        windows = self.windows
+        for slot in of.windows:
+            w = windows[slot]
+            windows[slot] = Window(w.limit, w.spent, w.reserved + amount)
+        planned = self.planned
+        for key in of.budgets:
+            planned[key] = planned.get(key, _ZERO) + amount
 
     def hold(self, key: BudgetKey, amount: Decimal, *, rejected: bool = False) -> None:
         """Count one request the budget ``key`` kept back, at its upper-bound cost."""
@@ -186,3 +216,15 @@ class BudgetBook:
         held.requests += 1
         held.usd += amount
         held.rejected += int(rejected)
+
+
+class _Slots(NamedTuple):
+    """What a set of budget keys comes to: its windows, its configured budgets, its at_cap."""
+
+    windows: tuple[tuple[BudgetKey, Period], ...]
+    budgets: tuple[BudgetKey, ...]
+    at_cap: AtCap
+
+
+_STRICTEST_FIRST = (AtCap.REJECT, AtCap.HOLD, AtCap.BATCH_ONLY)
+_ZERO = Decimal(0)

@@ -50,8 +50,13 @@ def to_usd(fusd: int) -> Decimal:
     whole, frac = divmod(abs(fusd), FUSD_PER_USD)
     if frac == 0:
         return Decimal(whole if fusd >= 0 else -whole)
+    if whole < _FAST_WHOLE:  # at most 27 digits: scaleb and normalize cannot round
+        return Decimal(fusd).scaleb(-15).normalize()
     sign = "-" if fusd < 0 else ""
     return Decimal(f"{sign}{whole}.{frac:015d}".rstrip("0"))
+
+
+_FAST_WHOLE = 10**12
 
 
 def usd_text(fusd: int) -> str:

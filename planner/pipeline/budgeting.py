@@ -20,8 +20,12 @@ def budgeted(
 ) -> Decision:
     """``decision`` checked against the budgets ``keys`` in ``book``, and reserved there."""
     lane = decision.lane
-    room = book.room(keys)
+    room = None if lane is None else book.room(keys)
     if lane is None or room is None:
+        return decision
+    cost = lane_cost(costs, lane)
+    if cost is None or cost <= room:  # fits: ``within_budget`` keeps it, reserved at once
+        book.reserve(keys, cost or Decimal(0))
         return decision
     final = within_budget(decision, costs, BudgetRoom(room, book.at_cap(keys)))
     if final.lane is not None:

@@ -109,6 +109,19 @@ def test_book_room_is_the_least_left_in_any_window_of_any_budget() -> None:
     assert (str(POLICY), str(SOURCE)) == ("policy:default", "source:spool")
 
 
+def test_book_room_of_several_windows_in_any_order_and_no_negative_reservation() -> None:
+    book = _book()
+    # windows in book order: policy day 3.5, policy month 1.5, source day 1.5
+    assert book.room([SOURCE, POLICY]) == D("1.5")
+    book.reserve([SOURCE], D("1.25"))  # source day 0.25 < policy month 1.5, last in order
+    assert book.room([POLICY, SOURCE]) == D("0.25")
+    with pytest.raises(ValueError, match="negative"):
+        book.reserve([POLICY], D("-0.01"))
+    # keys with no configured budget: nothing to take from, nothing refused
+    book.reserve([BudgetKey(Scope.SOURCE, "other")], D("-1"))
+    assert book.planned == {SOURCE: D("1.25")}
+
+
 # -- the policy with a budget, on a fixed clock ------------------------------------------------
 
 EST = TokenEstimate(1000, 100, "t")
