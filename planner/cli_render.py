@@ -128,7 +128,7 @@ def _counts(counts: dict[str, int]) -> str:
 def _batches(row: ModelRow) -> str:
     if not row.batches:
         return "-"
-    shown = [f"{len(b.keys)} req / {b.bytes:,} B / {b.input_tokens:,} tok" for b in row.batches[:3]]
+    shown = [f"{b.requests} req / {b.bytes:,} B / {b.input_tokens:,} tok" for b in row.batches[:3]]
     more = len(row.batches) - len(shown)
     return "\n".join(shown + ([f"... {more} more"] if more else []))
 

@@ -63,13 +63,15 @@ class PackItem(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class PlannedBatch:
-    """A batch to create: its requests' keys in received order and its totals."""
+    """A batch to create: its requests' keys in received order (none when packed with
+    ``keys=False``) and its totals."""
 
     group: PackGroup
     keys: tuple[str, ...]
     bytes: int
     input_tokens: int
     embedding_inputs: int
+    requests: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,24 +95,32 @@ QueueKey = tuple[str, str]
 
 @dataclass(slots=True)
 class _Open:
-    """The open batch of one group: running sums and keys."""
+    """The open batch of one group: running sums and keys (``None``: not kept)."""
 
     group: PackGroup
     first: int  # received position of its first item, to order the output
-    keys: list[str] = field(default_factory=list)
+    keys: list[str] | None = field(default_factory=list)
+    requests: int = 0
     bytes: int = 0
     input_tokens: int = 0
     embedding_inputs: int = 0
 
     def add(self, item: PackItem) -> None:
-        self.keys.append(item.key)
+        if self.keys is not None:
+            self.keys.append(item.key)
+        self.requests += 1
         self.bytes += item.line_bytes
         self.input_tokens += item.input_tokens
         self.embedding_inputs += item.embedding_inputs
 
     def close(self) -> PlannedBatch:
         return PlannedBatch(
-            self.group, tuple(self.keys), self.bytes, self.input_tokens, self.embedding_inputs
+            self.group,
+            () if self.keys is None else tuple(self.keys),
+            self.bytes,
+            self.input_tokens,
+            self.embedding_inputs,
+            self.requests,
         )
 
 
@@ -168,8 +178,10 @@ class _Packer:
         self,
         limits_for: Callable[[PackGroup], BatchLimits],
         budgets: Mapping[QueueKey, int] | None = None,
+        keys: bool = True,
     ) -> None:
         self._limits_for = limits_for
+        self._keys = keys
         self._caps: dict[PackGroup, _Caps] = {}
         self._open: dict[PackGroup, _Open] = {}
         self._budgets = dict(budgets or {})
@@ -210,14 +222,14 @@ class _Packer:
             return
         batch = self._open.get(group)
         if batch is None or caps.over(
-            len(batch.keys) + 1,
+            batch.requests + 1,
             batch.bytes + size,
             batch.input_tokens + tokens,
             batch.embedding_inputs + inputs,
         ):
             if batch is not None:
                 self.closed.append(batch)
-            batch = self._open[group] = _Open(group, position)
+            batch = self._open[group] = _Open(group, position, [] if self._keys else None)
         batch.add(item)
 
     def result(self) -> PackResult:
@@ -229,9 +241,13 @@ def pack(
     items: Iterable[PackItem],
     limits_for: Callable[[PackGroup], BatchLimits],
     budgets: Mapping[QueueKey, int] | None = None,
+    *,
+    keys: bool = True,
 ) -> PackResult:
-    """Pack ``items`` (in received order) into batches; O(n) plus sorting the batches."""
-    packer = _Packer(limits_for, budgets)
+    """Pack ``items`` (in received order) into batches; O(n) plus sorting the batches.
+    ``keys=False``: the batches count their requests but keep no keys (the dry run shows
+    sizes only, so its memory does not grow with the requests)."""
+    packer = _Packer(limits_for, budgets, keys)
     for position, item in enumerate(items):
         packer.add(position, item)
     return packer.result()

@@ -132,7 +132,7 @@ class ModelRow:
             "reasons": dict(sorted(self.reasons.items())),
             "estimate_methods": dict(sorted(self.methods.items())),
             "batches": [
-                {"requests": len(b.keys), "bytes": b.bytes, "input_tokens": b.input_tokens}
+                {"requests": b.requests, "bytes": b.bytes, "input_tokens": b.input_tokens}
                 for b in self.batches
             ],
             "oversized": self.oversized,
@@ -280,7 +280,7 @@ def build_report(
                 continue
             assessment = planner.assess(line, now, book)
             if assessment.decision.lane is Lane.BATCH:
-                # the report shows batch sizes, never keys: dropping them keeps memory flat
+                # the report shows batch sizes, never keys: keeping none keeps memory flat
                 item: PackItem | None = planner.pack_item(assessment, key="")
                 assert item is not None
                 # the packer refuses an item that breaks a limit alone: planning rejects it
@@ -304,7 +304,7 @@ def build_report(
             if item is not None:
                 yield item
 
-    result = pack(batch_items(), limits_for)
+    result = pack(batch_items(), limits_for, keys=False)
     report.add_batches(result.batches, result.oversized)
     used = (planner.catalog.get(row.model) for row in report.rows.values())
     report.retirements = retirement_warnings([e for e in used if e is not None], now)

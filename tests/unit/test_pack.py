@@ -30,7 +30,7 @@ def test_cuts_on_each_limit() -> None:
     # +5 -> 97 tokens fit, but 26 bytes > 25 -> cut
     result = pack(items, lambda g: limits)
     assert [b.keys for b in result.batches] == [("1", "2"), ("3", "4"), ("5",)]
-    assert result.batches[0] == PlannedBatch(A, ("1", "2"), 20, 2, 0)
+    assert result.batches[0] == PlannedBatch(A, ("1", "2"), 20, 2, 0, 2)
     assert result.oversized == []
 
 
@@ -148,3 +148,15 @@ def test_pack_properties(
     firsts = [int(b.keys[0][1:]) for b in result.batches]
     assert firsts == sorted(firsts)
     assert pack(items, limits_by_group.__getitem__) == result
+
+
+def test_without_keys_the_batches_count_the_same() -> None:
+    limits = BatchLimits(max_requests=3, max_bytes=25, max_enqueued_tokens=100)
+    items = [_item("1"), _item("2"), _item("3", size=6), _item("4"), _item("5", tokens=95)]
+    kept = pack(items, lambda g: limits)
+    counted = pack(items, lambda g: limits, keys=False)
+    # the same cuts (20, 16 and 10 bytes), sizes and counts; no keys held
+    assert [(b.requests, b.bytes, b.input_tokens) for b in counted.batches] == [
+        (len(b.keys), b.bytes, b.input_tokens) for b in kept.batches
+    ]
+    assert [b.keys for b in counted.batches] == [(), (), ()]
