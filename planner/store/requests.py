@@ -92,7 +92,7 @@ def _row_for(request: Request, now: datetime) -> dict[str, Any]:
         "received_at": request.received_at,
         "deadline": request.deadline,
         "max_output_tokens": request.max_output_tokens,
-        "metadata_json": json.dumps(dict(request.metadata), separators=(",", ":")),
+        "metadata_json": _METADATA_JSON.encode(dict(request.metadata)),
         "origin": request.origin,
         "state": RequestState.QUEUED.value,
         "attempts": 0,
@@ -193,9 +193,14 @@ class StoredContent:
     body_json: str
 
 
+# built once: json.dumps with options builds a new encoder on every call
+_BODY_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_METADATA_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
 def body_json(request: Request) -> str:
     """The body as the store keeps it."""
-    return json.dumps(request.body, separators=(",", ":"), ensure_ascii=False)
+    return _BODY_JSON.encode(request.body)
 
 
 def content_of(request: Request) -> StoredContent:

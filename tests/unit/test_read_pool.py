@@ -171,3 +171,8 @@ def test_requests_cross_processes_whole() -> None:
         assert [getattr(again, f.name) for f in fields(Request)] == [
             getattr(request, f.name) for f in fields(Request)
         ]
+    for raw in read_lines(io.BytesIO(data), 10):  # short and over-long lines alike
+        again_raw = pickle.loads(pickle.dumps(raw))
+        assert [getattr(again_raw, f.name) for f in fields(RawLine)] == [
+            getattr(raw, f.name) for f in fields(RawLine)
+        ]
