@@ -30,8 +30,10 @@ Subjects, each round in fresh processes, alternately:
   the files, packing and the report included), against the same litellm loop.
 
 Figures: ``litellm seconds / subject seconds`` in the same round (2.0x = planner twice as fast),
-median over the rounds. The token counts of the first ``SAMPLE`` requests are compared between
-litellm, planner and a bare tiktoken count by the OpenAI Cookbook rule; a difference is printed.
+median over the rounds; for the two loops (one thread each) also in CPU seconds
+(``time.process_time``), which other load on a shared machine disturbs far less than wall time.
+The token counts of the first ``SAMPLE`` requests are compared between litellm, planner and a
+bare tiktoken count by the OpenAI Cookbook rule; a difference is printed.
 """
 
 from __future__ import annotations
@@ -97,7 +99,7 @@ def run_litellm(config: Path) -> dict[str, object]:
     counter(model="text-embedding-3-small", text="warm up")
     counts: list[int] = []
     cost = 0.0
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for raw in lines:
         obj = json.loads(raw)
         if "body" in obj:  # an OpenAI batch line
@@ -114,8 +116,14 @@ def run_litellm(config: Path) -> dict[str, object]:
         )
         cost += prompt_cost + completion_cost
         counts.append(n)
-    seconds = time.perf_counter() - started
-    return {"seconds": seconds, "counts": counts[:SAMPLE], "tokens": sum(counts), "cost": cost}
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return {
+        "seconds": seconds,
+        "cpu": cpu,
+        "counts": counts[:SAMPLE],
+        "tokens": sum(counts),
+        "cost": cost,
+    }
 
 
 def run_assess(config: Path) -> dict[str, object]:
@@ -142,7 +150,7 @@ def run_assess(config: Path) -> dict[str, object]:
     now = datetime.now(UTC)
     counts: list[int] = []
     cost = 0.0
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for number, raw in enumerate(lines, 1):
         request = parse_line(raw, file="part-0.jsonl", line=number, now=now, settings=settings)
         if not isinstance(request, Request):
@@ -150,8 +158,14 @@ def run_assess(config: Path) -> dict[str, object]:
         assessed = planner.assess(request, now)
         counts.append(assessed.estimate.input_tokens)
         cost += float(assessed.costs.interactive or 0)
-    seconds = time.perf_counter() - started
-    return {"seconds": seconds, "counts": counts[:SAMPLE], "tokens": sum(counts), "cost": cost}
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return {
+        "seconds": seconds,
+        "cpu": cpu,
+        "counts": counts[:SAMPLE],
+        "tokens": sum(counts),
+        "cost": cost,
+    }
 
 
 def tiktoken_counts(config: Path) -> list[int]:
@@ -226,6 +240,8 @@ def measure(args: argparse.Namespace, folder: Path) -> dict[str, object]:
                 "litellm": float(peer["seconds"]),  # type: ignore[arg-type]
                 "litellm_process": float(peer["wall"]),  # type: ignore[arg-type]
                 "assess": float(assess["seconds"]),  # type: ignore[arg-type]
+                "litellm_cpu": float(peer["cpu"]),  # type: ignore[arg-type]
+                "assess_cpu": float(assess["cpu"]),  # type: ignore[arg-type]
                 "plan": plan.seconds,
                 "litellm_rss_mib": float(peer["rss_mib"]),  # type: ignore[arg-type]
                 "plan_rss_mib": plan.rss_mib,
@@ -247,13 +263,14 @@ def measure(args: argparse.Namespace, folder: Path) -> dict[str, object]:
     for kind in CORPORA:
         for name, base, label in (
             ("assess", "litellm", "assess loop vs litellm loop"),
+            ("assess_cpu", "litellm_cpu", "the same in CPU time"),
             ("plan", "litellm", "plan --json process vs litellm loop"),
             ("plan", "litellm_process", "plan --json process vs litellm process"),
         ):
             ratios = [r[kind][base] / r[kind][name] for r in rounds]
             summary[f"{kind}: {label}"] = statistics.median(ratios)
             print(
-                f"{kind:>5}: {label:<40} median {statistics.median(ratios):5.2f}x "
+                f"{kind:>5}: {label:<38} median {statistics.median(ratios):5.2f}x "
                 f"(rounds {', '.join(f'{x:.2f}' for x in ratios)})"
             )
     return summary

@@ -17,12 +17,14 @@ temporary state folder, each phase in a fresh subprocess so peak RSS belongs to 
   (and the enqueued-token budget), write the batches and move every request to ``planned``.
 
 It prints requests per second of each, as ratios of the baseline measured in the same run,
-and the peak RSS of each. No provider is called.
+the peak RSS of each phase's process and the peak RSS and PSS of its process tree (read workers
+included, sampled every 50 ms). No provider is called.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import resource
 import subprocess
@@ -31,6 +33,8 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from bench.tree_memory import TreeSampler
 
 WORDS = "the batch planner sends requests that can wait at half the price of interactive"
 
@@ -63,6 +67,7 @@ def phase(which: str, folder: Path) -> dict[str, float]:
 
     ctx = build_context(load_config(folder / "planner.yaml"), sandbox_url="http://127.0.0.1:9")
     now = datetime.now(UTC) + timedelta(hours=1)
+    tree = TreeSampler(os.getpid()).start()  # this process and any read workers
     started = time.perf_counter()
     if which == "baseline":
         count = sum(1 for _ in ctx.sources[0].scan(now))
@@ -81,8 +86,16 @@ def phase(which: str, folder: Path) -> dict[str, float]:
             left = store_requests.counts_by_state(session).get("queued", 0)
         assert left == 0, f"{left} requests still queued"
     elapsed = time.perf_counter() - started
+    tree.stop()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"elapsed": elapsed, "count": count, "rss_kb": rss}
+    return {
+        "elapsed": elapsed,
+        "count": count,
+        "rss_kb": rss,
+        "tree_rss_kb": tree.peak_rss_kib,
+        "tree_pss_kb": tree.peak_pss_kib,
+        "processes": tree.most_processes,
+    }
 
 
 def main() -> None:
@@ -114,7 +127,9 @@ def main() -> None:
         rate = n / f["elapsed"]
         print(
             f"{label + ':':<18} {rate:>9,.0f} req/s = {rate / base_rate:5.2f}x baseline, "
-            f"peak RSS {f['rss_kb'] / 1024:,.0f} MiB = {f['rss_kb'] / base['rss_kb']:.2f}x"
+            f"peak RSS {f['rss_kb'] / 1024:,.0f} MiB = {f['rss_kb'] / base['rss_kb']:.2f}x; "
+            f"tree of {f['processes']}: RSS {f['tree_rss_kb'] / 1024:,.0f} MiB, "
+            f"PSS {f['tree_pss_kb'] / 1024:,.0f} MiB"
         )
 
 

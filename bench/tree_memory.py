@@ -115,9 +115,12 @@ class TreeSampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tree-memory", daemon=True)
 
-    def __enter__(self) -> TreeSampler:
+    def start(self) -> TreeSampler:
         self._thread.start()
         return self
+
+    def __enter__(self) -> TreeSampler:
+        return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
