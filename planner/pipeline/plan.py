@@ -47,7 +47,6 @@ from planner.core.states import RequestState
 from planner.core.turnaround import Turnaround, learn
 from planner.pipeline.budgeting import budgeted, open_book
 from planner.store import batches as store_batches
-from planner.store import budgets as store_budgets
 from planner.store import calibration as store_calibration
 from planner.store import claims as store_claims
 from planner.store import limits as store_limits
@@ -289,19 +288,23 @@ def _record_decisions(
     """Estimates, decisions and reservations for all; every request but the batch-bound ones
     moves now (batch ones when packed, below). A held request still held stays as it is."""
     result = PlanStageResult()
-    store_requests.record_estimates(session, ((s.id, a.estimate) for s, a in assessed), now)
-    store_budgets.record_decisions(
-        session, ((s.id, a.decision.reason.value, a.reserved) for s, a in assessed), now
-    )
-    store_calibration.record_raw_estimates(
+    store_requests.record_assessments(
         session,
         (
-            (s.id, a.raw_input_tokens, a.output_max_given)
+            store_requests.Assessed(
+                s.id,
+                a.estimate,
+                a.decision.reason.value,
+                a.reserved,
+                a.raw_input_tokens,
+                a.output_max_given,
+            )
             for s, a in assessed
-            if a.raw_input_tokens is not None
         ),
         now,
     )
+    # one write per (state, reason, lane, provider), not one per request
+    moves: dict[tuple[RequestState, str, str | None, str | None], list[int]] = {}
     for stored, a in assessed:
         outcome = a.decision.outcome
         if outcome == Lane.BATCH.value:
@@ -309,17 +312,21 @@ def _record_decisions(
         state = _STATE_OF[outcome]
         if state is not stored.state:
             lane = a.lane
-            store_requests.transition_request(
-                session,
-                stored.id,
-                state,
-                now,
-                expected=tuple(s for s in _PLANNABLE if s is not state),
-                reason=f"{a.decision.reason.value}: {a.decision.detail}",
-                lane=None if lane is None else lane.value,
-                provider=a.provider,
-            )
+            reason = f"{a.decision.reason.value}: {a.decision.detail}"
+            key = (state, reason, None if lane is None else lane.value, a.provider)
+            moves.setdefault(key, []).append(stored.id)
         result.count(outcome)
+    for (state, reason, lane_name, provider), ids in moves.items():
+        store_requests.transition_requests(
+            session,
+            ids,
+            state,
+            now,
+            expected=tuple(s for s in _PLANNABLE if s is not state),
+            reason=reason,
+            lane=lane_name,
+            provider=provider,
+        )
     return result
 
 

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import ColumnElement, String, cast, func, insert, literal, select
 from sqlalchemy.orm import Session
 
 from planner.store._sql import translated
-from planner.store.tables import EVENT
+from planner.store.tables import EVENT, REQUEST
 
 
 class Entity(StrEnum):
@@ -56,6 +56,33 @@ def record(
     ]
     if rows:
         session.execute(insert(EVENT), rows)
+
+
+@translated
+def record_requests(
+    session: Session,
+    where: list[ColumnElement[bool]],
+    new_state: str,
+    now: datetime,
+    reason: str | None,
+) -> None:
+    """Append one event per request matching ``where``, its current state as the old one, in
+    one ``INSERT … SELECT`` (no row travels through Python). The caller runs it right before
+    the update that moves exactly those rows, with them locked (``transition_requests``)."""
+    rows = (
+        select(
+            literal(now, EVENT.c.ts.type),
+            literal(Entity.REQUEST.value, EVENT.c.entity.type),
+            cast(REQUEST.c.id, String),
+            REQUEST.c.state,
+            literal(new_state, EVENT.c.new_state.type),
+            literal(reason, EVENT.c.reason.type),
+        )
+        .where(*where)
+        .order_by(REQUEST.c.id)
+    )
+    columns = ["ts", "entity", "entity_id", "old_state", "new_state", "reason"]
+    session.execute(insert(EVENT).from_select(columns, rows))
 
 
 @translated

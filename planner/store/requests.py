@@ -14,6 +14,7 @@ import json
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
@@ -344,27 +345,14 @@ def transition_requests(
         ]
         if owner is not None:
             guard += [REQUEST.c.claimed_by == owner, REQUEST.c.lease_until > now]
-        locked = session.execute(
-            select(REQUEST.c.id, REQUEST.c.state).where(*guard).with_for_update()
-        ).all()
+        # lock the rows first (PostgreSQL; SQLite has one writer), so the events written next
+        # and the update after them see the same rows: one event per request moved
+        locked = session.execute(select(REQUEST.c.id).where(*guard).with_for_update()).all()
         if not locked:
             continue
-        result = session.execute(
-            update(REQUEST)
-            .where(REQUEST.c.id.in_([row.id for row in locked]), *guard[1:])
-            .values(values)
-            .returning(REQUEST.c.id)
-        )
-        moved_ids = set(result.scalars().all())
-        moved += len(moved_ids)
-        events.record(
-            session,
-            events.Entity.REQUEST,
-            ((row.id, row.state) for row in locked if row.id in moved_ids),
-            new.value,
-            now,
-            reason,
-        )
+        guard[0] = REQUEST.c.id.in_([row.id for row in locked])
+        events.record_requests(session, guard, new.value, now, reason)
+        moved += rowcount(session.execute(update(REQUEST).where(*guard).values(values)))
     return moved
 
 
@@ -486,6 +474,65 @@ def record_estimates(
     for chunk in chunks(params):
         result = session.connection().execute(statement, list(chunk))
         updated += rowcount(result)
+    return updated
+
+
+@dataclass(frozen=True, slots=True)
+class Assessed:
+    """What planning concluded about one request, kept with it (``record_assessments``)."""
+
+    id: int
+    estimate: TokenEstimate
+    decision: str  # the policy rule that decided (core.policy.Reason)
+    reserved_usd: Decimal | None  # the upper-bound cost in its lane, held while in flight
+    raw_input_tokens: int | None  # the estimator's count before calibration (None: not kept)
+    output_max_given: bool
+
+
+_ASSESSED = {
+    "est_input_tokens": bindparam("b_in"),
+    "est_output_tokens": bindparam("b_out"),
+    "est_method": bindparam("b_method"),
+    "decision": bindparam("b_rule"),
+    "reserved_usd": bindparam("b_usd", type_=REQUEST.c.reserved_usd.type),
+    "updated_at": bindparam("b_now", type_=REQUEST.c.updated_at.type),
+}
+
+
+@translated
+def record_assessments(session: Session, assessed: Iterable[Assessed], now: datetime) -> int:
+    """Estimates, decisions, reservations and raw estimates of many requests: one UPDATE per
+    request (what :func:`record_estimates`, ``budgets.record_decisions`` and
+    ``calibration.record_raw_estimates`` do, in one statement). Returns rows updated."""
+    raw = {
+        **_ASSESSED,
+        "est_raw_input_tokens": bindparam("b_raw"),
+        "output_max_given": bindparam("b_given"),
+    }
+    statements = {
+        False: update(REQUEST).where(REQUEST.c.id == bindparam("b_id")).values(_ASSESSED),
+        True: update(REQUEST).where(REQUEST.c.id == bindparam("b_id")).values(raw),
+    }
+    params: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
+    for a in assessed:
+        row = {
+            "b_id": a.id,
+            "b_in": a.estimate.input_tokens,
+            "b_out": a.estimate.output_tokens,
+            "b_method": a.estimate.method,
+            "b_rule": a.decision,
+            "b_usd": a.reserved_usd,
+            "b_now": now,
+        }
+        kept = a.raw_input_tokens is not None
+        if kept:
+            row["b_raw"] = a.raw_input_tokens
+            row["b_given"] = a.output_max_given
+        params[kept].append(row)
+    updated = 0
+    for kept, rows in params.items():
+        for chunk in chunks(rows):
+            updated += rowcount(session.connection().execute(statements[kept], list(chunk)))
     return updated
 
 
