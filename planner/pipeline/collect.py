@@ -112,7 +112,7 @@ def collect_batch(ctx: StageContext, batch: Batch, now: datetime) -> SettleResul
         return settled
     provider = ctx.providers[batch.provider]
     with ctx.session_factory() as session:
-        stored = list(store_requests.in_batch(session, batch.id))
+        stored = list(store_requests.in_batch(session, batch.id, bodies=False))  # not needed
     stored = [
         s for s in stored if s.batch_id == batch.id and s.state.value in ("planned", "submitted")
     ]

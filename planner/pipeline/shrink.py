@@ -61,7 +61,7 @@ def requeue_token_limited(ctx: StageContext, batch: Batch, now: datetime) -> Set
             store_limits.learn_from_token_limit(session, batch.id, now)
         ids = [
             s.id
-            for s in store_requests.in_batch(session, batch.id)
+            for s in store_requests.in_batch(session, batch.id, bodies=False)
             if s.batch_id == batch.id and s.state in _WAITING
         ]
         result.retried = store_requests.transition_requests(

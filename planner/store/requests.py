@@ -619,19 +619,29 @@ _COLUMNS = (
     REQUEST.c.decision,
     *(REQUEST.c[name] for name in _MEASURED),
 )
+_BODILESS = tuple(c for c in _COLUMNS if c is not REQUEST.c.body_json)
 
 
-def _stored(row: Any) -> StoredRequest:
+_ENDPOINTS = {e.value: e for e in Endpoint}
+_STATES = {s.value: s for s in RequestState}
+_LANES = {lane.value: lane for lane in Lane}
+_NO_METADATA = "{}"
+
+
+def _stored(row: Any, *, body: bool = True) -> StoredRequest:
+    """A row of :data:`_COLUMNS` (or :data:`_BODILESS`, with ``body=False``: the request's body
+    is left empty, not read) as a :class:`StoredRequest`."""
+    metadata = row.metadata_json
     request = Request(
         source=row.source,
         key=row.key,
         model=row.model,
-        endpoint=Endpoint(row.endpoint),
-        body=json.loads(row.body_json),
+        endpoint=_ENDPOINTS[row.endpoint],
+        body=json.loads(row.body_json) if body else {},
         received_at=row.received_at,
         deadline=row.deadline,
         max_output_tokens=row.max_output_tokens,
-        metadata=json.loads(row.metadata_json),
+        metadata={} if metadata == _NO_METADATA else json.loads(metadata),
         origin=row.origin,
         measured=_measured_of(row),
     )
@@ -641,10 +651,10 @@ def _stored(row: Any) -> StoredRequest:
     return StoredRequest(
         id=row.id,
         request=request,
-        state=RequestState(row.state),
+        state=_STATES[row.state],
         attempts=row.attempts,
         provider=row.provider,
-        lane=Lane(row.lane) if row.lane else None,
+        lane=_LANES[row.lane] if row.lane else None,
         batch_id=row.batch_id,
         estimate=estimate,
         reason=row.reason,
@@ -720,8 +730,11 @@ def estimated_tokens(session: Session, batch_id: str) -> tuple[int, int]:
 
 
 @translated_iter
-def in_batch(session: Session, batch_id: str) -> Iterator[StoredRequest]:
-    """Stream the requests of one batch, in id order (the order they were packed in)."""
-    query = select(*_COLUMNS).where(REQUEST.c.batch_id == batch_id).order_by(REQUEST.c.id)
+def in_batch(session: Session, batch_id: str, *, bodies: bool = True) -> Iterator[StoredRequest]:
+    """Stream the requests of one batch, in id order (the order they were packed in). With
+    ``bodies=False`` the bodies are neither read nor decoded and each ``request.body`` is
+    empty: for the stages that need keys, states and metadata only (collect, shrink)."""
+    query = select(*(_COLUMNS if bodies else _BODILESS))
+    query = query.where(REQUEST.c.batch_id == batch_id).order_by(REQUEST.c.id)
     for row in session.execute(query.execution_options(yield_per=CHUNK)):
-        yield _stored(row)
+        yield _stored(row, body=bodies)
