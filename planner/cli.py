@@ -348,7 +348,7 @@ def _sandbox(start: bool, url: str | None, speed: float = 0.0) -> Iterator[str |
     if not start:
         yield url
         return
-    from planner.sandbox import spawn
+    from planner.runtime.sandbox_child import spawn
 
     with spawn(speed=speed) as running:
         yield running.url

@@ -7,22 +7,18 @@ It imports nothing from the rest of planner, so it cannot share a bug with the c
 
 ``create_app`` builds the ASGI app around a ``SandboxState``; ``serve`` runs it with uvicorn in a
 background thread on 127.0.0.1; ``run_forever`` is what ``planner sandbox`` and
-``python -m planner.sandbox`` call; ``spawn`` runs it in a child process of its own
-(``planner run --sandbox``: the emulator then neither competes with the daemon for the GIL nor
-adds its files to the daemon's memory).
+``python -m planner.sandbox`` call (also as the child process of ``planner run --sandbox``,
+``planner/runtime/sandbox_child.py``, serving on the socket its parent bound).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
-import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
-from pathlib import Path
 from types import TracebackType
 
 import uvicorn
@@ -61,7 +57,6 @@ __all__ = [
     "make_state",
     "run_forever",
     "serve",
-    "spawn",
 ]
 
 logger = logging.getLogger(__name__)
@@ -130,8 +125,8 @@ class RunningSandbox:
         *,
         sock: socket.socket | None = None,
     ) -> None:
-        """``sock``: serve on this bound socket (handed over by :func:`spawn`'s parent)
-        instead of binding ``host:port``."""
+        """``sock``: serve on this bound socket instead of binding ``host:port`` (the parent
+        of ``runtime/sandbox_child.py`` hands one over)."""
         self.state = state
         if sock is not None:
             self._socket = sock
@@ -232,7 +227,7 @@ def run_forever(
     Prints one line with the URL. Raises ValueError for a non-loopback host and
     FaultSpecError for a bad fault spec, before anything listens. ``sock``: serve on this
     bound socket instead of ``host:port``; ``until_stdin_closes``: also stop when standard
-    input ends (the parent of :func:`spawn` exited, however it ended).
+    input ends (the parent of ``runtime/sandbox_child.py`` exited, however it ended).
     """
     stop = threading.Event()
 
@@ -261,71 +256,3 @@ def run_forever(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         sandbox.stop()
-
-
-class SandboxProcess:
-    """A sandbox served by a child process (``python -m planner.sandbox``) on a socket this
-    process bound, so its URL is known and connections queue from the start; the child ends
-    when :meth:`stop` closes its standard input, or when this process ends in any way."""
-
-    def __init__(self, speed: float, host: str = "127.0.0.1") -> None:
-        _check_loopback(host)
-        sock = _bound_socket(host, 0)
-        sock.listen(128)  # connections made before the child serves wait in the backlog
-        port = sock.getsockname()[1]
-        self.url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-        root = str(Path(__file__).resolve().parents[2])  # the folder holding ``planner``
-        path = os.environ.get("PYTHONPATH")
-        env = {**os.environ, "PYTHONPATH": root if not path else f"{root}{os.pathsep}{path}"}
-        argv = [sys.executable, "-m", "planner.sandbox", "--fd", str(sock.fileno())]
-        argv += ["--speed", repr(speed), "--until-stdin-closes"]
-        try:
-            self._child = subprocess.Popen(  # our own interpreter and module
-                argv,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                pass_fds=(sock.fileno(),),
-                env=env,
-                start_new_session=True,  # a Ctrl-C stops the daemon first; stop() ends the child
-            )
-        finally:
-            sock.close()  # the child holds its own copy
-
-    def stop(self) -> None:
-        stdin = self._child.stdin
-        if stdin is not None and not stdin.closed:
-            stdin.close()
-        try:
-            self._child.wait(timeout=_STARTUP_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
-            self._child.kill()
-            self._child.wait()
-
-    @property
-    def pid(self) -> int:
-        return self._child.pid
-
-    @property
-    def returncode(self) -> int | None:
-        """The child's exit status once stopped (None while it runs)."""
-        return self._child.returncode
-
-    def __enter__(self) -> SandboxProcess:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        return f"SandboxProcess(url={self.url!r})"
-
-
-def spawn(*, speed: float = DEFAULT_SECONDS_PER_STATE) -> SandboxProcess:
-    """A sandbox at ``speed`` in a child process on a free loopback port (``planner run
-    --sandbox``); use it as a context manager, or call ``stop()``."""
-    return SandboxProcess(speed)

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from planner.runtime.sandbox_child import spawn
 from planner.sandbox import (
     FaultPlan,
     FaultSpecError,
@@ -27,7 +28,6 @@ from planner.sandbox import (
     SandboxClock,
     SandboxState,
     serve,
-    spawn,
 )
 from planner.sandbox.faults import parse_spec
 from planner.sandbox.kernel import our_id_from_display_name
@@ -348,7 +348,7 @@ def test_spawned_sandbox_serves_and_stops_with_its_parent() -> None:
 def test_spawned_sandbox_ends_when_its_parent_is_killed() -> None:
     script = (
         "import sys, time\n"
-        "from planner.sandbox import spawn\n"
+        "from planner.runtime.sandbox_child import spawn\n"
         "child = spawn(speed=0)\n"
         "print(child.pid, flush=True)\n"
         "time.sleep(300)\n"
