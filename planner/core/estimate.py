@@ -283,6 +283,8 @@ def given_max_output(request: Request) -> int | None:
     ``None`` when it names none."""
     if request.endpoint.is_embedding:
         return 0
+    if request.measured is not None:  # measured at intake: the body may not be loaded
+        return request.measured.output_given
     if request.max_output_tokens is not None:
         return request.max_output_tokens
     body = request.body
@@ -339,6 +341,8 @@ def estimate(
 
 def embedding_inputs(request: Request) -> int:
     """How many inputs an embeddings request carries (OpenAI caps their sum per batch)."""
+    if request.measured is not None:  # measured at intake: the body may not be loaded
+        return request.measured.embedding_inputs
     if request.endpoint is Endpoint.EMBED_CONTENT:
         return len(_dicts(request.body.get("requests"))) or 1
     if request.endpoint is not Endpoint.EMBEDDINGS:

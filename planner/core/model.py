@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any
 
 
@@ -63,18 +64,19 @@ class Measured:
     encoding: str | None  # the BPE ``input_tokens`` was counted with; None: the chars/4 rule
     input_tokens: int  # the estimate rule's raw input tokens (``core/estimate.count_input``)
     method: str  # how they were counted, as ``TokenEstimate.method`` reports it
+    output_given: int | None = None  # ``core/estimate.given_max_output`` of the request
+    embedding_inputs: int = 0  # ``core/estimate.embedding_inputs`` of the request
 
     def __reduce__(self) -> tuple[type[Measured], tuple[Any, ...]]:
         """Pickled as its fields in order (read workers send every request across)."""
         b = self
-        return Measured, (
-            b.body_bytes,
-            b.line_bytes,
-            b.digest,
-            b.encoding,
-            b.input_tokens,
-            b.method,
-        )
+        fields = (b.body_bytes, b.line_bytes, b.digest, b.encoding, b.input_tokens, b.method)
+        return Measured, (*fields, b.output_given, b.embedding_inputs)
+
+
+BODY_NOT_LOADED: Mapping[str, Any] = MappingProxyType({})
+"""The body of a request read from the store without it: planning a measured request needs
+only its ``Measured`` facts (``store.requests.queued_for_planning(bodies=False)``)."""
 
 
 @dataclass(frozen=True, slots=True)

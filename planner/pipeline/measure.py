@@ -22,7 +22,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from planner.core.catalog import Catalog
-from planner.core.estimate import TokenCounter, count_input, encoding_of
+from planner.core.estimate import (
+    TokenCounter,
+    count_input,
+    embedding_inputs,
+    encoding_of,
+    given_max_output,
+)
 from planner.core.model import Endpoint, Measured, ProviderKind, Request
 from planner.providers import gemini_wire, openai_wire
 
@@ -68,6 +74,8 @@ def measure(request: Request, catalog: Catalog, counter: TokenCounter) -> Reques
         encoding=encoding,
         input_tokens=tokens,
         method=method,
+        output_given=given_max_output(request),
+        embedding_inputs=embedding_inputs(request),
     )
     r = request  # as ``replace(request, measured=facts)``, without its introspection per call
     return Request(

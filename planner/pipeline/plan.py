@@ -22,7 +22,13 @@ from planner.core.calibrate import NO_CALIBRATION, InputCalibration
 from planner.core.catalog import Catalog, ModelEntry
 from planner.core.cost import LaneCosts, compare
 from planner.core.enqueued import LearnedLimit, current, enqueue_budget, with_learned
-from planner.core.estimate import TokenCounter, embedding_inputs, estimate, given_max_output
+from planner.core.estimate import (
+    TokenCounter,
+    embedding_inputs,
+    encoding_of,
+    estimate,
+    given_max_output,
+)
 from planner.core.limits import BatchLimits
 from planner.core.model import Lane, Request, TokenEstimate
 from planner.core.pack import (
@@ -197,6 +203,16 @@ class Planner:
             given,
         )
 
+    def measured_is_stale(self, request: Request) -> bool:
+        """Whether ``request``'s measured input count was made with another encoding than
+        its model has now (then ``estimate`` counts it again, from the body)."""
+        measured = request.measured
+        if measured is None:
+            return False
+        return measured.encoding != encoding_of(
+            request, self.catalog.get(request.model), self.counter
+        )
+
     def pack_item(self, assessment: Assessment, key: str | None = None) -> PackItem:
         """What the packer needs of a batch-bound request; ``key`` in place of its own (the
         dry run packs with ``""``: it shows batch sizes, never keys)."""
@@ -330,6 +346,19 @@ def _record_decisions(
     return result
 
 
+def _with_bodies_where_stale(
+    session: Session, planner: Planner, queued: list[StoredRequest]
+) -> list[StoredRequest]:
+    """``queued`` (read without the bodies of measured requests), with the whole request
+    where its measured count no longer holds: its model's encoding changed since intake (a
+    reloaded catalog), so it is counted again, from its body."""
+    stale = [s.id for s in queued if planner.measured_is_stale(s.request)]
+    if not stale:
+        return queued
+    whole = {s.id: s for s in store_requests.load(session, stale)}
+    return [whole.get(s.id, s) for s in queued]
+
+
 def _escaped(stored: StoredRequest) -> bool:
     return stored.decision == Reason.BATCH_ESCAPED.value
 
@@ -389,9 +418,10 @@ def run_plan_stage(
                 store_claims.advisory_lock(session, "plan:budgets")
             queued = list(
                 store_requests.queued_for_planning(
-                    session, chunk, after_id=last_id, states=_PLANNABLE
+                    session, chunk, after_id=last_id, states=_PLANNABLE, bodies=False
                 )
             )
+            queued = _with_bodies_where_stale(session, planner, queued)
             if not queued:
                 _warn_retirements(planner.catalog, total.models, now)
                 _warn_rejections(total)

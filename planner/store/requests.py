@@ -24,6 +24,7 @@ from sqlalchemy import (
     case,
     exists,
     func,
+    null,
     select,
     text,
     update,
@@ -32,7 +33,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from planner.core.flush import QueueSummary, SourceDeadlines
-from planner.core.model import Endpoint, Lane, Measured, Request, TokenEstimate
+from planner.core.model import BODY_NOT_LOADED, Endpoint, Lane, Measured, Request, TokenEstimate
 from planner.core.states import (
     TERMINAL_REQUEST_STATES,
     RequestState,
@@ -113,6 +114,8 @@ def _measured_columns(facts: Measured | None) -> dict[str, Any]:
         "measured_encoding": facts.encoding,
         "measured_input_tokens": facts.input_tokens,
         "measured_method": facts.method,
+        "measured_output_given": facts.output_given,
+        "measured_embedding_inputs": facts.embedding_inputs,
     }
 
 
@@ -123,6 +126,8 @@ _MEASURED = (
     "measured_encoding",
     "measured_input_tokens",
     "measured_method",
+    "measured_output_given",
+    "measured_embedding_inputs",
 )
 
 
@@ -137,6 +142,8 @@ def _measured_of(row: Any) -> Measured | None:
         encoding=row.measured_encoding,
         input_tokens=row.measured_input_tokens,
         method=row.measured_method,
+        output_given=row.measured_output_given,
+        embedding_inputs=row.measured_embedding_inputs or 0,
     )
 
 
@@ -626,18 +633,28 @@ _ENDPOINTS = {e.value: e for e in Endpoint}
 _STATES = {s.value: s for s in RequestState}
 _LANES = {lane.value: lane for lane in Lane}
 _NO_METADATA = "{}"
+# planning's columns: the body of a request measured at intake is not read (it needs the facts)
+_WITHOUT_MEASURED_BODIES = tuple(
+    case((REQUEST.c.measured_method.is_(None), REQUEST.c.body_json), else_=null()).label(
+        "body_json"
+    )
+    if column is REQUEST.c.body_json
+    else column
+    for column in _COLUMNS
+)
 
 
 def _stored(row: Any, *, body: bool = True) -> StoredRequest:
-    """A row of :data:`_COLUMNS` (or :data:`_BODILESS`, with ``body=False``: the request's body
-    is left empty, not read) as a :class:`StoredRequest`."""
+    """A row of :data:`_COLUMNS` (or :data:`_BODILESS`, with ``body=False``) as a
+    :class:`StoredRequest`; a body not read is ``BODY_NOT_LOADED``."""
     metadata = row.metadata_json
+    text = row.body_json if body else None
     request = Request(
         source=row.source,
         key=row.key,
         model=row.model,
         endpoint=_ENDPOINTS[row.endpoint],
-        body=json.loads(row.body_json) if body else {},
+        body=BODY_NOT_LOADED if text is None else json.loads(text),
         received_at=row.received_at,
         deadline=row.deadline,
         max_output_tokens=row.max_output_tokens,
@@ -672,15 +689,20 @@ def queued_for_planning(
     claimed_by: str | None = None,
     after_id: int | None = None,
     unsent: bool = False,
+    bodies: bool = True,
 ) -> Iterator[StoredRequest]:
     """Stream requests waiting for a decision, oldest first, ``yield_per`` a chunk.
 
     With ``claimed_by``, only the requests that worker holds (after ``claims.claim_requests``);
     with ``after_id``, only those with a larger id (a pass that leaves some queued moves on);
     with ``unsent``, only those with no send in the interactive outbox (``store/sends.py``).
+    With ``bodies=False``, a request measured at intake comes without its body
+    (``BODY_NOT_LOADED``): planning needs only its facts, and a planning round of 50,000
+    decoded bodies was most of the daemon's memory (``load`` reads whole requests).
     Consume it inside the session's transaction.
     """
-    query = select(*_COLUMNS).where(REQUEST.c.state.in_([s.value for s in states]))
+    columns = _COLUMNS if bodies else _WITHOUT_MEASURED_BODIES
+    query = select(*columns).where(REQUEST.c.state.in_([s.value for s in states]))
     if unsent:
         query = query.where(~exists().where(SEND.c.request_id == REQUEST.c.id))
     if after_id is not None:

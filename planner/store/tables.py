@@ -159,6 +159,8 @@ class RequestRow(StoreModel, table=True):
     measured_encoding: str | None = Field(default=None, sa_column=Column(String(64)))
     measured_input_tokens: int | None = Field(default=None, sa_column=Column(BigInteger))
     measured_method: str | None = Field(default=None, sa_column=Column(String(100)))
+    measured_output_given: int | None = Field(default=None, sa_column=Column(BigInteger))
+    measured_embedding_inputs: int | None = Field(default=None, sa_column=Column(Integer))
     lane: str | None = Field(default=None, sa_column=Column(String(32)))
     # the policy rule that decided the lane (core.policy.Reason); kept after completion
     decision: str | None = Field(default=None, sa_column=Column(String(64)))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +19,14 @@ import pytest
 from sqlalchemy import select
 
 from planner.config import load_config
+from planner.core.model import BODY_NOT_LOADED, Endpoint, Request
 from planner.core.states import RequestState
 from planner.pipeline.measure import measure
+from planner.pipeline.plan import run_plan_stage
 from planner.runtime.runner import run_once
 from planner.runtime.wiring import DAEMON_LOCAL_CHUNKS, build_context
 from planner.sources.lines import CHUNK_LINES
-from planner.store.requests import queued_for_planning
+from planner.store.requests import ingest, queued_for_planning
 from planner.store.tables import REQUEST
 from tests.contract.store_backends import BACKENDS, backend_url
 
@@ -122,3 +125,37 @@ def _check_measured(
     assert in_one_process == with_workers
     raw = [r[1] for r in with_workers.values()]
     assert all(isinstance(n, int) and n > 0 for n in raw)
+
+
+def test_planning_reads_measured_requests_without_their_bodies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A measured request is planned from its facts alone (its body is not even read); one
+    whose model's encoding changed since intake is counted again, from its body."""
+    config = _workspace(tmp_path)
+    monkeypatch.setenv("MEASURED_STORE_URL", f"sqlite:///{tmp_path / 'planner.db'}")
+    ctx = build_context(load_config(config), sandbox_url="http://127.0.0.1:9")
+    now = datetime.now(UTC)
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "count me again"}]}
+
+    def measured(key: str, encoding: str) -> Request:
+        plain = Request("spool", key, "gpt-4o-mini", Endpoint.CHAT_COMPLETIONS, body, now)
+        facts = measure(plain, ctx.catalog, ctx.planner.counter).measured
+        assert facts is not None
+        return replace(plain, measured=replace(facts, encoding=encoding, input_tokens=999_999))
+
+    with ctx.session_factory() as session, session.begin():
+        ingest(session, [measured("fresh", "o200k_base"), measured("stale", "cl100k_base")], now)
+    with ctx.session_factory() as session, session.begin():
+        loaded = list(queued_for_planning(session, bodies=False))
+    assert [s.request.body for s in loaded] == [BODY_NOT_LOADED, BODY_NOT_LOADED]
+
+    run_plan_stage(ctx.planner, ctx.session_factory, now, chunk=10)
+    with ctx.session_factory() as session:
+        raw = dict(session.execute(select(REQUEST.c.key, REQUEST.c.est_raw_input_tokens)).all())
+    assert raw["fresh"] == 999_999  # the stored count, not the body's
+    counted = measure(
+        replace(loaded[1].request, body=body, measured=None), ctx.catalog, ctx.planner.counter
+    )
+    assert counted.measured is not None
+    assert raw["stale"] == counted.measured.input_tokens  # counted again with o200k_base

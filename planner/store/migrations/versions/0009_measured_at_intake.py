@@ -1,8 +1,10 @@
 """What intake measured of each request, so planning never encodes or tokenizes it again.
 
 ``request.measured_*`` hold ``core.model.Measured``: the body's and the batch line's bytes, the
-content fingerprint, and the raw input count with its encoding and method. Rows stored before
-(or by an intake that did not measure) leave them empty and are measured when planned.
+content fingerprint, the raw input count with its encoding and method, the maximum output the
+request names and its number of embedding inputs: planning reads these instead of the body.
+Rows stored before (or by an intake that did not measure) leave them empty and are measured
+when planned.
 
 Revision ID: 0009
 Revises: 0008
@@ -28,6 +30,8 @@ COLUMNS = (
     ("measured_encoding", sa.String(64)),
     ("measured_input_tokens", sa.BigInteger()),
     ("measured_method", sa.String(100)),
+    ("measured_output_given", sa.BigInteger()),
+    ("measured_embedding_inputs", sa.Integer()),
 )
 
 
