@@ -112,12 +112,20 @@ class ReadPool:
             setup = self._setup
             if method == "fork":
                 setup = self._shared_setup()
-            self._executor = ProcessPoolExecutor(
-                self._workers,
-                mp_context=multiprocessing.get_context(method),
-                initializer=_start_worker,
-                initargs=(setup,),
-            )
+            try:
+                self._executor = ProcessPoolExecutor(
+                    self._workers,
+                    mp_context=multiprocessing.get_context(method),
+                    initializer=_start_worker,
+                    initargs=(setup,),
+                )
+            except (OSError, ValueError) as exc:  # no semaphores (/dev/shm), no such method
+                self._dead = True
+                _log.warning(
+                    "read workers could not start (%s); reading in this process",
+                    exc,
+                    extra={"event": "read_workers_unavailable"},
+                )
         return self._executor
 
     def _shared_setup(self) -> WorkerSetup:
@@ -164,7 +172,7 @@ class ReadPool:
         source, file, now, limit = ctx.settings.source, ctx.file, ctx.now, ctx.max_line_bytes
         try:
             return executor.submit(_judge_chunk, source, file, now, limit, chunk)
-        except (BrokenProcessPool, RuntimeError):
+        except (BrokenProcessPool, RuntimeError, OSError):  # died, shut down, cannot fork
             self._broken()
             return None
 
@@ -179,6 +187,8 @@ class ReadPool:
                 return chunk, future.result()
             except BrokenProcessPool:
                 self._broken()
+            except Exception:  # a worker's failure costs time, never lines: judged here
+                _log.exception("a read worker failed a chunk", extra={"event": "read_failed"})
         return chunk, self._judge_here(chunk, ctx)
 
     def _judge_here(self, chunk: Sequence[RawLine], ctx: LineContext) -> list[ParsedLine | None]:

@@ -16,6 +16,7 @@ import pytest
 
 from planner.config.prices import shipped_catalog
 from planner.core.model import Request
+from planner.pipeline import read_pool
 from planner.pipeline.measure import measure
 from planner.pipeline.read_pool import ReadPool, WorkerSetup, worker_count
 from planner.sources.formats import Defaults
@@ -176,3 +177,17 @@ def test_requests_cross_processes_whole() -> None:
         assert [getattr(again_raw, f.name) for f in fields(RawLine)] == [
             getattr(raw, f.name) for f in fields(RawLine)
         ]
+
+
+def test_workers_that_cannot_start_leave_the_reading_to_this_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_semaphores(*args: object, **kwargs: object) -> None:
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(read_pool, "ProcessPoolExecutor", no_semaphores)
+    data = _spool(3 * CHUNK_LINES)
+    with ReadPool(SETUP, workers=2) as pool:
+        there = _parsed(data, pool.judge)
+    assert there == _parsed(data, judge_here)
+    assert all(r.measured is not None for r in there if isinstance(r, Request))
