@@ -146,6 +146,27 @@ def test_a_killed_process_on_this_host_leaves_its_file_to_the_next_at_once(
     assert stored(factory) == LINES and leases_left(factory) == 0
 
 
+def test_a_lease_renewed_moments_ago_is_not_written_again(factory: Callable[[], Session]) -> None:
+    """Within a quarter of the lease of its last write a renewal writes nothing (the lease has
+    three quarters left); after that it is written, and a lease taken meanwhile is not ours."""
+    seconds = [0.0]
+    leases = StoreUnitLeases(factory, "spool", "a", timedelta(minutes=2), lambda: seconds[0])
+    assert leases.acquire("f.jsonl")
+
+    def lease_until() -> object:
+        with factory() as session:
+            return session.execute(select(UNIT_CLAIM.c.lease_until)).scalar_one()
+
+    written = lease_until()
+    seconds[0] = 29.0
+    assert leases.renew("f.jsonl") and lease_until() == written  # nothing written
+    seconds[0] = 31.0
+    with factory() as session, session.begin():  # as if b had taken it over meanwhile
+        session.execute(update(UNIT_CLAIM).values(owner="b"))
+    assert not leases.renew("f.jsonl")  # written, so b's claim is seen
+    assert not leases.renew("f.jsonl")  # and never answered from memory again
+
+
 def test_a_dead_replicas_file_is_taken_over_and_its_owner_steps_aside(
     tmp_path: Path, factory: Callable[[], Session], caplog: pytest.LogCaptureFixture
 ) -> None:
