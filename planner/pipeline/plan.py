@@ -30,7 +30,7 @@ from planner.core.estimate import (
     given_max_output,
 )
 from planner.core.limits import BatchLimits
-from planner.core.model import Lane, Request, TokenEstimate
+from planner.core.model import BODY_NOT_LOADED, Lane, Request, TokenEstimate
 from planner.core.pack import (
     MAX_BAND,
     PackGroup,
@@ -123,6 +123,9 @@ class Planner:
     # input corrections per model and outputs per (source, model) (core/calibrate.py)
     calibration: Mapping[str, InputCalibration] = field(default_factory=dict)
     learned_outputs: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    # whether ``route`` reads the request's body (a Gemini line translated for a compat layer):
+    # planning then loads it even when the request was measured (``_with_bodies_where_needed``)
+    route_reads_body: Callable[[Request], bool] = lambda request: False
     # (provider, model, id(rules)) -> (rules, rules with the learned batch window): one per pass
     _window_rules: dict[tuple[str, str, int], tuple[PolicyRules, PolicyRules]] = field(
         default_factory=dict, init=False, repr=False, compare=False
@@ -346,16 +349,21 @@ def _record_decisions(
     return result
 
 
-def _with_bodies_where_stale(
+def _with_bodies_where_needed(
     session: Session, planner: Planner, queued: list[StoredRequest]
 ) -> list[StoredRequest]:
     """``queued`` (read without the bodies of measured requests), with the whole request
-    where its measured count no longer holds: its model's encoding changed since intake (a
-    reloaded catalog), so it is counted again, from its body."""
-    stale = [s.id for s in queued if planner.measured_is_stale(s.request)]
-    if not stale:
+    where planning needs more than the measured facts: its model's encoding changed since
+    intake (a reloaded catalog), so it is counted again; or routing it reads its body."""
+    needed = [
+        s.id
+        for s in queued
+        if s.request.body is BODY_NOT_LOADED
+        and (planner.measured_is_stale(s.request) or planner.route_reads_body(s.request))
+    ]
+    if not needed:
         return queued
-    whole = {s.id: s for s in store_requests.load(session, stale)}
+    whole = {s.id: s for s in store_requests.load(session, needed)}
     return [whole.get(s.id, s) for s in queued]
 
 
@@ -421,7 +429,7 @@ def run_plan_stage(
                     session, chunk, after_id=last_id, states=_PLANNABLE, bodies=False
                 )
             )
-            queued = _with_bodies_where_stale(session, planner, queued)
+            queued = _with_bodies_where_needed(session, planner, queued)
             if not queued:
                 _warn_retirements(planner.catalog, total.models, now)
                 _warn_rejections(total)

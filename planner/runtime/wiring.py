@@ -127,6 +127,23 @@ def router(cfg: PlannerConfig) -> Callable[[Request], str | None]:
     return route
 
 
+def route_reads_body(cfg: PlannerConfig) -> Callable[[Request], bool]:
+    """Whether ``router``'s answer for a request depends on its body: a Gemini-format line for
+    a provider in compat mode is translated (and may be refused) as it is routed."""
+    compat = {
+        name
+        for name, p in cfg.providers.items()
+        if isinstance(p, GeminiProviderConfig) and p.openai_compat
+    }
+
+    def reads(request: Request) -> bool:
+        if not compat or request.endpoint.wire is not ProviderKind.GEMINI:
+            return False
+        return cfg.provider_for(request.model) in compat
+
+    return reads
+
+
 def account_limits_for(cfg: PlannerConfig) -> Callable[[str], AccountLimits]:
     """Per configured provider: the documented account limits, then ``limits.<provider>``."""
 
@@ -248,6 +265,7 @@ def build_planner(cfg: PlannerConfig, catalog: Catalog | None = None) -> Planner
         catalog=catalog,
         counter=token_counter(cfg, catalog),
         route=router(cfg),
+        route_reads_body=route_reads_body(cfg),
         rules_for=rules_of,
         default_output_tokens_for=output_tokens_of,
         line_bytes=measured_line_bytes,
