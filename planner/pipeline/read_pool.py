@@ -93,9 +93,18 @@ def worker_count(environ: Mapping[str, str] = os.environ) -> int:
 class ReadPool:
     """Worker processes judging spool lines; a ``LineJudge`` (``judge``). Close it when done."""
 
-    def __init__(self, setup: WorkerSetup, workers: int, *, start_after: int = 0) -> None:
+    def __init__(
+        self,
+        setup: WorkerSetup,
+        workers: int,
+        *,
+        start_after: int = 0,
+        here: TokenCounter | None = None,
+    ) -> None:
         """Workers start with the first chunk past ``start_after`` (before that, and without
-        any chunk at all, nothing is started: a small spool is not worth a process)."""
+        any chunk at all, nothing is started: a small spool is not worth a process).
+        ``here``: this process's own counter (the planner's), so its encodings are loaded
+        once per process; without it, one is made from ``setup`` when first needed."""
         self._setup = setup
         self._workers = workers
         self._ahead = 2 * workers + 2
@@ -103,7 +112,7 @@ class ReadPool:
         self._chunks = 0
         self._executor: ProcessPoolExecutor | None = None
         self._dead = False
-        self._here: TokenCounter | None = None
+        self._here = here
 
     def _pool(self) -> ProcessPoolExecutor | None:
         if self._executor is None and not self._dead and self._chunks > self._start_after:

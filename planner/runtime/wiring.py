@@ -223,22 +223,23 @@ DAEMON_LOCAL_CHUNKS = 8  # chunks of a pass read in the daemon itself before wor
 
 @contextmanager
 def reading_on_every_core(
-    cfg: PlannerConfig, catalog: Catalog, sources: Sequence[Source], start_after: int = 0
+    cfg: PlannerConfig, planner: Planner, sources: Sequence[Source], start_after: int = 0
 ) -> Iterator[None]:
     """While inside, spool sources judge and measure their lines in worker processes
     (``pipeline/read_pool.py``), started once ``start_after`` chunks were read; none on a
-    single core or with ``PLANNER_READ_WORKERS=0``."""
+    single core or with ``PLANNER_READ_WORKERS=0``. This process reads with the planner's own
+    counter, so its encodings are loaded once here (and shared with forked workers)."""
     spools = [s for s in sources if isinstance(s, JsonlDirSource)]
     workers = worker_count()
     if not spools or workers == 0:
         yield
         return
     settings = {s.name: s.settings for s in spools}
-    counter = token_counter(cfg, catalog)
+    catalog, counter = planner.catalog, planner.counter
     routed = (counter.encoding_for(model) for _, model in routed_models(cfg, catalog))
     encodings = tuple(sorted({e for e in routed if e is not None}))
     setup = WorkerSetup(settings, catalog, partial(token_counter, cfg, catalog), encodings)
-    with ReadPool(setup, workers, start_after=start_after) as pool:
+    with ReadPool(setup, workers, start_after=start_after, here=counter) as pool:
         for spool in spools:
             spool.judge = pool.judge
         try:
@@ -467,13 +468,14 @@ def build_context(cfg: PlannerConfig, *, sandbox_url: str | None) -> StageContex
     session_factory = open_store(cfg)
     sinks = build_sink_map(cfg, os.environ)
     sources = build_sources(cfg, catalog, session_factory)
+    planner = build_planner(cfg, catalog)
     return StageContext(
         session_factory=session_factory,
         catalog=catalog,
-        planner=build_planner(cfg, catalog),
+        planner=planner,
         providers=build_providers(cfg, sandbox_url, os.environ),
         sources=sources,
-        reading=partial(reading_on_every_core, cfg, catalog, sources, DAEMON_LOCAL_CHUNKS),
+        reading=partial(reading_on_every_core, cfg, planner, sources, DAEMON_LOCAL_CHUNKS),
         sinks_for=build_sinks(cfg, sinks, session_factory),
         sinks=sinks,
         rate_limits={
@@ -590,7 +592,7 @@ def build_plan_report(
     lines: Iterator[ParsedLine] = chain.from_iterable(s.scan(now) for s in sources)
     planner, book = dry_run_planner(cfg, planner, now)  # as the store has it, read only
     seen = SeenContents()
-    with stored_keys(cfg) as lookup, reading_on_every_core(cfg, catalog, sources):
+    with stored_keys(cfg) as lookup, reading_on_every_core(cfg, planner, sources):
         repeats = Repeats(lookup, seen)  # keys read or stored before, judged as intake will
         try:
             report = build_report(repeats.judge(lines), planner, now, on_request, book=book)
