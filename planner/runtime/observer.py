@@ -17,7 +17,7 @@ from collections import Counter
 from datetime import datetime
 from decimal import Decimal
 
-from planner.errors import ProviderError
+from planner.errors import ProviderError, RateLimited
 from planner.metrics import Metrics
 from planner.pipeline.collect import CollectResult
 from planner.pipeline.context import StageContext
@@ -42,6 +42,7 @@ class MetricsObserver:
         self.metrics = metrics
         self.calls: Counter[str] = Counter()  # provider calls made, by provider
         self.failed_calls: Counter[str] = Counter()  # of them, those that failed
+        self.throttled_calls: Counter[str] = Counter()  # of those, answered "slow down" (429)
 
     # -- provider calls (the guard reports every outcome) -------------------------------------
     def provider_outcome(self, provider: str, error: ProviderError | None) -> None:
@@ -50,11 +51,20 @@ class MetricsObserver:
         self.metrics.record_provider_call(provider)
         if error is not None:
             self.failed_calls[provider] += 1
+            if isinstance(error, RateLimited):
+                self.throttled_calls[provider] += 1
             self.metrics.record_provider_error(provider, error)
 
     def every_call_failed(self) -> bool:
-        """Calls were made and none succeeded (no key, a bad key, nothing reachable)."""
-        return bool(self.calls) and self.calls == self.failed_calls
+        """Calls were made and none succeeded (no key, a bad key, nothing reachable).
+
+        A pass whose every failure was a rate limit is not one: the provider was reached and
+        took the key, it asked us to wait, and the next pass retries at the time it named. A
+        cron script alerting on that would alert on a busy provider, not on a broken set-up.
+        """
+        if not self.calls or self.calls != self.failed_calls:
+            return False
+        return self.throttled_calls != self.failed_calls
 
     # -- stages -------------------------------------------------------------------------------
     def ingested(self, ctx: StageContext, result: IntakeResult) -> None:

@@ -421,3 +421,16 @@ def test_plan_judges_keys_stored_or_repeated_across_files_as_run_does(workspace:
     assert report["totals"]["requests"] == intake["inserted"]
     assert report["duplicates"] == intake["duplicates"]
     assert report["quarantined"] == intake["quarantined"]
+
+
+def test_run_once_exits_0_when_the_provider_only_asked_to_wait(workspace: Path) -> None:
+    """Every call answered 429: the key works and the provider is there, planner retries at the
+    time it named. That is a busy provider, not a broken set-up: exit 0, the wait in the log."""
+    from planner.sandbox import serve
+
+    config = str(workspace / "planner.yaml")
+    with serve(speed=0.0, faults="rate_limit=1,retry_after=30") as sandbox:
+        throttled = run("run", "--once", "--sandbox-url", sandbox.url, "-c", config)
+    assert throttled.returncode == 0, throttled.stderr
+    assert "every provider call failed" not in throttled.stderr
+    assert "RateLimited" in throttled.stderr
