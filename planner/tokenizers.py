@@ -17,15 +17,18 @@ merges. The cache is bounded by the characters it holds, so memory stays flat wh
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import logging
 import os
 import tempfile
+import types
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import tiktoken
+from tiktoken_ext import openai_public
 
 from planner.core.catalog import Catalog
 
@@ -72,18 +75,51 @@ def expected_cache_file(encoding: str, cache_dir: Path) -> Path | None:
     return cache_dir / hashlib.sha1(known[0].encode()).hexdigest()
 
 
-def _problem(encoding: str, cache_dir: Path | None) -> str | None:
-    """Why ``encoding`` cannot be loaded from ``cache_dir`` without the network, or ``None``."""
+def _read_verified(encoding: str, cache_dir: Path | None) -> bytes | str:
+    """The BPE file of ``encoding`` in ``cache_dir``, read and checked against its SHA-256, or
+    why it cannot be had without the network."""
     if cache_dir is None:
         return "TIKTOKEN_CACHE_DIR is empty (caching disabled)"
     path = expected_cache_file(encoding, cache_dir)
     if path is None:
         return "no known BPE file for this encoding"
-    if not path.is_file():
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
         return f"BPE file missing: {path}"
-    if hashlib.sha256(path.read_bytes()).hexdigest() != _FILES[encoding][1]:
+    except OSError as exc:
+        return f"BPE file unreadable: {path} ({exc.strerror})"
+    if hashlib.sha256(data).hexdigest() != _FILES[encoding][1]:
         return f"BPE file corrupt (SHA-256 mismatch): {path}"
-    return None
+    return data
+
+
+def _ranks(data: bytes) -> dict[bytes, int]:
+    """A ``.tiktoken`` file's merge ranks (``base64-token rank`` per line), as tiktoken's
+    ``load_tiktoken_bpe`` reads them but about 2.5x faster: one ``split`` of the whole file and
+    C-level maps instead of a Python loop over 200,000 lines (0.08 s for o200k_base, 0.2 s
+    tiktoken's way; paid by every ``plan`` before its first count)."""
+    fields = data.split()
+    if len(fields) % 2:
+        raise ValueError("a line without its rank")
+    return dict(zip(map(binascii.a2b_base64, fields[0::2]), map(int, fields[1::2]), strict=True))
+
+
+def _encoding_from(encoding: str, data: bytes) -> Any:
+    """tiktoken's ``encoding`` built from the verified file ``data``, parsed by ``_ranks``.
+
+    The pattern and special tokens are tiktoken's own: its constructor for ``encoding`` runs
+    as written, in a copy of its module's namespace whose ``load_tiktoken_bpe`` answers with
+    the ranks already read, so nothing of tiktoken is copied here or changed for others.
+    ``None`` when tiktoken has no such constructor (the caller then asks tiktoken itself).
+    """
+    constructor = openai_public.ENCODING_CONSTRUCTORS.get(encoding)
+    if constructor is None:
+        return None
+    ranks = _ranks(data)
+    namespace = {**constructor.__globals__, "load_tiktoken_bpe": lambda *_a, **_k: ranks}
+    spec = types.FunctionType(constructor.__code__, namespace, constructor.__name__)()
+    return tiktoken.Encoding(**spec)
 
 
 def _fetch(encoding: str, cache_dir: Path, base: str, timeout: float) -> str | None:
@@ -205,14 +241,21 @@ class TiktokenCounter:
 
     def _try_load(self, encoding: str) -> Any:
         cache_dir = self._cache_dir if self._cache_dir is not None else _cache_dir()
-        problem = _problem(encoding, cache_dir)
-        if problem is not None and self._download and cache_dir is not None:
+        found = _read_verified(encoding, cache_dir)
+        if isinstance(found, str) and self._download and cache_dir is not None:
             fetched = _fetch(encoding, cache_dir, self._base, self._timeout)
-            problem = _problem(encoding, cache_dir) if fetched is None else f"{problem}; {fetched}"
-        if problem is None:
-            if self._cache_dir is not None:  # tiktoken reads the directory from the environment
-                os.environ["TIKTOKEN_CACHE_DIR"] = str(self._cache_dir)
+            if fetched is None:
+                found = _read_verified(encoding, cache_dir)
+            else:
+                found = f"{found}; {fetched}"
+        problem = found if isinstance(found, str) else None
+        if isinstance(found, bytes):
             try:
+                loaded = _encoding_from(encoding, found)
+                if loaded is not None:
+                    return loaded
+                if self._cache_dir is not None:  # tiktoken reads it from the environment
+                    os.environ["TIKTOKEN_CACHE_DIR"] = str(self._cache_dir)
                 return tiktoken.get_encoding(encoding)
             except Exception as exc:  # tiktoken raises ValueError, OSError, ...; never crash
                 problem = f"{type(exc).__name__}: {exc}"

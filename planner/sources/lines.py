@@ -24,8 +24,7 @@ from planner.sources.formats import (
     Defaults,
     Reason,
     RecordError,
-    decode_json,
-    json_text_is_plain,
+    decode_json_plain,
     parse_record,
 )
 
@@ -71,10 +70,9 @@ def parse_line(
     text: str, *, file: str, line: int, now: datetime, settings: Defaults
 ) -> Request | LineError:
     """Judge one decoded, non-blank line. ``now`` is the ingestion time."""
-    obj = decode_json(text)
+    obj, plain = decode_json_plain(text)
     if isinstance(obj, RecordError):
         return line_error(obj, file=file, line=line, raw=text)
-    plain = json_text_is_plain(text)
     item = parse_record(obj, settings, now=now, origin=f"{file}:{line}", checked=plain)
     if isinstance(item, RecordError):
         return line_error(item, file=file, line=line, raw=text)

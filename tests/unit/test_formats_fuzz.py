@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from planner.core.model import ProviderKind, Request
 from planner.sources.base import LineError
-from planner.sources.formats import Defaults, Reason, json_text_is_plain
+from planner.sources.formats import Defaults, Reason, decode_json, decode_json_plain
 from planner.sources.formats.common import check_value
 from planner.sources.jsonl_dir import read_lines
 from planner.sources.lines import LineParser
@@ -200,15 +200,17 @@ deep = st.integers(min_value=1, max_value=80).map(lambda n: json.loads("[" * n +
 @settings(max_examples=500, deadline=None)
 @given(value=values | deep, ascii_only=st.booleans())
 def test_a_plain_json_text_holds_nothing_the_walk_refuses(value: Any, ascii_only: bool) -> None:
-    """``json_text_is_plain`` lets a line skip ``check_value``: never wrongly."""
+    """``decode_json_plain`` lets a line skip ``check_value``: never wrongly, and it decodes
+    every text to what ``decode_json`` gives."""
     try:
         text = json.dumps(value, ensure_ascii=ascii_only, allow_nan=False)  # as decode_json
         text.encode("utf-8")  # a spool line is UTF-8: a raw lone surrogate cannot be in it
     except (ValueError, UnicodeEncodeError):
         return
-    if not json_text_is_plain(text):
-        return
-    check_value(json.loads(text))  # raises Invalid if the text was not plain after all
+    decoded, plain = decode_json_plain(text)
+    assert decoded == decode_json(text) == json.loads(text)
+    if plain:
+        check_value(decoded)  # raises Invalid if the text was not plain after all
 
 
 @settings(max_examples=300, deadline=None)
@@ -218,7 +220,8 @@ def test_a_plain_json_text_holds_nothing_the_walk_refuses(value: Any, ascii_only
 )
 def test_numbers_written_out_of_range_are_never_plain(number: str, spaces: str) -> None:
     text = f'{{"a":{spaces}[{number}]}}'
-    value = json.loads(text)
-    if not json_text_is_plain(text):
+    value, plain = decode_json_plain(text)
+    assert value == json.loads(text)
+    if not plain:
         return
     check_value(value)

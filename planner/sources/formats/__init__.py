@@ -15,6 +15,7 @@ the record came from (the spool source makes it a ``LineError`` with file and li
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, NoReturn
@@ -99,20 +100,48 @@ _INT_DIGITS = "for integer string conversion"  # in CPython's ValueError for hug
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)  # built once: loads(**kw) rebuilds
 
 
-_DIGITS = str.maketrans("0123456789", "9999999999")
-_LONG_DIGITS = "9" * 19  # every integer beyond 64 bits has 19 digits or more
-_BIG_EXPONENTS = ("e999", "E999", "e+999", "E+999", "e-999", "E-999")  # 1e400 reads as inf
+class _OutOfRange(Exception):  # a signal, not an error: decode again and walk
+    """A number ``check_value`` may refuse was met while decoding on the fast path."""
+
+
+def _int(text: str) -> int:
+    """``parse_int`` of the fast path: every integer beyond 64 bits has 19 digits or more."""
+    if len(text) >= 19:
+        raise _OutOfRange
+    return int(text)
+
+
+def _float(text: str) -> float:
+    """``parse_float`` of the fast path: ``1e400`` reads as infinity."""
+    value = float(text)
+    if math.isinf(value):  # the literals NaN and Infinity are refused by parse_constant
+        raise _OutOfRange
+    return value
+
+
+# The numbers of a line are few (max_tokens, temperature): checking each as it is decoded costs
+# less than scanning the whole text for long digit runs, which prompts are full of.
+_FAST = json.JSONDecoder(parse_constant=_reject_constant, parse_int=_int, parse_float=_float)
 
 
 def json_text_is_plain(text: str) -> bool:
-    """Whether the JSON ``text`` (valid UTF-8, no raw NUL) provably holds nothing that
-    ``check_value`` refuses, judged from the text alone and at C speed: no ``\\u`` escape
-    (the only way to write a lone surrogate or a NUL), fewer brackets than ``MAX_DEPTH``, no run
-    of 19 digits, no three-digit exponent. False only means: walk the value to be sure."""
-    if "\\u" in text or text.count("{") + text.count("[") >= MAX_DEPTH:
-        return False
-    digits = text.translate(_DIGITS)
-    return _LONG_DIGITS not in digits and not any(e in digits for e in _BIG_EXPONENTS)
+    """Whether the JSON ``text`` (valid UTF-8, no raw NUL) provably holds no text and no
+    nesting that ``check_value`` refuses, judged from the text alone and at C speed: no ``\\u``
+    escape (the only way to write a lone surrogate or a NUL) and fewer brackets than
+    ``MAX_DEPTH``. Numbers are ``decode_json_plain``'s part."""
+    return "\\u" not in text and text.count("{") + text.count("[") < MAX_DEPTH
+
+
+def decode_json_plain(text: str) -> tuple[object, bool]:
+    """``decode_json`` of ``text``, and whether the value provably holds nothing that
+    ``check_value`` refuses (``json_text_is_plain``, and every number in range as decoded).
+    False only means: walk the value to be sure."""
+    try:
+        return _FAST.decode(text), json_text_is_plain(text)
+    except _OutOfRange:
+        return decode_json(text), False
+    except (ValueError, RecursionError):
+        return decode_json(text), False  # the same error, worded by the one decoder
 
 
 def decode_json(text: str) -> object:
@@ -137,6 +166,7 @@ __all__ = [
     "Reason",
     "RecordError",
     "decode_json",
+    "decode_json_plain",
     "json_text_is_plain",
     "parse_deadline",
     "parse_record",
