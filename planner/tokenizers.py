@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import tiktoken
+from tiktoken import _tiktoken  # type: ignore[attr-defined]
 from tiktoken_ext import openai_public
 
 from planner.core.catalog import Catalog
@@ -105,7 +106,29 @@ def _ranks(data: bytes) -> dict[bytes, int]:
     return dict(zip(map(binascii.a2b_base64, fields[0::2]), map(int, fields[1::2]), strict=True))
 
 
-def _encoding_from(encoding: str, data: bytes) -> Any:
+class Bpe:
+    """One encoding's byte-pair encoder: tiktoken's own ``CoreBPE``, without the
+    ``tiktoken.Encoding`` around it, which keeps the merge ranks a second time as a Python dict
+    (36 MiB for o200k_base and cl100k_base together, in every process) only to pickle itself.
+    planner never pickles an encoding: read workers are forked with it or build their own."""
+
+    __slots__ = ("_core", "name")
+
+    def __init__(self, name: str, core: Any) -> None:
+        self.name = name
+        self._core = core
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        """Tokens of ``text``, special-token text counted as ordinary text (tiktoken's
+        ``Encoding.encode_ordinary``, lone surrogates replaced as it replaces them)."""
+        try:
+            return self._core.encode_ordinary(text)  # type: ignore[no-any-return]
+        except UnicodeEncodeError:
+            text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+            return self._core.encode_ordinary(text)  # type: ignore[no-any-return]
+
+
+def _encoding_from(encoding: str, data: bytes) -> Bpe | None:
     """tiktoken's ``encoding`` built from the verified file ``data``, parsed by ``_ranks``.
 
     The pattern and special tokens are tiktoken's own: its constructor for ``encoding`` runs
@@ -119,7 +142,8 @@ def _encoding_from(encoding: str, data: bytes) -> Any:
     ranks = _ranks(data)
     namespace = {**constructor.__globals__, "load_tiktoken_bpe": lambda *_a, **_k: ranks}
     spec = types.FunctionType(constructor.__code__, namespace, constructor.__name__)()
-    return tiktoken.Encoding(**spec)
+    core = _tiktoken.CoreBPE(spec["mergeable_ranks"], spec["special_tokens"], spec["pat_str"])
+    return Bpe(spec["name"], core)
 
 
 def _fetch(encoding: str, cache_dir: Path, base: str, timeout: float) -> str | None:
