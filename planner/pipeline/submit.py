@@ -139,11 +139,11 @@ def _surely_absent(ctx: StageContext, batch: Batch, now: datetime) -> bool:
 
 
 def _send(ctx: StageContext, provider: BatchProvider, batch: Batch) -> RemoteBatch:
-    with ctx.session_factory() as session:
-        lines = [
+    with ctx.session_factory() as session:  # bodies streamed into the file, never all decoded
+        lines = (
             BatchLine.from_request(s.request) for s in store_requests.in_batch(session, batch.id)
-        ]
-    payload = provider.build_payload(batch.id, lines)
+        )
+        payload = provider.build_payload(batch.id, lines)
     return provider.submit(batch.id, batch.model, batch.endpoint, payload)
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -181,8 +181,9 @@ class BatchProvider(Protocol):
 
     kind: str
 
-    def build_payload(self, batch_id: str, lines: Sequence[BatchLine]) -> BatchPayload:
-        """Encode the lines (pure; raises ValueError on mixed models/endpoints or bad bodies)."""
+    def build_payload(self, batch_id: str, lines: Iterable[BatchLine]) -> BatchPayload:
+        """Encode the lines, read once in order (pure; raises ValueError on mixed models or
+        endpoints, duplicate keys, bad bodies or no lines)."""
         ...
 
     def submit(

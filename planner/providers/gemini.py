@@ -232,10 +232,10 @@ class GeminiProvider:
     def __repr__(self) -> str:
         return f"GeminiProvider(base_url={self.base_url!r})"
 
-    def build_payload(self, batch_id: str, lines: Sequence[BatchLine]) -> BatchPayload:
+    def build_payload(self, batch_id: str, lines: Iterable[BatchLine]) -> BatchPayload:
         return wire.build_payload(
             batch_id,
-            lines,
+            list(lines),  # read twice: inline or file is decided on the whole batch
             inline_max_bytes=self._inline_max_bytes,
             inline_max_output_bytes=self._inline_max_output_bytes,
         )

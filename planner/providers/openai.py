@@ -16,7 +16,7 @@ GETs keep ``max_retries``. Every call has an explicit timeout.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator
 from datetime import datetime
 from itertools import chain
 from typing import Any, cast
@@ -116,8 +116,8 @@ class OpenAIProvider:
         """On Gemini's compat layer a Gemini-format line goes in the OpenAI shape (compat_wire)."""
         return compat_wire.to_openai(line) if self._gemini_files is not None else line
 
-    def build_payload(self, batch_id: str, lines: Sequence[BatchLine]) -> BatchPayload:
-        return wire.build_payload(batch_id, [self._compat(line) for line in lines])
+    def build_payload(self, batch_id: str, lines: Iterable[BatchLine]) -> BatchPayload:
+        return wire.build_payload(batch_id, map(self._compat, lines))
 
     # --- files ------------------------------------------------------------------------------
 

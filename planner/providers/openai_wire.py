@@ -7,8 +7,9 @@ servers speaking the same surface.
 
 from __future__ import annotations
 
+import io
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -149,27 +150,34 @@ def input_line_bytes(
     return frame + body_bytes
 
 
-def build_payload(batch_id: str, lines: Sequence[BatchLine]) -> BatchPayload:
-    """A JSONL file of ``lines``: one model, one endpoint, unique keys (pitfall 21)."""
-    if not lines:
-        raise ValueError(f"batch {batch_id}: no lines")
-    model, endpoint = lines[0].model, lines[0].endpoint
-    _check_endpoint(endpoint)
-    rows: list[dict[str, Any]] = []
+def build_payload(batch_id: str, lines: Iterable[BatchLine]) -> BatchPayload:
+    """A JSONL file of ``lines``: one model, one endpoint, unique keys (pitfall 21).
+
+    ``lines`` is read once, in order, and each line is encoded as it comes: a batch of 50,000
+    requests streamed from the store never has all its bodies decoded at once (they took
+    several times the file's size in memory), only the file itself."""
+    out = io.BytesIO()
+    keys: list[str] = []
     seen: set[str] = set()
+    model, endpoint = "", Endpoint.CHAT_COMPLETIONS
     for n, line in enumerate(lines, start=1):
+        if n == 1:
+            model, endpoint = line.model, line.endpoint
+            _check_endpoint(endpoint)
         where = f"batch {batch_id} line {n} (key {line.key!r})"
         if line.model != model or line.endpoint is not endpoint:
             raise ValueError(f"{where}: one model and endpoint per batch, expected {model}")
         if line.key in seen:
             raise ValueError(f"{where}: duplicate custom_id")
         seen.add(line.key)
-        rows.append(input_line(line.key, endpoint, request_body(line, where=where)))
-    data = b"".join(
-        json.dumps(row, ensure_ascii=False, separators=(",", ":")).encode() + b"\n" for row in rows
-    )
-    keys = tuple(row["custom_id"] for row in rows)
-    return BatchPayload(batch_id, model, endpoint, keys, len(data), jsonl=data)
+        keys.append(line.key)
+        row = input_line(line.key, endpoint, request_body(line, where=where))
+        out.write(_COMPACT.encode(row).encode())
+        out.write(b"\n")
+    if not keys:
+        raise ValueError(f"batch {batch_id}: no lines")
+    data = out.getvalue()  # the buffer itself, not a copy
+    return BatchPayload(batch_id, model, endpoint, tuple(keys), len(data), jsonl=data)
 
 
 # --- reading batches --------------------------------------------------------------------------

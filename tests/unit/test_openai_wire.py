@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -70,6 +71,23 @@ def test_build_payload_one_model_and_unique_ids() -> None:  # pitfall 21, 7
         wire.build_payload("pb", [chat("a"), chat("b", model="gpt-4o")])
     with pytest.raises(ValueError, match=r"line 2 .* duplicate custom_id"):
         wire.build_payload("pb", [chat("a"), chat("a")])
+    with pytest.raises(ValueError, match="no lines"):
+        wire.build_payload("pb", iter([]))
+
+
+def test_build_payload_reads_its_lines_once_as_they_come() -> None:
+    """The store streams a batch's requests: each line is encoded as it arrives, in order, and
+    the file is the one a list of the same lines gives."""
+    taken: list[str] = []
+
+    def stream() -> Iterator[BatchLine]:
+        for key in ("c", "a", "b"):
+            taken.append(key)
+            yield chat(key)
+
+    streamed = wire.build_payload("pb", stream())
+    assert taken == ["c", "a", "b"] and streamed.keys == ("c", "a", "b")
+    assert streamed == wire.build_payload("pb", [chat("c"), chat("a"), chat("b")])
 
 
 BATCH = {  # §6.1 verbatim, with our metadata
