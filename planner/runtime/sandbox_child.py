@@ -63,14 +63,15 @@ class SandboxProcess:
         return self._child.returncode
 
     def stop(self) -> None:
+        """End the child at once. The emulator keeps its batches and files in memory and
+        writes nothing, so there is nothing to shut down cleanly: a graceful uvicorn shutdown
+        cost 0.3 s, a tenth of a small ``run --once``, to throw that memory away."""
         stdin = self._child.stdin
         if stdin is not None and not stdin.closed:
             stdin.close()
-        try:
-            self._child.wait(timeout=STOP_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
+        if self._child.poll() is None:
             self._child.kill()
-            self._child.wait()
+        self._child.wait(timeout=STOP_TIMEOUT_SECONDS)
 
     def __enter__(self) -> SandboxProcess:
         return self
