@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from planner.core.catalog import Catalog
@@ -48,6 +48,10 @@ class WorkerSetup:
     counter: Callable[[], TokenCounter]
     # BPE encodings loaded before forking, once, and shared with the workers (copy on write)
     encodings: tuple[str, ...] = ()
+    # None: every request keeps its body (intake stores it). Else a measured request keeps it
+    # only where this answers True: ``plan`` plans from the measured facts, so the body is
+    # neither pickled by a worker nor unpickled here (a third of what crossed the pipe)
+    keeps_body: Callable[[Request], bool] | None = None
 
 
 _worker: tuple[WorkerSetup, TokenCounter] | None = None  # in a worker: its setup and counter
@@ -65,19 +69,23 @@ def _judge_chunk(
     assert _worker is not None, "worker not started"
     setup, counter = _worker
     ctx = LineContext(file, now, setup.settings[source], max_line_bytes)
-    return [_measured(judge_line(raw, ctx), setup.catalog, counter) for raw in chunk]
+    return [_measured(judge_line(raw, ctx), setup, counter) for raw in chunk]
 
 
 def _measured(
-    item: ParsedLine | None, catalog: Catalog, counter: TokenCounter
+    item: ParsedLine | None, setup: WorkerSetup, counter: TokenCounter
 ) -> ParsedLine | None:
     if not isinstance(item, Request):
         return item
     try:
-        return measure(item, catalog, counter)
+        measured = measure(item, setup.catalog, counter)
     except Exception:  # never lose a line to a measuring bug: planning measures it again
         _log.exception("request could not be measured", extra={"event": "measure_failed"})
         return item
+    keeps = setup.keeps_body
+    if keeps is None or measured.measured is None or keeps(measured):
+        return measured
+    return measured.without_body()
 
 
 def worker_count(environ: Mapping[str, str] = os.environ) -> int:
@@ -146,9 +154,7 @@ class ReadPool:
         for encoding in self._setup.encodings:
             counter.count("", encoding)  # loads it (a failure is logged once and kept)
         gc.freeze()
-        return WorkerSetup(
-            self._setup.settings, self._setup.catalog, lambda: counter, self._setup.encodings
-        )
+        return replace(self._setup, counter=lambda: counter)
 
     def _counter(self) -> TokenCounter:
         if self._here is None:
@@ -201,8 +207,8 @@ class ReadPool:
         return chunk, self._judge_here(chunk, ctx)
 
     def _judge_here(self, chunk: Sequence[RawLine], ctx: LineContext) -> list[ParsedLine | None]:
-        counter, catalog = self._counter(), self._setup.catalog
-        return [_measured(judge_line(raw, ctx), catalog, counter) for raw in chunk]
+        counter = self._counter()
+        return [_measured(judge_line(raw, ctx), self._setup, counter) for raw in chunk]
 
     def _broken(self) -> None:
         if self._executor is not None:

@@ -5,9 +5,9 @@ what a key seen before becomes (``store.requests.ingest``): the same request aga
 idempotent no-op counted as a duplicate; another request under that key is quarantined as
 ``duplicate_id`` and the stored one stands. The dry run stores nothing, so it keeps what the
 sources have shown so far (``SeenContents``: a fingerprint per key) next to the store, read
-only: a repeat of a stored key is judged by the store's own ``same_content``, a repeat of a key
-read earlier in this run by its fingerprint. Repeats inside one file are the parser's job
-already.
+only: a repeat of a stored key is judged by the store's own ``same_content`` (or, for a request
+read without its body, by the fingerprint of the stored body), a repeat of a key read earlier in
+this run by its fingerprint. Repeats inside one file are the parser's job already.
 
 Memory stays bounded: the fingerprints spill from a dict into a temporary on-disk SQLite
 database past ``memory_bytes``, and the store is asked once per chunk of requests.
@@ -15,15 +15,17 @@ database past ``memory_bytes``, and the store is asked once per chunk of request
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from planner.core.model import Request
+from planner.core.model import BODY_NOT_LOADED, Request
 from planner.pipeline.measure import canonical_json, fingerprint
 from planner.sources.base import LineError, ParsedLine
 from planner.sources.formats import Reason
 from planner.store.requests import StoredContent, content_of, same_content
+from planner.store.retention import COMPACTED_BODY
 
 DUPLICATE_ID = Reason.DUPLICATE_ID.value
 CHUNK = 1000  # lines held back per look-up in the store
@@ -125,7 +127,7 @@ class Repeats:
                 continue
             in_store = stored.get((line.source, line.key))
             if in_store is not None:
-                same = same_content(in_store, line)
+                same = _same_as_stored(in_store, line)
             else:
                 digest = digest_of(line)
                 earlier = self.seen.get(line.source, line.key)
@@ -152,6 +154,19 @@ class Repeats:
         }
 
 
+def _same_as_stored(row: StoredContent, request: Request) -> bool:
+    """``same_content``; for a request read without its body (``plan``'s read workers send
+    the measured fingerprint instead), the fingerprint of the stored body against it."""
+    if request.body is not BODY_NOT_LOADED or request.measured is None:
+        return same_content(row, request)
+    if row.body_json == COMPACTED_BODY:
+        return True  # as same_content: compacted by retention, nothing left to compare
+    if (row.model, row.endpoint) != (request.model, request.endpoint.value):
+        return False
+    stored = canonical_json(json.loads(row.body_json))
+    return fingerprint(row.model, row.endpoint, stored) == request.measured.digest
+
+
 def _conflict(request: Request) -> LineError:
     file, _, number = request.origin.rpartition(":")
     line = int(number) if number.isdigit() else 0
@@ -160,5 +175,6 @@ def _conflict(request: Request) -> LineError:
         line=line,
         reason=DUPLICATE_ID,
         message=f"{request.origin}: {conflict_message(request.key)}",
-        raw=content_of(request).body_json,
+        # a dry run quarantines nothing: a body left with the read worker is not missed
+        raw="" if request.body is BODY_NOT_LOADED else content_of(request).body_json,
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from itertools import chain
@@ -127,21 +128,28 @@ def router(cfg: PlannerConfig) -> Callable[[Request], str | None]:
     return route
 
 
-def route_reads_body(cfg: PlannerConfig) -> Callable[[Request], bool]:
+@dataclass(frozen=True)
+class RouteReadsBody:
     """Whether ``router``'s answer for a request depends on its body: a Gemini-format line for
-    a provider in compat mode is translated (and may be refused) as it is routed."""
-    compat = {
+    a provider in compat mode is translated (and may be refused) as it is routed. A class, not
+    a closure: read workers started by a fork server receive it pickled."""
+
+    cfg: PlannerConfig
+    compat: frozenset[str]
+
+    def __call__(self, request: Request) -> bool:
+        if not self.compat or request.endpoint.wire is not ProviderKind.GEMINI:
+            return False
+        return self.cfg.provider_for(request.model) in self.compat
+
+
+def route_reads_body(cfg: PlannerConfig) -> RouteReadsBody:
+    compat = frozenset(
         name
         for name, p in cfg.providers.items()
         if isinstance(p, GeminiProviderConfig) and p.openai_compat
-    }
-
-    def reads(request: Request) -> bool:
-        if not compat or request.endpoint.wire is not ProviderKind.GEMINI:
-            return False
-        return cfg.provider_for(request.model) in compat
-
-    return reads
+    )
+    return RouteReadsBody(cfg, compat)
 
 
 def account_limits_for(cfg: PlannerConfig) -> Callable[[str], AccountLimits]:
@@ -223,12 +231,19 @@ DAEMON_LOCAL_CHUNKS = 8  # chunks of a pass read in the daemon itself before wor
 
 @contextmanager
 def reading_on_every_core(
-    cfg: PlannerConfig, planner: Planner, sources: Sequence[Source], start_after: int = 0
+    cfg: PlannerConfig,
+    planner: Planner,
+    sources: Sequence[Source],
+    start_after: int = 0,
+    *,
+    bodies: bool = True,
 ) -> Iterator[None]:
     """While inside, spool sources judge and measure their lines in worker processes
     (``pipeline/read_pool.py``), started once ``start_after`` chunks were read; none on a
     single core or with ``PLANNER_READ_WORKERS=0``. This process reads with the planner's own
-    counter, so its encodings are loaded once here (and shared with forked workers)."""
+    counter, so its encodings are loaded once here (and shared with forked workers).
+    ``bodies=False`` (``plan``): a measured request comes back without its body unless routing
+    reads it (``Planner.route_reads_body``)."""
     spools = [s for s in sources if isinstance(s, JsonlDirSource)]
     workers = worker_count()
     if not spools or workers == 0:
@@ -238,7 +253,9 @@ def reading_on_every_core(
     catalog, counter = planner.catalog, planner.counter
     routed = (counter.encoding_for(model) for _, model in routed_models(cfg, catalog))
     encodings = tuple(sorted({e for e in routed if e is not None}))
-    setup = WorkerSetup(settings, catalog, partial(token_counter, cfg, catalog), encodings)
+    keeps_body = None if bodies else planner.route_reads_body
+    make_counter = partial(token_counter, cfg, catalog)
+    setup = WorkerSetup(settings, catalog, make_counter, encodings, keeps_body)
     with ReadPool(setup, workers, start_after=start_after, here=counter) as pool:
         for spool in spools:
             spool.judge = pool.judge
@@ -592,7 +609,7 @@ def build_plan_report(
     lines: Iterator[ParsedLine] = chain.from_iterable(s.scan(now) for s in sources)
     planner, book = dry_run_planner(cfg, planner, now)  # as the store has it, read only
     seen = SeenContents()
-    with stored_keys(cfg) as lookup, reading_on_every_core(cfg, planner, sources):
+    with stored_keys(cfg) as lookup, reading_on_every_core(cfg, planner, sources, bodies=False):
         repeats = Repeats(lookup, seen)  # keys read or stored before, judged as intake will
         try:
             report = build_report(repeats.judge(lines), planner, now, on_request, book=book)

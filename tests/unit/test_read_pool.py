@@ -15,7 +15,7 @@ from functools import partial
 import pytest
 
 from planner.config.prices import shipped_catalog
-from planner.core.model import Request
+from planner.core.model import BODY_NOT_LOADED, Request
 from planner.pipeline import read_pool
 from planner.pipeline.measure import measure
 from planner.pipeline.read_pool import ReadPool, WorkerSetup, worker_count
@@ -177,6 +177,40 @@ def test_requests_cross_processes_whole() -> None:
         assert [getattr(again_raw, f.name) for f in fields(RawLine)] == [
             getattr(raw, f.name) for f in fields(RawLine)
         ]
+
+
+def test_a_bodiless_request_crosses_processes_bodiless() -> None:
+    requests = [r for r in _parsed(_spool(10), judge_here) if isinstance(r, Request)]
+    counter = TiktokenCounter(CATALOG, download=False)
+    for request in requests:
+        bodiless = measure(request, CATALOG, counter).without_body()
+        again = pickle.loads(pickle.dumps(bodiless))
+        assert again.body is BODY_NOT_LOADED  # the same object: planning tests it by identity
+        assert again == bodiless and again.measured == bodiless.measured
+
+
+def test_plan_reads_measured_requests_without_their_bodies() -> None:
+    """With ``keeps_body`` (``plan``), workers send back the measured facts and no body, except
+    where it answers True (routing reads the body); intake keeps every body."""
+    data = _spool(3 * CHUNK_LINES)
+    here = [r for r in _parsed(data, judge_here) if isinstance(r, Request)]
+
+    def gemini_kept(request: Request) -> bool:
+        return request.model.startswith("gemini-")
+
+    with ReadPool(replace(SETUP, keeps_body=gemini_kept), workers=2) as pool:
+        there = [r for r in _parsed(data, pool.judge) if isinstance(r, Request)]
+        assert pool._executor is not None  # read by the workers
+    assert [(r.source, r.key) for r in there] == [(r.source, r.key) for r in here]
+    kept = [r for r in there if r.body is not BODY_NOT_LOADED]
+    assert kept and all(gemini_kept(r) for r in kept)
+    assert len(kept) < len(there) and all(r.measured is not None for r in there)
+    by_key = {r.key: r for r in here}
+    counter = TiktokenCounter(CATALOG, download=False)
+    for request in there:  # the same facts as a request read whole
+        whole = measure(by_key[request.key], CATALOG, counter)
+        assert request.measured == whole.measured
+        assert request.body in (BODY_NOT_LOADED, whole.body)
 
 
 def test_workers_that_cannot_start_leave_the_reading_to_this_process(
