@@ -25,8 +25,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Sequence
-
-import httpx
+from typing import TYPE_CHECKING
 
 from planner.core.retry import RetryPolicy
 from planner.errors import Permanent, RateLimited, Transient
@@ -35,6 +34,9 @@ from planner.sinks.base import Record
 SIGNATURE_HEADER = "X-Planner-Signature"
 EVENT_HEADER = "X-Planner-Event"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+if TYPE_CHECKING:  # imported when a webhook sink is made: every command loads this module
+    import httpx
 
 
 def encode(record: Record) -> bytes:
@@ -76,6 +78,9 @@ class WebhookSink:
         self.url = url
         self._secret = secret
         self.retry = retry or RetryPolicy()
+        import httpx  # 30 ms that `planner plan` and configs without a webhook never pay
+
+        self._http_error = httpx.HTTPError
         self._client = httpx.Client(timeout=timeout, transport=transport, follow_redirects=False)
 
     @property
@@ -105,7 +110,7 @@ class WebhookSink:
         }
         try:
             response = self._client.post(self.url, content=body, headers=headers)
-        except httpx.HTTPError as exc:
+        except self._http_error as exc:
             raise Transient(f"webhook {self._name}: {type(exc).__name__}") from None
         status = response.status_code
         if 200 <= status < 300:
