@@ -189,14 +189,16 @@ def test_a_bodiless_request_crosses_processes_bodiless() -> None:
         assert again == bodiless and again.measured == bodiless.measured
 
 
+def gemini_kept(request: Request) -> bool:
+    """A ``keeps_body`` a fork server can pickle (pytest's threads make the pool use one)."""
+    return request.model.startswith("gemini-")
+
+
 def test_plan_reads_measured_requests_without_their_bodies() -> None:
     """With ``keeps_body`` (``plan``), workers send back the measured facts and no body, except
     where it answers True (routing reads the body); intake keeps every body."""
     data = _spool(3 * CHUNK_LINES)
     here = [r for r in _parsed(data, judge_here) if isinstance(r, Request)]
-
-    def gemini_kept(request: Request) -> bool:
-        return request.model.startswith("gemini-")
 
     with ReadPool(replace(SETUP, keeps_body=gemini_kept), workers=2) as pool:
         there = [r for r in _parsed(data, pool.judge) if isinstance(r, Request)]
