@@ -50,3 +50,5 @@ class StageContext:
     # while inside, spool sources read (parse, check, measure) on every core
     # (``runtime/wiring.reading_on_every_core``); the default reads in this process
     reading: Callable[[], AbstractContextManager[object]] = nullcontext
+    # frees the tokenizer's encodings once a single pass's intake is measured (``Pace``)
+    release_tokenizer: Callable[[], None] = lambda: None

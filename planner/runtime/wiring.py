@@ -477,6 +477,12 @@ def open_store(cfg: PlannerConfig) -> Callable[[], Session]:
     return make_session_factory(engine)
 
 
+def _release_of(planner: Planner) -> Callable[[], None]:
+    """What frees the planner's tokenizer (``StageContext.release_tokenizer``)."""
+    counter = planner.counter
+    return counter.release if isinstance(counter, TiktokenCounter) else lambda: None
+
+
 def build_context(cfg: PlannerConfig, *, sandbox_url: str | None) -> StageContext:
     problems = runtime_problems(cfg)  # validate ran the same checks, with file positions
     if problems:
@@ -493,6 +499,7 @@ def build_context(cfg: PlannerConfig, *, sandbox_url: str | None) -> StageContex
         providers=build_providers(cfg, sandbox_url, os.environ),
         sources=sources,
         reading=partial(reading_on_every_core, cfg, planner, sources, DAEMON_LOCAL_CHUNKS),
+        release_tokenizer=_release_of(planner),
         sinks_for=build_sinks(cfg, sinks, session_factory),
         sinks=sinks,
         rate_limits={

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from planner.runtime.wiring import build_context
 from planner.sandbox import RunningSandbox
 from planner.sandbox.faults import FaultPlan
 from planner.store.tables import LEDGER, REQUEST
+from planner.tokenizers import TiktokenCounter
 from tests.conftest import REPO
 
 PRICES = yaml.safe_load((REPO / "planner" / "data" / "prices.yaml").read_text())["models"]
@@ -371,3 +373,29 @@ def test_two_sources_with_the_same_keys_each_get_their_own_results(
     ledger = ledger_of(sandbox)
     assert all(b["requests"] == 6 for b in ledger["batches"] if b["our_id"])
     assert len([b for b in ledger["batches"] if b["our_id"]]) == 2
+
+
+def test_a_single_pass_frees_the_tokenizer_once_intake_is_measured(
+    workspace: Path, sandbox_factory: Any
+) -> None:
+    """``run --once`` measures every request at intake, then drops the encodings (74 MiB)
+    before the stages whose memory peaks; nothing after intake loads them again."""
+    sandbox = sandbox_factory()
+    ctx = build_context(load_config(workspace / "planner.yaml"), sandbox_url=sandbox.url)
+    counter = ctx.planner.counter
+    assert isinstance(counter, TiktokenCounter)
+    loaded_at_release: list[set[str]] = []
+
+    def release() -> None:
+        loaded_at_release.append(set(counter._encodings))
+        real_release()
+
+    real_release = ctx.release_tokenizer
+    run_once(replace(ctx, release_tokenizer=release))
+    assert loaded_at_release == [{"o200k_base", "cl100k_base"}]  # used by intake, then freed
+    assert counter._encodings == {}  # no later stage needed them
+    results, dead = read_sink(workspace / "results")
+    assert set(results) == {
+        line.get("custom_id") or line.get("key") or line["id"] for line in spool_lines()
+    }
+    assert not dead

@@ -79,3 +79,12 @@ def test_ranks_parse_as_tiktoken_reads_them(name: str) -> None:
 def test_a_file_with_a_token_and_no_rank_is_refused() -> None:
     with pytest.raises(ValueError, match="without its rank"):
         _ranks(b"IQ== 0\nIg==\n")
+
+
+def test_released_encodings_load_again_when_asked() -> None:
+    counter = TiktokenCounter(cache_dir=SHARED_TIKTOKEN, download=False)
+    assert counter.count("tiktoken is great!", "o200k_base") == 6
+    counter.release()
+    assert counter._encodings == {} and counter._cache.counts == {}
+    assert counter.count("tiktoken is great!", "o200k_base") == 6
+    assert set(counter._encodings) == {"o200k_base"}
