@@ -819,3 +819,39 @@ def test_queue_summary_for_the_flush_triggers(factory: sessionmaker[Session]) ->
         bodies = [stored.request.body for stored in requests.queued_for_planning(s)]
     lengths = [len(json.dumps(b, separators=(",", ":"), ensure_ascii=False)) for b in bodies]
     assert summary.tokens == sum(n // 4 for n in lengths)
+
+
+def test_sqlite_ingest_writes_the_rows_sqlalchemy_would(tmp_path: Path) -> None:
+    """SQLite ingest binds its multi-row INSERT itself (``_insert_new_values``): every column
+    of every row must be what SQLAlchemy's own insert of the same rows stores."""
+    from sqlalchemy.dialects import sqlite
+
+    from planner.core.model import Measured
+
+    measured = Measured(120, 300, b"\x00\xff" * 8, "o200k_base", 42, "tiktoken/cookbook", 7, 0)
+    given = [
+        make_request("plain"),
+        replace(make_request("no-deadline é 日本"), deadline=None, metadata={}),
+        replace(make_request("measured"), measured=measured, max_output_tokens=None),
+        replace(
+            make_request("elsewhere"),
+            received_at=datetime(2026, 11, 28, 10, 30, tzinfo=timezone(timedelta(hours=2))),
+        ),
+    ]
+    tables = []
+    for name, direct in (("ours", True), ("sqlalchemy", False)):
+        engine = make_engine(f"sqlite:///{tmp_path / name}.db")
+        upgrade(engine)
+        with make_session_factory(engine)() as s, s.begin():
+            if direct:
+                requests.ingest(s, given, NOW)
+            else:
+                rows = [requests._row_for(r, NOW) for r in given]
+                s.execute(sqlite.insert(REQUEST), rows)
+        with engine.connect() as connection:  # raw values, as stored
+            tables.append(connection.exec_driver_sql("SELECT * FROM request ORDER BY id").all())
+        engine.dispose()
+    ours, theirs = tables
+    assert len(ours) == len(given)
+    for mine, other in zip(ours, theirs, strict=True):
+        assert mine == other, [(i, a, b) for i, (a, b) in enumerate(zip(mine, other)) if a != b]
