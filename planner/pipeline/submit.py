@@ -144,7 +144,10 @@ def _send(ctx: StageContext, provider: BatchProvider, batch: Batch) -> RemoteBat
             BatchLine.from_request(s.request) for s in store_requests.in_batch(session, batch.id)
         )
         payload = provider.build_payload(batch.id, lines)
-    return provider.submit(batch.id, batch.model, batch.endpoint, payload)
+    try:
+        return provider.submit(batch.id, batch.model, batch.endpoint, payload)
+    finally:
+        payload.close()  # its temporary file, if the provider wrote one
 
 
 def _defer(

@@ -27,7 +27,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import IO, Any, Literal, Protocol, runtime_checkable
 
 from planner.core.model import Endpoint, Request, Usage
 from planner.core.orphans import OurFile
@@ -97,7 +97,9 @@ class BatchPayload:
     """What ``submit`` sends: either a JSONL file (``jsonl``) or inline requests (``inline``).
 
     ``keys`` lists every line's key in input order; ``size_bytes`` is the encoded size of the
-    file or of the inline create body.
+    file or of the inline create body. ``jsonl`` is the file's bytes, or a binary file holding
+    them (a batch file may be 200 MB: the OpenAI payload is written to a temporary file past a
+    few megabytes and the upload streams it); ``close`` it when sent.
     """
 
     batch_id: str
@@ -105,12 +107,27 @@ class BatchPayload:
     endpoint: Endpoint
     keys: tuple[str, ...]
     size_bytes: int
-    jsonl: bytes | None = None
+    jsonl: bytes | IO[bytes] | None = None
     inline: tuple[Mapping[str, Any], ...] | None = None
 
     @property
     def mode(self) -> Literal["file", "inline"]:
         return "inline" if self.inline is not None else "file"
+
+    def jsonl_bytes(self) -> bytes | None:
+        """The JSONL file's content, read whole (for small files and tests)."""
+        if self.jsonl is None or isinstance(self.jsonl, bytes):
+            return self.jsonl
+        self.jsonl.seek(0)
+        try:
+            return self.jsonl.read()
+        finally:
+            self.jsonl.seek(0)
+
+    def close(self) -> None:
+        """Release the temporary file, if the JSONL is one."""
+        if self.jsonl is not None and not isinstance(self.jsonl, bytes):
+            self.jsonl.close()
 
 
 @dataclass(frozen=True, slots=True)

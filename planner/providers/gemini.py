@@ -35,7 +35,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from itertools import chain
-from typing import Any
+from typing import IO, Any, cast
 
 from google import genai
 from google.genai.types import HttpOptionsDict
@@ -91,11 +91,13 @@ class GeminiFiles:
         self._upload_ms = int(upload_timeout * 1000)
         self._secrets = tuple(secrets)
 
-    def upload(self, data: bytes, display_name: str) -> str:
-        """Upload JSONL bytes; returns the ``files/<id>`` name. Never retried by the SDK."""
+    def upload(self, data: bytes | IO[bytes], display_name: str) -> str:
+        """Upload JSONL (bytes or a binary file, read from where it stands); returns the
+        ``files/<id>`` name. Never retried by the SDK."""
         try:
             uploaded = self._client.files.upload(
-                file=io.BytesIO(data),
+                # a binary file is an IOBase at run time (SpooledTemporaryFile is since 3.11)
+                file=io.BytesIO(data) if isinstance(data, bytes) else cast(io.IOBase, data),
                 config={
                     "mime_type": "jsonl",
                     "display_name": display_name,

@@ -16,10 +16,11 @@ GETs keep ``max_retries``. Every call has an explicit timeout.
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Collection, Iterable, Iterator
 from datetime import datetime
 from itertools import chain
-from typing import Any, cast
+from typing import IO, Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import openai
@@ -44,6 +45,7 @@ from planner.providers.base import (
 )
 from planner.providers.errors import SDK_FAILURES, from_openai
 
+SPOOL_BYTES = 8 << 20  # a batch file past this size is written to disk, not held in memory
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -117,11 +119,18 @@ class OpenAIProvider:
         return compat_wire.to_openai(line) if self._gemini_files is not None else line
 
     def build_payload(self, batch_id: str, lines: Iterable[BatchLine]) -> BatchPayload:
-        return wire.build_payload(batch_id, map(self._compat, lines))
+        """The JSONL file, written to a temporary file past ``SPOOL_BYTES`` (on disk, not in
+        memory: a batch file may be 200 MB) that the upload streams; the payload owns it."""
+        out = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 - see above
+        try:
+            return wire.build_payload(batch_id, map(self._compat, lines), out)
+        except BaseException:
+            out.close()
+            raise
 
     # --- files ------------------------------------------------------------------------------
 
-    def _upload(self, batch_id: str, data: bytes) -> str:
+    def _upload(self, batch_id: str, data: bytes | IO[bytes]) -> str:
         if self._gemini_files is not None:
             return self._gemini_files.upload(data, wire.input_filename(batch_id))
         try:

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import IO, Any
 
 from planner.core.model import Endpoint, Usage
 from planner.core.orphans import FILE_NAME_PREFIX, OurFile, batch_id_from_file_name
@@ -150,13 +150,27 @@ def input_line_bytes(
     return frame + body_bytes
 
 
-def build_payload(batch_id: str, lines: Iterable[BatchLine]) -> BatchPayload:
-    """A JSONL file of ``lines``: one model, one endpoint, unique keys (pitfall 21).
+def build_payload(
+    batch_id: str, lines: Iterable[BatchLine], out: IO[bytes] | None = None
+) -> BatchPayload:
+    """A JSONL file of ``lines``: one model, one endpoint, unique keys (pitfall 21), written
+    to ``out`` (a binary file positioned at its start; default: in memory) and handed over
+    with the payload, rewound.
 
     ``lines`` is read once, in order, and each line is encoded as it comes: a batch of 50,000
     requests streamed from the store never has all its bodies decoded at once (they took
-    several times the file's size in memory), only the file itself."""
-    out = io.BytesIO()
+    several times the file's size in memory). The provider passes a file that goes to disk
+    past a few megabytes (a batch file may be 200 MB), which the upload then streams."""
+    out = io.BytesIO() if out is None else out
+    model, endpoint, keys = _write_lines(batch_id, lines, out)
+    size = out.tell()
+    out.seek(0)
+    return BatchPayload(batch_id, model, endpoint, keys, size, jsonl=out)
+
+
+def _write_lines(
+    batch_id: str, lines: Iterable[BatchLine], out: IO[bytes]
+) -> tuple[str, Endpoint, tuple[str, ...]]:
     keys: list[str] = []
     seen: set[str] = set()
     model, endpoint = "", Endpoint.CHAT_COMPLETIONS
@@ -176,8 +190,7 @@ def build_payload(batch_id: str, lines: Iterable[BatchLine]) -> BatchPayload:
         out.write(b"\n")
     if not keys:
         raise ValueError(f"batch {batch_id}: no lines")
-    data = out.getvalue()  # the buffer itself, not a copy
-    return BatchPayload(batch_id, model, endpoint, tuple(keys), len(data), jsonl=data)
+    return model, endpoint, tuple(keys)
 
 
 # --- reading batches --------------------------------------------------------------------------

@@ -8,6 +8,7 @@ planner.errors class, and the API key never shows up in an error or a log line.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -521,3 +522,29 @@ def test_scrub_removes_secrets_and_capability_urls() -> None:
     ):
         assert secret not in cleaned
     assert "http://127.0.0.1:9/upload/v1beta/files?<redacted>" in cleaned
+
+
+@pytest.mark.parametrize("impl", ["openai", "compat"])
+def test_a_large_batch_file_goes_to_disk_and_uploads_whole(
+    impl: str, sandbox: RunningSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch file past ``SPOOL_BYTES`` is written to a temporary file, not held in memory,
+    and the upload streams it: the provider receives every byte, and closing the payload
+    releases the file."""
+    from planner.providers import openai as openai_provider
+
+    monkeypatch.setattr(openai_provider, "SPOOL_BYTES", 1024)  # 40 lines are several KB
+    provider = make_provider(impl, sandbox)
+    case = DEFAULT_CASE[impl]
+    lines = lines_for(case, n=40, prefix="disk")
+    payload = provider.build_payload("pb-disk", iter(lines))
+    assert payload.jsonl is not None and not isinstance(payload.jsonl, bytes)
+    assert payload.jsonl._rolled  # type: ignore[union-attr]  # on disk, past 1 KB
+    written = payload.jsonl_bytes()
+    assert written is not None and len(written) == payload.size_bytes > 1024
+    assert [json.loads(x)["custom_id"] for x in written.splitlines()] == [x.key for x in lines]
+    remote = provider.submit("pb-disk", case.model, case.endpoint, payload)
+    payload.close()
+    assert payload.jsonl.closed
+    file_id = str(remote.input_file_id).removeprefix("files/")  # Gemini names it files/<id>
+    assert sandbox.state.files[file_id].data == written

@@ -854,4 +854,5 @@ def test_sqlite_ingest_writes_the_rows_sqlalchemy_would(tmp_path: Path) -> None:
     ours, theirs = tables
     assert len(ours) == len(given)
     for mine, other in zip(ours, theirs, strict=True):
-        assert mine == other, [(i, a, b) for i, (a, b) in enumerate(zip(mine, other)) if a != b]
+        columns = enumerate(zip(mine, other, strict=True))
+        assert mine == other, [(i, a, b) for i, (a, b) in columns if a != b]

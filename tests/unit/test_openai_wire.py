@@ -34,8 +34,9 @@ def test_metadata_round_trip() -> None:  # §3.7
 def test_build_payload_chat_lines() -> None:  # §5.1
     payload = wire.build_payload("pb-1", [chat("req-0001", max_tokens=20), chat("req-0002")])
     assert payload.mode == "file" and payload.keys == ("req-0001", "req-0002")
-    assert payload.jsonl is not None
-    rows = [json.loads(r) for r in payload.jsonl.splitlines()]
+    data = payload.jsonl_bytes()
+    assert data is not None
+    rows = [json.loads(r) for r in data.splitlines()]
     assert rows[0] == {
         "custom_id": "req-0001",
         "method": "POST",
@@ -46,8 +47,8 @@ def test_build_payload_chat_lines() -> None:  # §5.1
             "model": "gpt-4o-mini",
         },
     }
-    assert payload.size_bytes == len(payload.jsonl)
-    assert payload.jsonl.endswith(b"\n")
+    assert payload.size_bytes == len(data)
+    assert data.endswith(b"\n")
 
 
 @pytest.mark.parametrize(
@@ -87,7 +88,9 @@ def test_build_payload_reads_its_lines_once_as_they_come() -> None:
 
     streamed = wire.build_payload("pb", stream())
     assert taken == ["c", "a", "b"] and streamed.keys == ("c", "a", "b")
-    assert streamed == wire.build_payload("pb", [chat("c"), chat("a"), chat("b")])
+    listed = wire.build_payload("pb", [chat("c"), chat("a"), chat("b")])
+    assert streamed.jsonl_bytes() == listed.jsonl_bytes()
+    assert (streamed.keys, streamed.size_bytes) == (listed.keys, listed.size_bytes)
 
 
 BATCH = {  # §6.1 verbatim, with our metadata
