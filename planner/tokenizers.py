@@ -300,6 +300,9 @@ class TiktokenCounter:
                 loaded = _encoding_from(encoding, found)
                 if loaded is not None:
                     return loaded
+            except Exception:  # another tiktoken inside: its own loader still works
+                _log.debug("fast BPE load failed for %s", encoding, exc_info=True)
+            try:
                 if self._cache_dir is not None:  # tiktoken reads it from the environment
                     os.environ["TIKTOKEN_CACHE_DIR"] = str(self._cache_dir)
                 return tiktoken.get_encoding(encoding)

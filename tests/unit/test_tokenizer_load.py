@@ -5,6 +5,7 @@ so every count)."""
 from __future__ import annotations
 
 import gc
+from pathlib import Path
 
 import pytest
 import tiktoken
@@ -88,3 +89,19 @@ def test_released_encodings_load_again_when_asked() -> None:
     assert counter._encodings == {} and counter._cache.counts == {}
     assert counter.count("tiktoken is great!", "o200k_base") == 6
     assert set(counter._encodings) == {"o200k_base"}
+
+
+def test_tiktokens_own_loader_serves_when_the_fast_one_cannot(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Another tiktoken without ``CoreBPE`` where planner looks: counts stay exact."""
+    from planner import tokenizers
+
+    def broken(*_args: object) -> None:
+        raise AttributeError("module 'tiktoken._tiktoken' has no attribute 'CoreBPE'")
+
+    monkeypatch.setattr(tokenizers, "_encoding_from", broken)
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))  # the operator's dir must win
+    counter = TiktokenCounter(cache_dir=SHARED_TIKTOKEN, download=False)
+    assert counter.count("tiktoken is great!", "o200k_base") == 6
+    assert isinstance(counter._load("o200k_base"), tiktoken.Encoding)
