@@ -13,7 +13,8 @@ called), ``after_upload`` (the input file is at the provider, the batch not crea
 is unknown to the store), ``after_interactive_answer`` (a chunk's answers committed to the
 outbox, not delivered), ``during_poll``
 (provider answered, state not committed), ``after_sink_write`` (results written, ledger not
-committed), ``before_cleanup`` (collected, remote files not deleted).
+committed), ``between_chunks`` (a chunk of a batch's results committed, the next not read),
+``before_cleanup`` (collected, remote files not deleted).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ POINTS = frozenset(
         "after_interactive_answer",
         "during_poll",
         "after_sink_write",
+        "between_chunks",
         "before_cleanup",
     }
 )

@@ -5,9 +5,16 @@ goes back to the queue (``not_executed``) only when its batch ended without runn
 (expired, cancelled, failed); absent from a batch the provider reports completed, it may have
 run and been billed, so it is dead-lettered as ``missing_result``, as a result line that could
 not be read is (``malformed_result``): only the operator's ``planner requeue`` sends either
-again, so nothing is billed twice. The batch becomes ``collected`` in the same
-transaction that records its outcomes; only after that are its remote files deleted (deleting
-first would lose results for good if we crashed before committing).
+again, so nothing is billed twice.
+
+Results are settled a chunk at a time (``COLLECT_CHUNK``, ``PLANNER_COLLECT_CHUNK``), read from
+the result file as they come: a batch of 50,000 embeddings holds gigabytes of vectors, which
+were all in memory at once when a batch was settled whole. Each chunk's sink files are named
+after its number (``delivery_id``) and its commit counts it (``batch.collected_chunks``), with
+its outcomes; a crash in between delivers the same chunk again under the same name (the
+requests a committed chunk settled are no longer open, so the next chunk has the same lines).
+The batch becomes ``collected`` once its last chunk is committed; only after that are its remote
+files deleted (deleting first would lose results for good if we crashed before committing).
 
 A crash between that commit and the deletion must not leave the files behind for good, so the
 commit also records the cleanup as due: on a ``collected`` batch, ``next_poll_at`` is the time
@@ -18,6 +25,8 @@ Each collect pass first deletes what is due, so a restart finishes the cleanup.
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -40,6 +49,9 @@ from planner.store.batches import Batch
 _log = logging.getLogger(__name__)
 
 CLEANUP_RETRY = timedelta(minutes=10)  # after a transient failure to delete remote files
+# results settled per transaction: a whole batch of 50,000 embeddings held every vector at once
+COLLECT_CHUNK = 1_000
+COLLECT_CHUNK_ENV = "PLANNER_COLLECT_CHUNK"
 CLEANUP_CHUNK = 100  # batches cleaned up per pass
 
 
@@ -104,6 +116,18 @@ def _refund_escaped(batch: Batch, outcomes: list[Outcome]) -> tuple[list[Outcome
     return kept, refunded
 
 
+def collect_chunk_size(environ: Mapping[str, str] = os.environ) -> int:
+    """Results settled per transaction: ``PLANNER_COLLECT_CHUNK``, else ``COLLECT_CHUNK``."""
+    given = environ.get(COLLECT_CHUNK_ENV, "").strip()
+    return int(given) if given.isdigit() and int(given) > 0 else COLLECT_CHUNK
+
+
+def delivery_id(batch_id: str, chunk: int) -> str:
+    """The sink delivery of a batch's ``chunk``-th chunk of results: the batch id for the first
+    (as when a batch was settled whole), then ``<batch>.<n>``."""
+    return batch_id if chunk == 0 else f"{batch_id}.{chunk}"
+
+
 def collect_batch(ctx: StageContext, batch: Batch, now: datetime) -> SettleResult:
     if is_token_limited(batch):  # nothing ran: re-plan smaller (pipeline/shrink.py)
         settled = requeue_token_limited(ctx, batch, now)
@@ -112,27 +136,44 @@ def collect_batch(ctx: StageContext, batch: Batch, now: datetime) -> SettleResul
         return settled
     provider = ctx.providers[batch.provider]
     with ctx.session_factory() as session:
-        stored = list(store_requests.in_batch(session, batch.id, bodies=False))  # not needed
-    stored = [
-        s for s in stored if s.batch_id == batch.id and s.state.value in ("planned", "submitted")
-    ]
-    by_key = {s.request.key: s for s in stored}
+        members = [
+            s
+            for s in store_requests.in_batch(session, batch.id, bodies=False)  # not needed
+            if s.batch_id == batch.id
+        ]
+    # requests a chunk before a crash already settled are still members, no longer open
+    by_key = {s.request.key: s for s in members if s.state.value in ("planned", "submitted")}
     remote: RemoteBatch | None = None
+    results: Iterable[LineResult]
     if batch.remote_id is None:  # refused before the provider created anything
         why = f"batch {batch.id} was never created: {batch.error_message}"
         results = [_never_sent(key, why) for key in by_key]
     else:
         remote = provider.get(batch.remote_id)
-        results = list(provider.fetch_results(remote, list(by_key)))
+        # every member's key, so a result of a settled one is recognised (and skipped below)
+        keys = [s.request.key for s in members]
+        results = provider.fetch_results(remote, keys) if by_key else []
         if batch.state is BatchState.SUCCEEDED:
-            results = [_missing(r) for r in results]
-    outcomes = [Outcome(by_key[r.key], r, Lane.BATCH) for r in results if r.key in by_key]
-    outcomes, refunded = _refund_escaped(batch, outcomes)
+            results = map(_missing, results)
+    total = SettleResult()
+    chunk = batch.collected_chunks
+    for part in _chunks((r for r in results if r.key in by_key), collect_chunk_size()):
+        outcomes = [Outcome(by_key[r.key], r, Lane.BATCH) for r in part]
+        outcomes, refunded = _refund_escaped(batch, outcomes)
 
-    def mark_collected(session: Session) -> None:
-        store_requests.refund_attempts(session, refunded, now)
-        # escaped once, never batched again (core/policy.py): the planner reads this mark
-        store_budgets.mark_decisions(session, refunded, Reason.BATCH_ESCAPED.value, now)
+        def count_chunk(session: Session, refunded: list[int] = refunded, n: int = chunk) -> None:
+            store_requests.refund_attempts(session, refunded, now)
+            # escaped once, never batched again (core/policy.py): the planner reads this mark
+            store_budgets.mark_decisions(session, refunded, Reason.BATCH_ESCAPED.value, now)
+            store_batches.update_batch(session, batch.id, now, collected_chunks=n + 1)
+
+        _add(
+            total,
+            settle(ctx, delivery_id(batch.id, chunk), outcomes, now, extra_writes=count_chunk),
+        )
+        chunk += 1
+        crashpoints.reached("between_chunks")
+    with ctx.session_factory() as session, session.begin():
         store_batches.transition_batch(
             session,
             batch.id,
@@ -142,12 +183,29 @@ def collect_batch(ctx: StageContext, batch: Batch, now: datetime) -> SettleResul
             reason="collected",
             next_poll_at=now if remote is not None else None,  # cleanup due (module docstring)
         )
-
-    settled = settle(ctx, batch.id, outcomes, now, extra_writes=mark_collected)
     crashpoints.reached("before_cleanup")
     if remote is not None:
         clean_up(ctx, batch.provider, batch.id, remote, now)
-    return settled
+    return total
+
+
+def _chunks(results: Iterable[LineResult], size: int) -> Iterator[list[LineResult]]:
+    """``results`` in lists of ``size``, in order, each taken as the one before is settled."""
+    part: list[LineResult] = []
+    for result in results:
+        part.append(result)
+        if len(part) >= size:
+            yield part
+            part = []
+    if part:
+        yield part
+
+
+def _add(total: SettleResult, chunk: SettleResult) -> None:
+    total.succeeded += chunk.succeeded
+    total.retried += chunk.retried
+    total.dead += chunk.dead
+    total.billed += chunk.billed
 
 
 def clean_up(

@@ -258,11 +258,26 @@ class BadLine:
     raw: str | None = None  # the line's text (a parsed line's JSON when its shape was wrong)
 
 
+def _split_lines(data: bytes) -> Iterator[bytes]:
+    """``data.splitlines()``, one line at a time: a results file may hold gigabytes of
+    embedding vectors, and a list of all its lines would be a second copy of it."""
+    start, size = 0, len(data)
+    while start < size:
+        end = data.find(b"\n", start)
+        end = size if end < 0 else end
+        segment = data[start:end]
+        if segment:
+            yield from segment.splitlines()  # a lone \r also ends a line, as in splitlines
+        else:
+            yield segment
+        start = end + 1
+
+
 def json_lines(data: bytes, key_field: str) -> Iterator[tuple[int, Mapping[str, Any]] | BadLine]:
     """The JSON objects of a results file with their 1-based line numbers; a line that is not
     one becomes a ``BadLine``, carrying its ``key_field`` value when it can still be read."""
     key_re = re.compile(rf'"{re.escape(key_field)}"\s*:\s*"((?:[^"\\]|\\.)*)"')
-    for line_no, raw in enumerate(data.splitlines(), start=1):
+    for line_no, raw in enumerate(_split_lines(data), start=1):
         if not raw.strip():
             continue
         text = raw.decode("utf-8", errors="replace")

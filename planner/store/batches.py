@@ -77,6 +77,7 @@ class Batch:
     version: int
     cancel_requested_at: datetime | None = None
     cancel_sent_at: datetime | None = None
+    collected_chunks: int = 0  # chunks of its results settled (pipeline/collect.py)
 
 
 def _batch(row: Any) -> Batch:

@@ -213,6 +213,10 @@ class BatchRow(StoreModel, table=True):
     # deadline escape: the cancel intent, then the provider's acknowledgement
     cancel_requested_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
     cancel_sent_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    # chunks of its results settled so far (collect resumes at the next; migration 0010)
+    collected_chunks: int = Field(
+        default=0, sa_column=Column(Integer, nullable=False, server_default="0")
+    )
 
 
 class EventRow(StoreModel, table=True):

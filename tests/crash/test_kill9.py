@@ -101,7 +101,7 @@ def _free_port() -> int:
 
 
 def _child_env(**extra: str) -> dict[str, str]:
-    keep = ("PLANNER_CI", "PLANNER_TEST_PG_URL")
+    keep = ("PLANNER_CI", "PLANNER_TEST_PG_URL", "PLANNER_COLLECT_CHUNK")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLANNER_") or k in keep}
     env.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED_TIKTOKEN))
     env["PYTHONPATH"] = str(REPO)
@@ -472,6 +472,7 @@ POINTS = [
     "after_interactive_answer",
     "during_poll",
     "after_sink_write",
+    "between_chunks",
     "before_cleanup",
 ]
 
@@ -523,6 +524,24 @@ def test_kill_after_batch_sink_write(tmp_path: Path, sandbox: Sandbox) -> None:
     """Without interactive requests, after_sink_write is reached in collect, not in the
     interactive lane: the batch's results file is rewritten, its lines billed once."""
     _crash_case(tmp_path, sandbox, "after_sink_write", urgent=False)
+
+
+@pytest.mark.parametrize("point", ["between_chunks", "after_sink_write"])
+def test_kill_while_results_are_settled_in_chunks(
+    tmp_path: Path, sandbox: Sandbox, point: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Results settled three at a time: killed after a chunk's commit, or after a chunk's sink
+    files are written, a restart goes on at the right chunk under the same file names. Every
+    request still ends with exactly one line, billed once."""
+    monkeypatch.setenv("PLANNER_COLLECT_CHUNK", "3")
+    tag = "chunk" + point.replace("_", "")
+    ws = make_workspace(tmp_path, tag, urgent=False)
+    run_until_killed(ws, sandbox, point, tmp_path / "crashed")
+    run_until_done(ws, sandbox)
+    figures = check_invariants(ws, sandbox)
+    chunked = [p.name for p in (ws.root / "results").glob("plb_*.*.jsonl")]
+    assert chunked, "no batch was settled in more than one chunk"
+    print(f"{point} in chunks: {len(chunked)} later-chunk files, {figures}")
 
 
 @pytest.mark.timeout(300)  # ~40 s alone; restarts multiply when the machine is busy

@@ -399,3 +399,32 @@ def test_a_single_pass_frees_the_tokenizer_once_intake_is_measured(
         line.get("custom_id") or line.get("key") or line["id"] for line in spool_lines()
     }
     assert not dead
+
+
+def test_results_are_settled_in_numbered_chunks(
+    workspace: Path, sandbox_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch's results are settled four at a time: one results file per chunk, named after
+    the batch and the chunk's number, each request once, and the batch counts its chunks."""
+    from planner.store.tables import BATCH
+
+    monkeypatch.setenv("PLANNER_COLLECT_CHUNK", "4")
+    sandbox = sandbox_factory()
+    run_until_settled(workspace, sandbox, passes=1)
+    results, dead = read_sink(workspace / "results")
+    expected = {line.get("custom_id") or line.get("key") or line["id"] for line in spool_lines()}
+    assert set(results) == expected and not dead
+    assert all(len(records) == 1 for records in results.values())
+    ctx = build_context(load_config(workspace / "planner.yaml"), sandbox_url=sandbox.url)
+    with ctx.session_factory() as session:
+        batches = session.execute(
+            select(BATCH.c.id, BATCH.c.request_count, BATCH.c.collected_chunks)
+        ).all()
+    files = {p.name for p in (workspace / "results").glob("*.jsonl")}
+    for batch_id, requests, chunks in batches:
+        assert chunks == -(-requests // 4), (batch_id, requests, chunks)
+        names = {f"{batch_id}.jsonl"} | {f"{batch_id}.{n}.jsonl" for n in range(1, chunks)}
+        assert names <= files, (batch_id, names - files)
+        for name in names:
+            lines = (workspace / "results" / name).read_text().splitlines()
+            assert 0 < len(lines) <= 4

@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from planner.core.model import Endpoint, Usage
 from planner.core.states import BatchState
@@ -334,3 +336,14 @@ def test_interactive_result_reports_the_tier_that_answered(
     if reported is not None:
         body["service_tier"] = reported
     assert wire.interactive_result(line, body).tier == tier
+
+
+@settings(max_examples=500, deadline=None)
+@given(parts=st.lists(st.sampled_from([b"{}", b"x", b"\n", b"\r", b"\r\n", b"", b"\n\n"])))
+def test_result_lines_are_split_as_splitlines_splits_them(parts: list[bytes]) -> None:
+    """Results files are split one line at a time (no list of every line): the same lines,
+    and so the same line numbers, as ``bytes.splitlines``."""
+    from planner.providers.base import _split_lines
+
+    data = b"".join(parts)
+    assert list(_split_lines(data)) == data.splitlines()
