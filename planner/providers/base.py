@@ -258,9 +258,16 @@ class BadLine:
     raw: str | None = None  # the line's text (a parsed line's JSON when its shape was wrong)
 
 
-def _split_lines(data: bytes) -> Iterator[bytes]:
-    """``data.splitlines()``, one line at a time: a results file may hold gigabytes of
-    embedding vectors, and a list of all its lines would be a second copy of it."""
+def _split_lines(data: bytes | IO[bytes]) -> Iterator[bytes]:
+    """``data.splitlines()``, one line at a time (and for a file, read a line at a time and
+    closed at the end): a results file may hold gigabytes of embedding vectors, and a list of
+    all its lines would be a second copy of it."""
+    if not isinstance(data, bytes):
+        with data:
+            for line in data:
+                segment = line.removesuffix(b"\n")
+                yield from segment.splitlines() if segment else (segment,)
+        return
     start, size = 0, len(data)
     while start < size:
         end = data.find(b"\n", start)
@@ -273,7 +280,9 @@ def _split_lines(data: bytes) -> Iterator[bytes]:
         start = end + 1
 
 
-def json_lines(data: bytes, key_field: str) -> Iterator[tuple[int, Mapping[str, Any]] | BadLine]:
+def json_lines(
+    data: bytes | IO[bytes], key_field: str
+) -> Iterator[tuple[int, Mapping[str, Any]] | BadLine]:
     """The JSON objects of a results file with their 1-based line numbers; a line that is not
     one becomes a ``BadLine``, carrying its ``key_field`` value when it can still be read."""
     key_re = re.compile(rf'"{re.escape(key_field)}"\s*:\s*"((?:[^"\\]|\\.)*)"')

@@ -15,6 +15,7 @@ GETs keep ``max_retries``. Every call has an explicit timeout.
 
 from __future__ import annotations
 
+import io
 import logging
 import tempfile
 from collections.abc import Collection, Iterable, Iterator
@@ -46,6 +47,7 @@ from planner.providers.base import (
 from planner.providers.errors import SDK_FAILURES, from_openai
 
 SPOOL_BYTES = 8 << 20  # a batch file past this size is written to disk, not held in memory
+DOWNLOAD_BLOCK = 1 << 20  # bytes of a result file read from the response at a time
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -141,17 +143,22 @@ class OpenAIProvider:
             raise self._error(exc, "file upload") from exc
         return created.id
 
-    def _download(self, file_id: str) -> bytes:
+    def _download(self, file_id: str) -> IO[bytes]:
+        """The file, streamed into a temporary file (on disk past ``SPOOL_BYTES``): the output
+        of 50,000 embeddings is a gigabyte or more, which the response body held whole."""
         if self._gemini_files is not None:
-            return self._gemini_files.download(file_id)
+            return io.BytesIO(self._gemini_files.download(file_id))
+        out = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 - returned
         try:
-            return (
-                self._client.with_options(timeout=self._upload_timeout)
-                .files.content(file_id)
-                .content
-            )
+            files = self._client.with_options(timeout=self._upload_timeout).files
+            with files.with_streaming_response.content(file_id) as response:
+                for block in response.iter_bytes(DOWNLOAD_BLOCK):
+                    out.write(block)
         except SDK_FAILURES as exc:
+            out.close()
             raise self._error(exc, "file download") from exc
+        out.seek(0)
+        return out
 
     def _delete_file(self, file_id: str) -> None:
         if self._gemini_files is not None:

@@ -351,8 +351,9 @@ def classify_line(item: Mapping[str, Any], line_no: int) -> LineResult | BadLine
     )
 
 
-def parse_results_file(data: bytes) -> Iterator[LineResult | BadLine]:
-    """An output or error file: one JSON object per line, in any order (pitfall 7)."""
+def parse_results_file(data: bytes | IO[bytes]) -> Iterator[LineResult | BadLine]:
+    """An output or error file: one JSON object per line, in any order (pitfall 7); a file
+    is read a line at a time and closed when read."""
     for found in json_lines(data, "custom_id"):
         if isinstance(found, BadLine):
             yield found

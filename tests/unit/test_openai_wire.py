@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -341,9 +342,12 @@ def test_interactive_result_reports_the_tier_that_answered(
 @settings(max_examples=500, deadline=None)
 @given(parts=st.lists(st.sampled_from([b"{}", b"x", b"\n", b"\r", b"\r\n", b"", b"\n\n"])))
 def test_result_lines_are_split_as_splitlines_splits_them(parts: list[bytes]) -> None:
-    """Results files are split one line at a time (no list of every line): the same lines,
-    and so the same line numbers, as ``bytes.splitlines``."""
+    """Results files, in memory or downloaded to a file, are split one line at a time (no list
+    of every line): the same lines, and so the same line numbers, as ``bytes.splitlines``."""
     from planner.providers.base import _split_lines
 
     data = b"".join(parts)
     assert list(_split_lines(data)) == data.splitlines()
+    stream = io.BytesIO(data)  # a downloaded file: read a line at a time, then closed
+    assert list(_split_lines(stream)) == data.splitlines()
+    assert stream.closed
