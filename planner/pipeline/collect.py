@@ -167,9 +167,8 @@ def collect_batch(ctx: StageContext, batch: Batch, now: datetime) -> SettleResul
             store_budgets.mark_decisions(session, refunded, Reason.BATCH_ESCAPED.value, now)
             store_batches.update_batch(session, batch.id, now, collected_chunks=n + 1)
 
-        _add(
-            total,
-            settle(ctx, delivery_id(batch.id, chunk), outcomes, now, extra_writes=count_chunk),
+        total.add(
+            settle(ctx, delivery_id(batch.id, chunk), outcomes, now, extra_writes=count_chunk)
         )
         chunk += 1
         crashpoints.reached("between_chunks")
@@ -199,13 +198,6 @@ def _chunks(results: Iterable[LineResult], size: int) -> Iterator[list[LineResul
             part = []
     if part:
         yield part
-
-
-def _add(total: SettleResult, chunk: SettleResult) -> None:
-    total.succeeded += chunk.succeeded
-    total.retried += chunk.retried
-    total.dead += chunk.dead
-    total.billed += chunk.billed
 
 
 def clean_up(

@@ -65,6 +65,13 @@ class SettleResult:
         default_factory=list
     )
 
+    def add(self, other: SettleResult) -> None:
+        """Count ``other`` in (a batch settled in chunks reports one result)."""
+        self.succeeded += other.succeeded
+        self.retried += other.retried
+        self.dead += other.dead
+        self.billed += other.billed
+
 
 def _money(value: Decimal | None) -> str | None:
     return None if value is None else format(value, "f")

@@ -140,6 +140,11 @@ def read_sink(folder: Path) -> tuple[dict[str, list[dict[str, Any]]], dict[str, 
     return results, dead
 
 
+def spool_keys() -> set[str]:
+    """Every request's own id in the spool (``custom_id``, ``key`` or ``id``)."""
+    return {line.get("custom_id") or line.get("key") or line["id"] for line in spool_lines()}
+
+
 def ledger_of(sandbox: RunningSandbox) -> dict[str, Any]:
     data = httpx.get(sandbox.url + "/_sandbox/ledger").json()
     assert isinstance(data, dict)
@@ -173,7 +178,7 @@ def test_every_request_ends_once_with_billed_usage_and_exact_cost(
     run_until_settled(workspace, sandbox, passes=1)
 
     results, dead = read_sink(workspace / "results")
-    expected = {line.get("custom_id") or line.get("key") or line["id"] for line in spool_lines()}
+    expected = spool_keys()
     assert set(results) == expected and not dead
     assert all(len(records) == 1 for records in results.values())
     assert results["urgent-1"][0]["lane"] == "interactive"
@@ -240,7 +245,7 @@ def test_faults_still_account_for_every_request(
     sandbox = sandbox_factory(faults)
     run_until_settled(workspace, sandbox, passes=12)
     results, dead = read_sink(workspace / "results")
-    expected = {line.get("custom_id") or line.get("key") or line["id"] for line in spool_lines()}
+    expected = spool_keys()
     assert set(results) | set(dead) == expected
     assert not set(results) & set(dead)
     assert all(len(v) == 1 for v in results.values())
@@ -395,9 +400,7 @@ def test_a_single_pass_frees_the_tokenizer_once_intake_is_measured(
     assert loaded_at_release == [{"o200k_base", "cl100k_base"}]  # used by intake, then freed
     assert counter._encodings == {}  # no later stage needed them
     results, dead = read_sink(workspace / "results")
-    assert set(results) == {
-        line.get("custom_id") or line.get("key") or line["id"] for line in spool_lines()
-    }
+    assert set(results) == spool_keys()
     assert not dead
 
 
@@ -412,7 +415,7 @@ def test_results_are_settled_in_numbered_chunks(
     sandbox = sandbox_factory()
     run_until_settled(workspace, sandbox, passes=1)
     results, dead = read_sink(workspace / "results")
-    expected = {line.get("custom_id") or line.get("key") or line["id"] for line in spool_lines()}
+    expected = spool_keys()
     assert set(results) == expected and not dead
     assert all(len(records) == 1 for records in results.values())
     ctx = build_context(load_config(workspace / "planner.yaml"), sandbox_url=sandbox.url)
