@@ -110,8 +110,8 @@ class Request:
         """This request with its body ``BODY_NOT_LOADED``: for a reader that plans from the
         ``Measured`` facts and would only pay to carry the body along."""
         r = self
-        fields = (r.source, r.key, r.model, r.endpoint, BODY_NOT_LOADED, r.received_at)
-        return Request(*fields, r.deadline, r.max_output_tokens, r.metadata, r.origin, r.measured)
+        rest = (r.deadline, r.max_output_tokens, r.metadata, r.origin, r.measured)
+        return _bodiless(r.source, r.key, r.model, r.endpoint, r.received_at, *rest)
 
 
 def _bodiless(

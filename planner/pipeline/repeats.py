@@ -25,7 +25,6 @@ from planner.pipeline.measure import canonical_json, fingerprint
 from planner.sources.base import LineError, ParsedLine
 from planner.sources.formats import Reason
 from planner.store.requests import StoredContent, content_of, same_content
-from planner.store.retention import COMPACTED_BODY
 
 DUPLICATE_ID = Reason.DUPLICATE_ID.value
 CHUNK = 1000  # lines held back per look-up in the store
@@ -156,15 +155,16 @@ class Repeats:
 
 def _same_as_stored(row: StoredContent, request: Request) -> bool:
     """``same_content``; for a request read without its body (``plan``'s read workers send
-    the measured fingerprint instead), the fingerprint of the stored body against it."""
-    if request.body is not BODY_NOT_LOADED or request.measured is None:
+    the measured fingerprint instead), by the fingerprint of the stored body."""
+    measured = request.measured
+    if request.body is not BODY_NOT_LOADED or measured is None:
         return same_content(row, request)
-    if row.body_json == COMPACTED_BODY:
-        return True  # as same_content: compacted by retention, nothing left to compare
-    if (row.model, row.endpoint) != (request.model, request.endpoint.value):
-        return False
-    stored = canonical_json(json.loads(row.body_json))
-    return fingerprint(row.model, row.endpoint, stored) == request.measured.digest
+
+    def same_body(body_json: str) -> bool:
+        stored = canonical_json(json.loads(body_json))
+        return fingerprint(row.model, row.endpoint, stored) == measured.digest
+
+    return same_content(row, request, same_body)
 
 
 def _conflict(request: Request) -> LineError:

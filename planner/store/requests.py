@@ -11,7 +11,7 @@ and appends one ``event`` row per request moved.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -30,6 +30,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
 from planner.core.flush import QueueSummary, SourceDeadlines
@@ -226,13 +227,20 @@ def stored_contents(session: Session, source: str, keys: Sequence[str]) -> dict[
     return {row.key: StoredContent(row.model, row.endpoint, row.body_json) for row in rows}
 
 
-def same_content(row: StoredContent, request: Request) -> bool:
+def same_content(
+    row: StoredContent, request: Request, same_body: Callable[[str], bool] | None = None
+) -> bool:
     """Whether ``request`` repeats the stored ``row`` (an idempotent no-op) rather than
-    conflicting with it (same key, another model, endpoint or body: quarantined)."""
+    conflicting with it (same key, another model, endpoint or body: quarantined).
+    ``same_body`` compares the stored body JSON with the request's (default: decoded, ``==``;
+    ``plan`` reads requests without bodies and compares fingerprints)."""
     if row.body_json == COMPACTED_BODY:
         return True  # compacted by retention: nothing left to compare, so not a conflict
-    same = (row.model, row.endpoint) == (request.model, request.endpoint.value)
-    return same and json.loads(row.body_json) == request.body
+    if (row.model, row.endpoint) != (request.model, request.endpoint.value):
+        return False
+    if same_body is None:
+        return bool(json.loads(row.body_json) == request.body)
+    return same_body(row.body_json)
 
 
 def _insert_new(session: Session, rows: list[dict[str, Any]]) -> set[tuple[str, str]]:
@@ -253,13 +261,7 @@ def _insert_new_values(session: Session, rows: list[dict[str, Any]]) -> set[tupl
     bind processor for this dialect first, as a bound parameter would (a naive datetime is
     refused; an aware one is stored as SQLAlchemy stores it, with its microseconds)."""
     names = list(rows[0])
-    dialect = session.get_bind().dialect
-    processed = [
-        (i, process)
-        for i, name in enumerate(names)
-        if (process := REQUEST.c[name].type.dialect_impl(dialect).bind_processor(dialect))
-        is not None
-    ]
+    processed = _bind_processors(names, session.get_bind().dialect)
     columns = ", ".join(f'"{name}"' for name in names)
     one_row = "(" + ", ".join("?" * len(names)) + ")"
     connection = session.connection()
@@ -282,6 +284,17 @@ def _insert_new_values(session: Session, rows: list[dict[str, Any]]) -> set[tupl
     return stored
 
 
+def _bind_processors(names: Sequence[str], dialect: Dialect) -> list[tuple[int, Any]]:
+    """``(position, processor)`` of the columns ``names`` whose type converts a value before
+    the driver takes it (datetimes, money), as a bound parameter would be converted."""
+    processed = []
+    for i, name in enumerate(names):
+        process = REQUEST.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+        if process is not None:
+            processed.append((i, process))
+    return processed
+
+
 _STAGING = "planner_ingest_rows"  # a temporary table: private to the connection
 
 
@@ -294,8 +307,7 @@ def _insert_new_unnest(session: Session, rows: list[dict[str, Any]]) -> set[tupl
     column type's bind processor first, as a bound parameter would (a naive datetime is
     refused); a database error is a ``StoreError`` with its first line, never the values."""
     names = list(rows[0])
-    dialect = session.get_bind().dialect
-    processors = [REQUEST.c[name].type.bind_processor(dialect) for name in names]
+    processed = _bind_processors(names, session.get_bind().dialect)
     columns = ", ".join(f'"{name}"' for name in names)
     from psycopg import Error as DriverError  # PostgreSQL only: psycopg is its driver
 
@@ -312,9 +324,8 @@ def _insert_new_unnest(session: Session, rows: list[dict[str, Any]]) -> set[tupl
             with cursor.copy(f"COPY {_STAGING} (ord, {columns}) FROM STDIN") as copy:
                 for number, row in enumerate(rows):
                     values = [row[name] for name in names]
-                    for i, process in enumerate(processors):
-                        if process is not None:
-                            values[i] = process(values[i])
+                    for i, process in processed:
+                        values[i] = process(values[i])
                     copy.write_row((number, *values))
     except DriverError as exc:  # raw driver errors: SQLAlchemy's translation does not see them
         message = str(exc).strip()
