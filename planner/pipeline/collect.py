@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session
 from planner import crashpoints
 from planner.core.model import Lane
 from planner.core.policy import Reason
-from planner.core.states import FINISHED_BATCH_STATES, BatchState
+from planner.core.states import FINISHED_BATCH_STATES, BatchState, RequestState
 from planner.errors import ProviderError
 from planner.pipeline.context import StageContext
 from planner.pipeline.deliver import Outcome, SettleResult, deliver_rejected, settle
@@ -122,6 +122,9 @@ def collect_chunk_size(environ: Mapping[str, str] = os.environ) -> int:
     return int(given) if given.isdigit() and int(given) > 0 else COLLECT_CHUNK
 
 
+_OPEN = frozenset({RequestState.PLANNED, RequestState.SUBMITTED})  # not settled by a chunk yet
+
+
 def delivery_id(batch_id: str, chunk: int) -> str:
     """The sink delivery of a batch's ``chunk``-th chunk of results: the batch id for the first
     (as when a batch was settled whole), then ``<batch>.<n>``."""
@@ -136,13 +139,9 @@ def collect_batch(ctx: StageContext, batch: Batch, now: datetime) -> SettleResul
         return settled
     provider = ctx.providers[batch.provider]
     with ctx.session_factory() as session:
-        members = [
-            s
-            for s in store_requests.in_batch(session, batch.id, bodies=False)  # not needed
-            if s.batch_id == batch.id
-        ]
+        members = store_requests.batch_members(session, batch.id)
     # requests a chunk before a crash already settled are still members, no longer open
-    by_key = {s.request.key: s for s in members if s.state.value in ("planned", "submitted")}
+    by_key = {m.key: m.id for m in members if m.state in _OPEN}
     remote: RemoteBatch | None = None
     results: Iterable[LineResult]
     if batch.remote_id is None:  # refused before the provider created anything
@@ -151,14 +150,20 @@ def collect_batch(ctx: StageContext, batch: Batch, now: datetime) -> SettleResul
     else:
         remote = provider.get(batch.remote_id)
         # every member's key, so a result of a settled one is recognised (and skipped below)
-        keys = [s.request.key for s in members]
+        keys = [m.key for m in members]
         results = provider.fetch_results(remote, keys) if by_key else []
         if batch.state is BatchState.SUCCEEDED:
             results = map(_missing, results)
     total = SettleResult()
     chunk = batch.collected_chunks
+    del members
     for part in _chunks((r for r in results if r.key in by_key), collect_chunk_size()):
-        outcomes = [Outcome(by_key[r.key], r, Lane.BATCH) for r in part]
+        with ctx.session_factory() as session:  # only this chunk's requests, bodies unread
+            stored = {
+                s.id: s
+                for s in store_requests.load(session, [by_key[r.key] for r in part], bodies=False)
+            }
+        outcomes = [Outcome(stored[by_key[r.key]], r, Lane.BATCH) for r in part]
         outcomes, refunded = _refund_escaped(batch, outcomes)
 
         def count_chunk(session: Session, refunded: list[int] = refunded, n: int = chunk) -> None:

@@ -58,19 +58,42 @@ class Outcome:
 
 @dataclass(slots=True)
 class SettleResult:
+    """What one settle did, for the observer's logs and metrics. It keeps sums and one small
+    tuple per billed result, never the requests: a 50,000-result batch is settled in chunks,
+    and a list of every settled request kept their rows alive until the batch was done."""
+
     succeeded: int = 0
     retried: int = 0
     dead: int = 0
-    billed: list[tuple[StoredRequest, Lane, Usage, Decimal | None, Decimal | None]] = field(
-        default_factory=list
-    )
+    cost_usd: Decimal = Decimal(0)  # of the billed results with a price (the ledger's cost)
+    saved_usd: Decimal = Decimal(0)  # their interactive equivalent minus their cost
+    sources: set[str] = field(default_factory=set)  # of the billed results
+    # per billed result: provider, model, billed input tokens, estimated input tokens
+    input_errors: list[tuple[str, str, int, int | None]] = field(default_factory=list)
+
+    def bill(
+        self, stored: StoredRequest, usage: Usage, cost: Decimal | None, equiv: Decimal | None
+    ) -> None:
+        """Count one billed result in."""
+        request, estimate = stored.request, stored.estimate
+        self.sources.add(request.source)
+        if cost is not None:
+            self.cost_usd += cost
+            if equiv is not None:
+                self.saved_usd += equiv - cost
+        estimated = estimate.input_tokens if estimate is not None else None
+        provider = stored.provider or "unknown"
+        self.input_errors.append((provider, request.model, usage.input_tokens, estimated))
 
     def add(self, other: SettleResult) -> None:
         """Count ``other`` in (a batch settled in chunks reports one result)."""
         self.succeeded += other.succeeded
         self.retried += other.retried
         self.dead += other.dead
-        self.billed += other.billed
+        self.cost_usd += other.cost_usd
+        self.saved_usd += other.saved_usd
+        self.sources |= other.sources
+        self.input_errors += other.input_errors
 
 
 def _money(value: Decimal | None) -> str | None:
@@ -201,7 +224,7 @@ def settle(
             }
             results[source].append(record)
             billed.append(store_ledger.Billed(o.stored.id, usage, cost, equiv, lane))
-            result.billed.append((o.stored, lane, usage, cost, equiv))
+            result.bill(o.stored, usage, cost, equiv)
         elif not _retry(o, ctx.max_attempts):
             record = _base_record(o, now) | {
                 "reason": o.result.error_code,

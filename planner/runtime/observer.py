@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from datetime import datetime
-from decimal import Decimal
 
 from planner.errors import ProviderError, RateLimited
 from planner.metrics import Metrics
@@ -100,7 +99,7 @@ class MetricsObserver:
         written = settled.succeeded + settled.dead
         if not written:
             return
-        sources = {stored.request.source for stored, *_ in settled.billed}
+        sources = settled.sources
         sinks = sorted({sink.name for source in sources for sink in ctx.sinks_for(source)})
         _log.info(
             "%s: %d results and %d dead letters written to %s",
@@ -162,7 +161,7 @@ class MetricsObserver:
             with ctx.session_factory() as session:
                 batch = store_batches.get_batch(session, batch_id)
             model = batch.model if batch is not None else "?"
-            cost, saved = _money(settled)
+            cost, saved = settled.cost_usd, settled.saved_usd
             _log.info(
                 "batch %s collected: %s, %d succeeded, %d retried, %d dead-lettered; "
                 "cost %s USD, saved %s USD",
@@ -201,23 +200,8 @@ class MetricsObserver:
 
     def _record_settled(self, settled: list[SettleResult]) -> None:
         for result in settled:
-            for stored, _lane, usage, _cost, _equiv in result.billed:
-                estimate = stored.estimate
-                self.metrics.record_estimate_error(
-                    stored.provider or "unknown",
-                    stored.request.model,
-                    usage.input_tokens,
-                    estimate.input_tokens if estimate is not None else None,
-                )
-
-
-def _money(settled: SettleResult) -> tuple[Decimal, Decimal]:
-    """Cost and saving of what one settle billed (exact; unpriced lines count as 0)."""
-    cost = sum((c for _, _, _, c, _ in settled.billed if c is not None), Decimal(0))
-    equiv = sum(
-        (e - c for _, _, _, c, e in settled.billed if c is not None and e is not None), Decimal(0)
-    )
-    return cost, equiv
+            for provider, model, billed, estimated in result.input_errors:
+                self.metrics.record_estimate_error(provider, model, billed, estimated)
 
 
 __all__ = ["MetricsObserver"]
