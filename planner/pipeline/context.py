@@ -22,6 +22,20 @@ from planner.providers.base import BatchProvider
 from planner.sinks.base import Sink
 from planner.sources.base import Source
 
+# Queued requests one planning round assesses and packs (``PLANNER_PLAN_CHUNK``). A round holds
+# its requests' facts and assessments at once, about 3.5 KB each: 20,000 keep the daemon under
+# 250 MB at any queue length (50,000 took it to 300 MB). A batch is packed from one round, so
+# it holds at most this many requests: a queue of 2 million makes 100 batches, not 40.
+PLAN_CHUNK = 20_000
+PLAN_CHUNK_ENV = "PLANNER_PLAN_CHUNK"
+
+
+def plan_chunk_size(environ: Mapping[str, str]) -> int:
+    """Requests per planning round: ``PLANNER_PLAN_CHUNK`` (a positive integer), else
+    ``PLAN_CHUNK``."""
+    given = environ.get(PLAN_CHUNK_ENV, "").strip()
+    return int(given) if given.isdigit() and int(given) > 0 else PLAN_CHUNK
+
 
 @dataclass(frozen=True, slots=True)
 class StageContext:
@@ -36,7 +50,7 @@ class StageContext:
     rate_limits: Mapping[str, RateLimits] = field(default_factory=dict)  # by provider name
     max_attempts: int = 3  # attempts per request before it is dead-lettered
     interactive_concurrency: int = 8
-    plan_chunk: int = 50_000  # queued requests assessed and packed per planning round
+    plan_chunk: int = PLAN_CHUNK  # queued requests assessed and packed per planning round
     retention: timedelta | None = None  # store.retention; None keeps everything
     list_lag: timedelta = timedelta(seconds=60)  # schedule.list_lag: two listings this far apart
     # circuit breakers and retry jitter; outlives one stage run (the daemon carries it over a

@@ -45,7 +45,7 @@ from planner.core.policy import PolicyRules
 from planner.core.retry import RetryPolicy
 from planner.errors import ConfigError
 from planner.metrics import Group, Metrics, StoreReading
-from planner.pipeline.context import StageContext
+from planner.pipeline.context import StageContext, plan_chunk_size
 from planner.pipeline.decisions import budget_gauges
 from planner.pipeline.leases import StoreUnitLeases
 from planner.pipeline.measure import measured_line_bytes
@@ -506,6 +506,7 @@ def build_context(cfg: PlannerConfig, *, sandbox_url: str | None) -> StageContex
             name: RateLimits(p.requests_per_minute, p.tokens_per_minute)
             for name, p in cfg.providers.items()
         },
+        plan_chunk=plan_chunk_size(os.environ),
         retention=cfg.store.retention,
         list_lag=cfg.schedule.list_lag,
     )

@@ -431,3 +431,23 @@ def test_results_are_settled_in_numbered_chunks(
         for name in names:
             lines = (workspace / "results" / name).read_text().splitlines()
             assert 0 < len(lines) <= 4
+
+
+def test_planning_rounds_bound_the_batches(
+    workspace: Path, sandbox_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``PLANNER_PLAN_CHUNK=3`` each planning round takes three queued requests and packs
+    them alone: no batch holds more than three, and every request is still answered once."""
+    from planner.store.tables import BATCH
+
+    monkeypatch.setenv("PLANNER_PLAN_CHUNK", "3")
+    sandbox = sandbox_factory()
+    run_until_settled(workspace, sandbox, passes=1)
+    results, dead = read_sink(workspace / "results")
+    assert set(results) == spool_keys() and not dead
+    assert all(len(records) == 1 for records in results.values())
+    ctx = build_context(load_config(workspace / "planner.yaml"), sandbox_url=sandbox.url)
+    assert ctx.plan_chunk == 3
+    with ctx.session_factory() as session:
+        sizes = session.execute(select(BATCH.c.request_count)).scalars().all()
+    assert len(sizes) > 3 and max(sizes) <= 3  # the spool's batch-bound requests, in threes
