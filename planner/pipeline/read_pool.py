@@ -77,15 +77,12 @@ def _measured(
 ) -> ParsedLine | None:
     if not isinstance(item, Request):
         return item
+    keeps = setup.keeps_body
     try:
-        measured = measure(item, setup.catalog, counter)
+        return measure(item, setup.catalog, counter, keep_body=keeps is None or keeps(item))
     except Exception:  # never lose a line to a measuring bug: planning measures it again
         _log.exception("request could not be measured", extra={"event": "measure_failed"})
         return item
-    keeps = setup.keeps_body
-    if keeps is None or measured.measured is None or keeps(measured):
-        return measured
-    return measured.without_body()
 
 
 def worker_count(environ: Mapping[str, str] = os.environ) -> int:

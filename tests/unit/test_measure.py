@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -12,8 +13,14 @@ from hypothesis import strategies as st
 
 from planner.config.prices import shipped_catalog
 from planner.core.estimate import estimate
-from planner.core.model import Endpoint, Request
-from planner.pipeline.measure import measure, measured_line_bytes
+from planner.core.model import BODY_NOT_LOADED, Endpoint, Request
+from planner.pipeline.measure import (
+    canonical_json,
+    fingerprint,
+    measure,
+    measured_line_bytes,
+    utf8_length,
+)
 from planner.pipeline.repeats import digest_of
 from planner.providers import gemini_wire, openai_wire
 from planner.providers.base import BatchLine
@@ -120,3 +127,48 @@ def test_fingerprints_are_equal_exactly_for_equal_requests(
         assert digest_of(first) != digest_of(other)
     other_model = _request("k", "gpt-4o", Endpoint.CHAT_COMPLETIONS, a)
     assert digest_of(other_model) != digest_of(first)
+
+
+# texts that take both of canonical_json's ways: ASCII, beyond ASCII, DEL, control
+# characters and a literal backslash-u (which the ASCII encoding also writes with a "\u")
+tricky_texts = st.text(
+    alphabet=st.sampled_from(["a", " ", '"', "\\", "u", "\x7f", "\x01", "\n", "é", "€", "𝄞"]),
+    max_size=12,
+)
+tricky_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | tricky_texts | texts,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(tricky_texts, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(body=st.dictionaries(tricky_texts, tricky_values, max_size=4))
+def test_canonical_json_is_the_sorted_compact_utf8_text(body: dict[str, Any]) -> None:
+    expected = json.dumps(body, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    assert canonical_json(body) == expected
+    assert utf8_length(canonical_json(body)) == len(expected.encode())
+
+
+def test_fingerprint_is_the_digest_stored_rows_hold() -> None:
+    """Stored rows keep digests made by earlier versions: the bytes hashed never change."""
+    body = {"messages": [{"role": "user", "content": "héllo"}], "model": "gpt-4o-mini"}
+    data = "gpt-4o-mini\x00/v1/chat/completions\x00" + json.dumps(
+        body, ensure_ascii=False, separators=(",", ":"), sort_keys=True
+    )
+    expected = hashlib.blake2b(data.encode(), digest_size=16).digest()
+    got = fingerprint("gpt-4o-mini", "/v1/chat/completions", canonical_json(body))
+    assert got == expected
+
+
+@settings(max_examples=100, deadline=None)
+@given(contents=st.lists(texts, min_size=1, max_size=3), model=models)
+def test_measured_without_body_has_the_same_facts(contents: list[str], model: str) -> None:
+    body = {"model": model, "messages": [{"role": "user", "content": c} for c in contents]}
+    request = _request("k", model, Endpoint.CHAT_COMPLETIONS, body)
+    whole = measure(request, CATALOG, COUNTER)
+    bodiless = measure(request, CATALOG, COUNTER, keep_body=False)
+    assert bodiless.body is BODY_NOT_LOADED and whole.body == body
+    assert bodiless.measured == whole.measured
+    assert replace(bodiless, body=body) == whole
+    assert measure(whole, CATALOG, COUNTER, keep_body=False).body is BODY_NOT_LOADED
