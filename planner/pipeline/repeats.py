@@ -30,6 +30,7 @@ DUPLICATE_ID = Reason.DUPLICATE_ID.value
 CHUNK = 1000  # lines held back per look-up in the store
 DEFAULT_MEMORY_BYTES = 16 << 20  # fingerprints kept in a dict before spilling to disk
 ENTRY_OVERHEAD = 150  # bytes a dict entry with its tuple and strings costs besides the text
+_KEYS_PER_QUERY = 500  # under SQLite's oldest limit of 999 parameters a statement
 
 StoreLookup = Callable[[str, Sequence[str]], dict[str, StoredContent]]
 """``(source, keys)`` -> the stored content of those keys the store already holds."""
@@ -61,14 +62,6 @@ class SeenContents:
         self._seen: dict[tuple[str, str], bytes] = {}
         self._db: sqlite3.Connection | None = None
 
-    def get(self, source: str, key: str) -> bytes | None:
-        if self._db is None:
-            return self._seen.get((source, key))
-        row = self._db.execute(
-            "SELECT digest FROM seen WHERE source = ? AND k = ?", (source, key)
-        ).fetchone()
-        return None if row is None else bytes(row[0])
-
     def put(self, source: str, key: str, digest: bytes) -> None:
         if self._db is not None:
             self._db.execute("INSERT OR IGNORE INTO seen VALUES (?, ?, ?)", (source, key, digest))
@@ -77,6 +70,46 @@ class SeenContents:
         self._size += len(source) + len(key) + len(digest) + ENTRY_OVERHEAD
         if self._size > self._limit:
             self._spill()
+
+    def first_seen(self, items: Sequence[tuple[str, str, bytes]]) -> list[bytes | None]:
+        """For each ``(source, key, digest)`` in turn, the fingerprint first seen under its key,
+        earlier or earlier in ``items`` (``None``: this is the first, now remembered). Once
+        spilled, one query per few hundred keys, not one per key."""
+        earlier = self._spilled(items) if self._db is not None else self._seen
+        firsts: dict[tuple[str, str], bytes] = {}
+        found: list[bytes | None] = []
+        for source, key, digest in items:
+            pair = (source, key)
+            first = firsts.get(pair) or earlier.get(pair)
+            if first is None:
+                firsts[pair] = digest
+            found.append(first)
+        if self._db is not None:
+            self._db.executemany(
+                "INSERT OR IGNORE INTO seen VALUES (?, ?, ?)",
+                ((s, k, d) for (s, k), d in firsts.items()),
+            )
+        else:
+            for (source, key), digest in firsts.items():
+                self.put(source, key, digest)
+        return found
+
+    def _spilled(self, items: Sequence[tuple[str, str, bytes]]) -> dict[tuple[str, str], bytes]:
+        assert self._db is not None
+        by_source: dict[str, list[str]] = {}
+        for source, key, _ in items:
+            by_source.setdefault(source, []).append(key)
+        found: dict[tuple[str, str], bytes] = {}
+        for source, keys in by_source.items():
+            for start in range(0, len(keys), _KEYS_PER_QUERY):
+                part = keys[start : start + _KEYS_PER_QUERY]
+                marks = ",".join("?" * len(part))
+                rows = self._db.execute(
+                    f"SELECT k, digest FROM seen WHERE source = ? AND k IN ({marks})",
+                    (source, *part),
+                )
+                found.update(((source, k), bytes(d)) for k, d in rows)
+        return found
 
     def _spill(self) -> None:
         db = sqlite3.connect("")  # a temporary on-disk database, deleted when closed
@@ -120,6 +153,13 @@ class Repeats:
 
     def _judge_chunk(self, chunk: list[ParsedLine]) -> Iterator[ParsedLine]:
         stored = self._stored([x for x in chunk if isinstance(x, Request)])
+        unstored = [
+            (x.source, x.key, digest_of(x))
+            for x in chunk
+            if isinstance(x, Request) and (x.source, x.key) not in stored
+        ]
+        earlier = iter(self.seen.first_seen(unstored))
+        digests = iter(unstored)
         for line in chunk:
             if isinstance(line, LineError):
                 yield line
@@ -128,13 +168,11 @@ class Repeats:
             if in_store is not None:
                 same = _same_as_stored(in_store, line)
             else:
-                digest = digest_of(line)
-                earlier = self.seen.get(line.source, line.key)
-                if earlier is None:
-                    self.seen.put(line.source, line.key, digest)
+                first, (_, _, digest) = next(earlier), next(digests)
+                if first is None:
                     yield line
                     continue
-                same = earlier == digest
+                same = first == digest
             if same:
                 self.duplicates += 1
             else:

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from planner.core.model import Endpoint, Request
 from planner.pipeline.repeats import Repeats, SeenContents
@@ -50,3 +52,34 @@ def test_repeats_as_intake_judges_them(memory_bytes: int) -> None:
     ]
     assert errors[0].message.startswith("a.jsonl:2: key 's' is already stored")
     assert [x.origin for x in out if isinstance(x, Request)] == ["a.jsonl:3", "b.jsonl:3"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    items=st.lists(
+        st.tuples(
+            st.sampled_from(["spool", "other"]),
+            st.sampled_from(["a", "b", "c", "d'", "é"]),
+            st.sampled_from([b"1" * 16, b"2" * 16]),
+        ),
+        max_size=40,
+    ),
+    cut=st.integers(1, 7),
+    memory_bytes=st.sampled_from([1 << 20, 600, 1]),
+)
+def test_first_seen_is_the_first_fingerprint_under_each_key(
+    items: list[tuple[str, str, bytes]], cut: int, memory_bytes: int
+) -> None:
+    """In memory, spilled at the first key or part way through: every item gets the
+    fingerprint first seen under its key, whichever chunk it came in."""
+    seen = SeenContents(memory_bytes)
+    got: list[bytes | None] = []
+    for start in range(0, len(items), cut):
+        got += seen.first_seen(items[start : start + cut])
+    seen.close()
+    firsts: dict[tuple[str, str], bytes] = {}
+    expected: list[bytes | None] = []
+    for source, key, digest in items:
+        expected.append(firsts.get((source, key)))
+        firsts.setdefault((source, key), digest)
+    assert got == expected
