@@ -119,8 +119,9 @@ class SeenContents:
             "CREATE TABLE seen (source TEXT, k TEXT, digest BLOB, PRIMARY KEY (source, k))"
             " WITHOUT ROWID"
         )
-        db.executemany(
-            "INSERT INTO seen VALUES (?, ?, ?)", ((s, k, d) for (s, k), d in self._seen.items())
+        db.executemany(  # in key order: appended to the B-tree, twice as fast as in read order
+            "INSERT INTO seen VALUES (?, ?, ?)",
+            ((s, k, d) for (s, k), d in sorted(self._seen.items())),
         )
         self._seen = {}
         self._db = db
