@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from array import array
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -68,8 +69,9 @@ class SettleResult:
     cost_usd: Decimal = Decimal(0)  # of the billed results with a price (the ledger's cost)
     saved_usd: Decimal = Decimal(0)  # their interactive equivalent minus their cost
     sources: set[str] = field(default_factory=set)  # of the billed results
-    # per billed result: provider, model, billed input tokens, estimated input tokens
-    input_errors: list[tuple[str, str, int, int | None]] = field(default_factory=list)
+    # per (provider, model): billed and estimated input tokens of each billed result that had
+    # an estimate, in turn, as 8-byte integers (a collect stage of a million results keeps them)
+    input_tokens: dict[tuple[str, str], array[int]] = field(default_factory=dict)
 
     def bill(
         self, stored: StoredRequest, usage: Usage, cost: Decimal | None, equiv: Decimal | None
@@ -81,9 +83,12 @@ class SettleResult:
             self.cost_usd += cost
             if equiv is not None:
                 self.saved_usd += equiv - cost
-        estimated = estimate.input_tokens if estimate is not None else None
-        provider = stored.provider or "unknown"
-        self.input_errors.append((provider, request.model, usage.input_tokens, estimated))
+        if estimate is not None:
+            group = (stored.provider or "unknown", request.model)
+            pairs = self.input_tokens.get(group)
+            if pairs is None:
+                pairs = self.input_tokens[group] = array("q")
+            pairs.extend((usage.input_tokens, estimate.input_tokens))
 
     def add(self, other: SettleResult) -> None:
         """Count ``other`` in (a batch settled in chunks reports one result)."""
@@ -93,7 +98,8 @@ class SettleResult:
         self.cost_usd += other.cost_usd
         self.saved_usd += other.saved_usd
         self.sources |= other.sources
-        self.input_errors += other.input_errors
+        for group, pairs in other.input_tokens.items():
+            self.input_tokens.setdefault(group, array("q")).extend(pairs)
 
 
 def _money(value: Decimal | None) -> str | None:

@@ -200,8 +200,9 @@ class MetricsObserver:
 
     def _record_settled(self, settled: list[SettleResult]) -> None:
         for result in settled:
-            for provider, model, billed, estimated in result.input_errors:
-                self.metrics.record_estimate_error(provider, model, billed, estimated)
+            for (provider, model), pairs in result.input_tokens.items():
+                for billed, estimated in zip(pairs[0::2], pairs[1::2], strict=True):
+                    self.metrics.record_estimate_error(provider, model, billed, estimated)
 
 
 __all__ = ["MetricsObserver"]
