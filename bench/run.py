@@ -164,7 +164,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
         + " [ARGS] (each has --help; see their docstrings in bench/).",
     )
     ap.add_argument("--requests", type=int, default=20_000, help="corpus size (default 20000)")
-    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
+    ap.add_argument(
+        "--rounds", type=int, default=3, help="alternating rounds (default 3; 0: corpus only)"
+    )
     ap.add_argument("--seed", type=int, default=15, help="corpus seed (default 15)")
     ap.add_argument(
         "--only", choices=SUBJECTS, action="append", help="measure only this subject (repeatable)"
@@ -217,7 +219,7 @@ def measure(args: argparse.Namespace, folder: Path) -> dict[str, object]:
             flush=True,
         )
     summary: dict[str, object] = {"requests": args.requests, "rounds": rounds}
-    for name in subjects:
+    for name in subjects if rounds else ():  # --rounds 0 --keep DIR: only write the corpus
         ratio = statistics.median(r[name]["ratio"] for r in rounds)
         rss = max(r[name]["rss_mib"] for r in rounds)
         tree_rss = max(r[name]["tree_rss_mib"] for r in rounds)
