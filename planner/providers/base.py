@@ -55,6 +55,9 @@ SDK_LOGGERS = ("httpx", "httpcore", "httpx2", "httpcore2", "openai", "google_gen
 """Loggers that can print URLs, headers or bodies; Gemini's upload URLs act as credentials."""
 
 
+SPOOL_BYTES = 8 << 20  # a batch or result file past this size is kept on disk, not in memory
+
+
 def quiet_sdk_loggers(level: int = logging.WARNING) -> None:
     """Raise the SDK/transport loggers to ``level`` (WARNING by default).
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import tempfile
 import warnings
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
@@ -49,6 +50,7 @@ from planner.errors import NotFound, Permanent, ProviderError, Transient
 from planner.providers import gemini_wire as wire
 from planner.providers.base import (
     INTERACTIVE_KEY_HEADER,
+    SPOOL_BYTES,
     BadLine,
     BatchLine,
     BatchPayload,
@@ -110,14 +112,22 @@ class GeminiFiles:
             raise Transient("gemini file upload returned no file name")
         return uploaded.name
 
-    def download(self, name: str) -> bytes:
-        """Download a file by its ``files/...`` name (never by URI, pitfall 21)."""
+    def download(self, name: str) -> IO[bytes]:
+        """Download a file by its ``files/...`` name (never by URI, pitfall 21), streamed by the
+        SDK into a temporary file (on disk past ``SPOOL_BYTES``) and returned at its start: a
+        results file of 20,000 answers is tens of megabytes, which ``bytes`` held whole."""
+        out = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 - returned
         try:
-            return self._client.files.download(
-                file=name, config={"http_options": {"timeout": self._upload_ms}}
+            self._client.files.download(
+                file=name,
+                destination=cast(io.IOBase, out),
+                config={"http_options": {"timeout": self._upload_ms}},
             )
         except SDK_FAILURES as exc:
+            out.close()
             raise from_genai(exc, operation="file download", secrets=self._secrets) from exc
+        out.seek(0)
+        return out
 
     def list_ours(self, page_size: int = 100) -> Iterator[OurFile]:
         """Uploaded files whose display name carries one of our batch ids, every page."""

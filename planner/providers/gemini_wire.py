@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import IO, Any
 
 from planner.core.model import Endpoint, Usage
 from planner.core.orphans import FILE_NAME_PREFIX, OurFile, batch_id_from_file_name
@@ -483,7 +483,9 @@ def _result(
     return BadLine(line_no, "neither 'response' nor 'error' is an object", key)
 
 
-def parse_results_file(data: bytes, endpoint: Endpoint | None) -> Iterator[LineResult | BadLine]:
+def parse_results_file(
+    data: bytes | IO[bytes], endpoint: Endpoint | None
+) -> Iterator[LineResult | BadLine]:
     """A results file (§7.3): one ``{"key", "response"|"error"}`` per line, in any order."""
     for found in json_lines(data, "key"):
         if isinstance(found, BadLine):

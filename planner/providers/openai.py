@@ -15,7 +15,6 @@ GETs keep ``max_retries``. Every call has an explicit timeout.
 
 from __future__ import annotations
 
-import io
 import logging
 import tempfile
 from collections.abc import Collection, Iterable, Iterator
@@ -36,6 +35,7 @@ from planner.providers import compat_wire, gemini_wire
 from planner.providers import openai_wire as wire
 from planner.providers.base import (
     INTERACTIVE_KEY_HEADER,
+    SPOOL_BYTES,
     BadLine,
     BatchLine,
     BatchPayload,
@@ -46,7 +46,6 @@ from planner.providers.base import (
 )
 from planner.providers.errors import SDK_FAILURES, from_openai
 
-SPOOL_BYTES = 8 << 20  # a batch file past this size is written to disk, not held in memory
 DOWNLOAD_BLOCK = 1 << 20  # bytes of a result file read from the response at a time
 log = logging.getLogger(__name__)
 
@@ -147,7 +146,7 @@ class OpenAIProvider:
         """The file, streamed into a temporary file (on disk past ``SPOOL_BYTES``): the output
         of 50,000 embeddings is a gigabyte or more, which the response body held whole."""
         if self._gemini_files is not None:
-            return io.BytesIO(self._gemini_files.download(file_id))
+            return self._gemini_files.download(file_id)
         out = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 - returned
         try:
             files = self._client.with_options(timeout=self._upload_timeout).files

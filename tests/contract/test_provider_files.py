@@ -46,3 +46,36 @@ def test_our_uploads_are_listed_by_batch_id_and_can_be_deleted(
     # the batch's results are still there: deleting an input never touches them
     results = list(provider.fetch_results(done, [f"{first}-{impl}-{i}" for i in range(2)]))
     assert all(r.ok for r in results)
+
+
+@pytest.mark.parametrize("impl", [i for i in IMPLS if i != "openai"])
+def test_a_results_file_is_streamed_to_disk_and_read_whole(
+    impl: str, sandbox: RunningSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Gemini results file goes through a temporary file (here on disk from its 17th byte,
+    as a large one would): every result is still read, each once, and the file is closed."""
+    import tempfile
+
+    from planner.providers import gemini
+
+    spooled: list[tempfile.SpooledTemporaryFile[bytes]] = []
+    real = tempfile.SpooledTemporaryFile
+
+    def tiny(*args: object, **kwargs: object) -> tempfile.SpooledTemporaryFile[bytes]:
+        spooled.append(real(max_size=16))
+        return spooled[-1]
+
+    monkeypatch.setattr(gemini.tempfile, "SpooledTemporaryFile", tiny)
+    case = FILE_CASES[impl]
+    provider = make_provider(impl, sandbox, **case.options)
+    batch_id = new_batch_id()
+    remote, _ = submit(provider, batch_id, lines_for(case, n=5, prefix=batch_id))
+    done = finish(provider, sandbox, remote.remote_id)
+    keys = [f"{batch_id}-{impl}-{i}" for i in range(5)]
+    before = len(spooled)  # the upload's own temporary file is the submit helper's to close
+    results = list(provider.fetch_results(done, keys))
+    assert sorted(r.key for r in results) == sorted(keys)
+    assert all(r.ok for r in results)
+    downloads = spooled[before:]
+    assert downloads and all(f._rolled for f in downloads)  # type: ignore[attr-defined]
+    assert all(f.closed for f in downloads)
