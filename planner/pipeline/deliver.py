@@ -59,9 +59,9 @@ class Outcome:
 
 @dataclass(slots=True)
 class SettleResult:
-    """What one settle did, for the observer's logs and metrics. It keeps sums and one small
-    tuple per billed result, never the requests: a 50,000-result batch is settled in chunks,
-    and a list of every settled request kept their rows alive until the batch was done."""
+    """What one settle did, for the observer's logs and metrics. It keeps sums and two integers
+    per billed result, never the requests: a batch is settled a chunk at a time, and a list of
+    every settled request kept their rows alive until the collect stage was done."""
 
     succeeded: int = 0
     retried: int = 0
