@@ -171,16 +171,21 @@ def run_until_settled(workspace: Path, sandbox: RunningSandbox, passes: int) -> 
     raise AssertionError(f"requests still open after {passes} passes: {open_states}")
 
 
+def answered_once(workspace: Path, sandbox: RunningSandbox) -> dict[str, list[dict[str, Any]]]:
+    """One pass; then every spool key has exactly one result and nothing is dead-lettered."""
+    run_until_settled(workspace, sandbox, passes=1)
+    results, dead = read_sink(workspace / "results")
+    assert set(results) == spool_keys() and not dead
+    assert all(len(records) == 1 for records in results.values())
+    return results
+
+
 def test_every_request_ends_once_with_billed_usage_and_exact_cost(
     workspace: Path, sandbox_factory: Any
 ) -> None:
     sandbox = sandbox_factory()
-    run_until_settled(workspace, sandbox, passes=1)
-
-    results, dead = read_sink(workspace / "results")
+    results = answered_once(workspace, sandbox)
     expected = spool_keys()
-    assert set(results) == expected and not dead
-    assert all(len(records) == 1 for records in results.values())
     assert results["urgent-1"][0]["lane"] == "interactive"
     assert {r[0]["lane"] for k, r in results.items() if k != "urgent-1"} == {"batch"}
 
@@ -413,11 +418,7 @@ def test_results_are_settled_in_numbered_chunks(
 
     monkeypatch.setenv("PLANNER_COLLECT_CHUNK", "4")
     sandbox = sandbox_factory()
-    run_until_settled(workspace, sandbox, passes=1)
-    results, dead = read_sink(workspace / "results")
-    expected = spool_keys()
-    assert set(results) == expected and not dead
-    assert all(len(records) == 1 for records in results.values())
+    answered_once(workspace, sandbox)
     ctx = build_context(load_config(workspace / "planner.yaml"), sandbox_url=sandbox.url)
     with ctx.session_factory() as session:
         batches = session.execute(
@@ -442,10 +443,7 @@ def test_planning_rounds_bound_the_batches(
 
     monkeypatch.setenv("PLANNER_PLAN_CHUNK", "3")
     sandbox = sandbox_factory()
-    run_until_settled(workspace, sandbox, passes=1)
-    results, dead = read_sink(workspace / "results")
-    assert set(results) == spool_keys() and not dead
-    assert all(len(records) == 1 for records in results.values())
+    answered_once(workspace, sandbox)
     ctx = build_context(load_config(workspace / "planner.yaml"), sandbox_url=sandbox.url)
     assert ctx.plan_chunk == 3
     with ctx.session_factory() as session:
