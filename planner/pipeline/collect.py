@@ -37,7 +37,7 @@ from planner.core.model import Lane
 from planner.core.policy import Reason
 from planner.core.states import FINISHED_BATCH_STATES, BatchState, RequestState
 from planner.errors import ProviderError
-from planner.pipeline.context import StageContext
+from planner.pipeline.context import StageContext, chunk_size
 from planner.pipeline.deliver import Outcome, SettleResult, deliver_rejected, settle
 from planner.pipeline.shrink import is_token_limited, requeue_token_limited
 from planner.providers.base import MISSING, NOT_EXECUTED, LineResult, RemoteBatch
@@ -118,8 +118,7 @@ def _refund_escaped(batch: Batch, outcomes: list[Outcome]) -> tuple[list[Outcome
 
 def collect_chunk_size(environ: Mapping[str, str] = os.environ) -> int:
     """Results settled per transaction: ``PLANNER_COLLECT_CHUNK``, else ``COLLECT_CHUNK``."""
-    given = environ.get(COLLECT_CHUNK_ENV, "").strip()
-    return int(given) if given.isdigit() and int(given) > 0 else COLLECT_CHUNK
+    return chunk_size(environ, COLLECT_CHUNK_ENV, COLLECT_CHUNK)
 
 
 _OPEN = frozenset({RequestState.PLANNED, RequestState.SUBMITTED})  # not settled by a chunk yet

@@ -80,7 +80,9 @@ class SeenContents:
         found: list[bytes | None] = []
         for source, key, digest in items:
             pair = (source, key)
-            first = firsts.get(pair) or earlier.get(pair)
+            first = firsts.get(pair)
+            if first is None:
+                first = earlier.get(pair)
             if first is None:
                 firsts[pair] = digest
             found.append(first)
