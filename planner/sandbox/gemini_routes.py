@@ -33,6 +33,7 @@ from planner.sandbox.kernel import (
     UploadSession,
     bare_model,
     our_id_from_display_name,
+    settle_in_background,
 )
 
 PREFIX = "/_gemini"
@@ -645,7 +646,9 @@ class GeminiSurface:
             self.state.add_job(job)
         except LimitExceeded as exc:
             raise GeminiError(429, exc.message, details=_help_details()) from None
-        return JSONResponse(self._creation_operation(job))
+        created = JSONResponse(self._creation_operation(job))
+        settle_in_background(self.state, job)
+        return created
 
     @staticmethod
     def _creation_operation(job: Job) -> dict[str, Any]:

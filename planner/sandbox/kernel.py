@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import random
 import threading
 import time
@@ -31,6 +32,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from planner.sandbox.faults import FaultPlan, JobFault
+
+_log = logging.getLogger(__name__)
 
 Surface = str  # "gemini" | "openai" | "compat"
 Lane = Literal["batch", "interactive"]
@@ -565,3 +568,20 @@ class SandboxState:
             now = self.clock.now()
             self.settle_all(now)
             return self.ledger.snapshot(now)
+
+
+def settle_in_background(state: SandboxState, job: Job) -> None:
+    """Settle ``job`` on a thread of its own if it is already over (a sandbox at speed 0), as
+    the real services work through a batch after answering its create: the client goes on
+    (uploading the next batch) while the answers are made, and a read of the job before they
+    are done waits for them (``settle`` holds the state's lock). Not over yet: nothing here;
+    the first read after its end settles it, as before."""
+
+    def run() -> None:
+        try:
+            state.settle(job, state.clock.now())
+        except Exception:  # the next read of the job settles it again and answers the error
+            _log.exception("settling %s failed", job.id)
+
+    if job.is_terminal(state.clock.now()):
+        threading.Thread(target=run, name=f"settle-{job.id}", daemon=True).start()

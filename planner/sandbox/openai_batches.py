@@ -18,7 +18,7 @@ from typing import Any
 from fastapi.responses import JSONResponse, Response
 
 from planner.sandbox.faults import JobFault
-from planner.sandbox.kernel import Job, SandboxState
+from planner.sandbox.kernel import Job, SandboxState, settle_in_background
 from planner.sandbox.openai_answers import prompt_tokens
 from planner.sandbox.openai_common import (
     COMPLETION_WINDOW_SECONDS,
@@ -152,7 +152,10 @@ class BatchesApi:
         job = self._new_job(call, endpoint, file_ref, metadata, parsed)
         job.extra["output_expires_after"] = output_expiry
         self._admit(job, parsed)
-        return await asyncio.to_thread(self._render, job, call.now)
+        with self.state.lock:
+            created = JSONResponse(batch_object(self.state, self.flavor, job, call.now, fresh=True))
+        settle_in_background(self.state, job)
+        return created
 
     def _new_job(
         self,
@@ -308,10 +311,15 @@ def _timestamps(job: Job, now: float, phase: str) -> dict[str, int | None]:
     }
 
 
-def batch_object(state: SandboxState, flavor: Flavor, job: Job, now: float) -> dict[str, Any]:
-    """The full Batch object at ``now`` (settles the job first if it is terminal)."""
-    state.settle(job, now)
-    phase = job.phase(now)
+def batch_object(
+    state: SandboxState, flavor: Flavor, job: Job, now: float, *, fresh: bool = False
+) -> dict[str, Any]:
+    """The full Batch object at ``now`` (settles the job first if it is terminal); ``fresh``:
+    as ``create`` answers, ``validating`` whatever the clock (the real service validates the
+    file after answering, so a batch is never finished in its create response)."""
+    if not fresh:
+        state.settle(job, now)
+    phase = "pending" if fresh else job.phase(now)
     status = STATUSES[phase]
     terminal = status in TERMINAL_STATUSES and job.settled
     errors = job.extra.get("errors") if status == "failed" else None
@@ -329,7 +337,11 @@ def batch_object(state: SandboxState, flavor: Flavor, job: Job, now: float) -> d
         "created_at": int(job.created_at),
         "expires_at": int(job.created_at) + COMPLETION_WINDOW_SECONDS,
         **_timestamps(job, now, phase),
-        "request_counts": job.output["counts"] if terminal else progress_counts(state, job, now),
+        "request_counts": job.output["counts"]
+        if terminal
+        else {"total": 0, "completed": 0, "failed": 0}
+        if fresh
+        else progress_counts(state, job, now),
         "usage": job.output.get("usage") if terminal else None,
         "metadata": job.metadata if job.extra.get("metadata_given") else None,
     }

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from typing import Any, Final
 
 import httpx
@@ -235,16 +236,43 @@ def test_validation_failures(
     assert _billed(sandbox) == {}
 
 
+def test_an_instant_batch_is_answered_validating_and_settled_behind_the_client(
+    sandbox: RunningSandbox, client: openai.OpenAI
+) -> None:
+    """At speed 0 a batch is over as soon as it exists, yet ``create`` answers ``validating``
+    as the real service does, and the answers are made on a thread of their own while the
+    client goes on; the first read finds them, billed once."""
+    batch = _create(client, [_chat_row(i) for i in range(5)])
+    assert batch.status == "validating" and batch.output_file_id is None
+    job = sandbox.state.jobs[batch.id]
+    for settler in threading.enumerate():  # started before create answered; maybe done
+        if settler.name == f"settle-{batch.id}":
+            settler.join(timeout=30)
+    assert job.settled  # before any read of the batch
+    done = client.batches.retrieve(batch.id)
+    assert done.status == "completed"
+    assert sorted(line["custom_id"] for line in _lines(client, done.output_file_id)) == [
+        f"r{i}" for i in range(5)
+    ]
+    client.batches.retrieve(batch.id)
+    billed = _billed(sandbox)
+    assert sorted(billed) == [f"r{i}" for i in range(5)]
+    assert {r["times_billed"] for r in billed.values()} == {1}
+
+
 def test_size_and_count_limits_fail_the_batch(
     sandbox: RunningSandbox, client: openai.OpenAI
 ) -> None:
     settings = settings_for(sandbox.state)
     settings.max_batch_lines = 2
-    too_many = _create(client, [_chat_row(i) for i in range(3)])
+    created = _create(client, [_chat_row(i) for i in range(3)])
+    assert created.status == "validating" and created.errors is None  # found after validation
+    too_many = client.batches.retrieve(created.id)
+    assert too_many.status == "failed"
     assert too_many.errors is not None and too_many.errors.data is not None
     assert [e.code for e in too_many.errors.data] == ["too_many_tasks"]
     settings.max_batch_input_bytes = 50
-    too_big = _create(client, [_chat_row(0)])
+    too_big = client.batches.retrieve(_create(client, [_chat_row(0)]).id)
     assert too_big.errors is not None and too_big.errors.data is not None
     assert [(e.code, e.line) for e in too_big.errors.data] == [("file_too_large", None)]
 
