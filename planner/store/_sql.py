@@ -6,7 +6,7 @@ import functools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar
 
-from sqlalchemy import CursorResult, Result, Table
+from sqlalchemy import ColumnElement, CursorResult, Result, Table, bindparam
 from sqlalchemy.exc import SQLAlchemyError, StatementError
 
 from planner.errors import StoreError
@@ -15,6 +15,13 @@ T = TypeVar("T")
 
 # Bound parameters per statement stay well under SQLite's 32766 and PostgreSQL's 65535.
 CHUNK = 1000
+
+
+def among(column: ColumnElement[Any], values: Iterable[object]) -> ColumnElement[bool]:
+    """``column IN (values)`` as one expanding bound parameter: ``column.in_(values)`` makes
+    and checks a literal per value each time the statement is built (a fifth of a state
+    change of 1,000 requests), where the values only need binding."""
+    return column.in_(bindparam(None, list(values), type_=column.type, expanding=True))
 
 
 def chunks(items: Sequence[T], size: int = CHUNK) -> Iterable[Sequence[T]]:

@@ -21,7 +21,7 @@ from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from planner.core.states import RequestState
-from planner.store._sql import CHUNK, chunks, rowcount, translated
+from planner.store._sql import CHUNK, among, chunks, rowcount, translated
 from planner.store.tables import LEDGER, REQUEST
 
 IN_FLIGHT: tuple[RequestState, ...] = (
@@ -89,7 +89,7 @@ def mark_decisions(session: Session, ids: Iterable[int], rule: str, now: datetim
     updated = 0
     for chunk in chunks(sorted(set(ids))):
         result = session.execute(
-            update(REQUEST).where(REQUEST.c.id.in_(chunk)).values(decision=rule, updated_at=now)
+            update(REQUEST).where(among(REQUEST.c.id, chunk)).values(decision=rule, updated_at=now)
         )
         updated += rowcount(result)
     return updated

@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 
 from planner.core.states import BatchState, RequestState
 from planner.errors import StoreError
-from planner.store._sql import rowcount, translated
+from planner.store._sql import among, rowcount, translated
 from planner.store.tables import BATCH, REQUEST, UNIT_CLAIM
 
 
@@ -84,7 +84,7 @@ def release_requests(session: Session, ids: Collection[int], worker_id: str) -> 
     """Give back requests this worker claimed but did not move (no progress made)."""
     result = session.execute(
         update(REQUEST)
-        .where(REQUEST.c.id.in_(list(ids)), REQUEST.c.claimed_by == worker_id)
+        .where(among(REQUEST.c.id, ids), REQUEST.c.claimed_by == worker_id)
         .values(claimed_by=None, lease_until=None)
     )
     return rowcount(result)

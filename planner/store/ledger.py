@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from planner.core.model import Lane, Usage
 from planner.errors import StoreError
-from planner.store._sql import CHUNK, chunks, translated
+from planner.store._sql import CHUNK, among, chunks, translated
 from planner.store.requests import dialect_insert
 from planner.store.tables import LEDGER, REQUEST
 
@@ -97,7 +97,7 @@ def _record_chunk(session: Session, chunk: Sequence[Billed], now: datetime) -> i
                 REQUEST.c.lane,
                 REQUEST.c.batch_id,
                 REQUEST.c.attempts,
-            ).where(REQUEST.c.id.in_(ids))
+            ).where(among(REQUEST.c.id, ids))
         )
     }
     entries: dict[int, dict[str, Any]] = {}

@@ -43,7 +43,15 @@ from planner.core.states import (
 )
 from planner.errors import StoreError
 from planner.store import events
-from planner.store._sql import CHUNK, checked_fields, chunks, rowcount, translated, translated_iter
+from planner.store._sql import (
+    CHUNK,
+    among,
+    checked_fields,
+    chunks,
+    rowcount,
+    translated,
+    translated_iter,
+)
 from planner.store.retention import COMPACTED_BODY
 from planner.store.tables import REQUEST, SEND
 
@@ -229,7 +237,7 @@ def stored_contents(session: Session, source: str, keys: Sequence[str]) -> dict[
     """The stored content of those of ``keys`` that ``source`` already has."""
     rows = session.execute(
         select(REQUEST.c.key, REQUEST.c.model, REQUEST.c.endpoint, REQUEST.c.body_json).where(
-            REQUEST.c.source == source, REQUEST.c.key.in_(keys)
+            REQUEST.c.source == source, among(REQUEST.c.key, keys)
         )
     )
     return {row.key: StoredContent(row.model, row.endpoint, row.body_json) for row in rows}
@@ -399,19 +407,22 @@ def transition_requests(
     if new in TERMINAL_REQUEST_STATES:
         values.setdefault("completed_at", now)
     moved = 0
+    # PostgreSQL: lock the rows first, so the events written next and the update after them
+    # see the same rows (one event per request moved). SQLite needs no lock: its transactions
+    # begin IMMEDIATE (engine.py), so this one is the only writer from its first statement
+    locking = session.get_bind().dialect.name != "sqlite"
     for chunk in chunks(sorted(set(ids))):
         guard: list[ColumnElement[bool]] = [
-            REQUEST.c.id.in_(chunk),
+            among(REQUEST.c.id, chunk),
             REQUEST.c.state.in_([s.value for s in olds]),
         ]
         if owner is not None:
             guard += [REQUEST.c.claimed_by == owner, REQUEST.c.lease_until > now]
-        # lock the rows first (PostgreSQL; SQLite has one writer), so the events written next
-        # and the update after them see the same rows: one event per request moved
-        locked = session.execute(select(REQUEST.c.id).where(*guard).with_for_update()).all()
-        if not locked:
-            continue
-        guard[0] = REQUEST.c.id.in_([row.id for row in locked])
+        if locking:
+            locked = session.execute(select(REQUEST.c.id).where(*guard).with_for_update()).all()
+            if not locked:
+                continue
+            guard[0] = among(REQUEST.c.id, [row.id for row in locked])
         events.record_requests(session, guard, new.value, now, reason)
         moved += rowcount(session.execute(update(REQUEST).where(*guard).values(values)))
     return moved
@@ -499,7 +510,7 @@ def refund_attempts(session: Session, ids: Iterable[int], now: datetime) -> int:
     for chunk in chunks(sorted(set(ids))):
         result = session.execute(
             update(REQUEST)
-            .where(REQUEST.c.id.in_(chunk), REQUEST.c.attempts > 0)
+            .where(among(REQUEST.c.id, chunk), REQUEST.c.attempts > 0)
             .values(attempts=REQUEST.c.attempts - 1, updated_at=now)
         )
         refunded += rowcount(result)
@@ -781,7 +792,7 @@ def load(session: Session, ids: Sequence[int], *, bodies: bool = True) -> list[S
     for chunk in chunks(sorted(set(ids))):
         rows = session.execute(
             select(*(_COLUMNS if bodies else _BODILESS))
-            .where(REQUEST.c.id.in_(chunk))
+            .where(among(REQUEST.c.id, chunk))
             .order_by(REQUEST.c.id)
         )
         found.extend(_stored(row, body=bodies) for row in rows)
