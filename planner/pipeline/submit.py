@@ -140,9 +140,7 @@ def _surely_absent(ctx: StageContext, batch: Batch, now: datetime) -> bool:
 
 def _send(ctx: StageContext, provider: BatchProvider, batch: Batch) -> RemoteBatch:
     with ctx.session_factory() as session:  # bodies streamed into the file, never all decoded
-        lines = (
-            BatchLine.from_request(s.request) for s in store_requests.in_batch(session, batch.id)
-        )
+        lines = (BatchLine.from_stored(*row) for row in store_requests.wire_rows(session, batch.id))
         payload = provider.build_payload(batch.id, lines)
     try:
         return provider.submit(batch.id, batch.model, batch.endpoint, payload)

@@ -87,12 +87,20 @@ class BatchLine:
     model: str
     endpoint: Endpoint
     body: Mapping[str, Any]
+    # ``body`` as the store holds it (compact JSON, as a batch file writes it) when read from
+    # there: a writer that would send the body unchanged writes this text instead of encoding
+    body_json: str | None = None
 
     @classmethod
     def from_request(cls, request: Request) -> BatchLine:
         return cls(
             key=request.key, model=request.model, endpoint=request.endpoint, body=request.body
         )
+
+    @classmethod
+    def from_stored(cls, key: str, model: str, endpoint: Endpoint, body_json: str) -> BatchLine:
+        """A line from a stored request's key, model, endpoint and body text."""
+        return cls(key, model, endpoint, json.loads(body_json), body_json)
 
 
 @dataclass(frozen=True, slots=True)

@@ -185,8 +185,13 @@ def _write_lines(
             raise ValueError(f"{where}: duplicate custom_id")
         seen.add(line.key)
         keys.append(line.key)
-        row = input_line(line.key, endpoint, request_body(line, where=where))
-        out.write(_COMPACT.encode(row).encode())
+        body = request_body(line, where=where)
+        if line.body_json is not None and len(body) == len(line.body):  # sent as stored
+            key, url = _COMPACT.encode(line.key), _COMPACT.encode(endpoint.value)
+            text = f"{_FRAME[0]}{key}{_FRAME[1]}{url}{_FRAME[2]}{line.body_json}{_FRAME[3]}"
+            out.write(text.encode())
+            continue
+        out.write(_COMPACT.encode(input_line(line.key, endpoint, body)).encode())
         out.write(b"\n")
     if not keys:
         raise ValueError(f"batch {batch_id}: no lines")

@@ -843,6 +843,16 @@ def estimated_tokens(session: Session, batch_id: str) -> tuple[int, int]:
 
 
 @translated_iter
+def wire_rows(session: Session, batch_id: str) -> Iterator[tuple[str, str, Endpoint, str]]:
+    """``(key, model, endpoint, body JSON)`` of one batch's requests in id order (the order they
+    were packed in): all a batch file is written from, without building whole requests."""
+    query = select(REQUEST.c.key, REQUEST.c.model, REQUEST.c.endpoint, REQUEST.c.body_json)
+    query = query.where(REQUEST.c.batch_id == batch_id).order_by(REQUEST.c.id)
+    for key, model, endpoint, body in session.execute(query.execution_options(yield_per=CHUNK)):
+        yield key, model, _ENDPOINTS[endpoint], body
+
+
+@translated_iter
 def in_batch(session: Session, batch_id: str, *, bodies: bool = True) -> Iterator[StoredRequest]:
     """Stream the requests of one batch, in id order (the order they were packed in). With
     ``bodies=False`` the bodies are neither read nor decoded and each ``request.body`` is

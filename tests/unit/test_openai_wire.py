@@ -11,10 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from planner.core.model import Endpoint, Usage
+from planner.core.model import Endpoint, Request, Usage
 from planner.core.states import BatchState
 from planner.providers import openai_wire as wire
 from planner.providers.base import BadLine, BatchLine, ErrorKind, LineResult
+from planner.store.requests import body_json as store_body_json
 
 CHAT = Endpoint.CHAT_COMPLETIONS
 EMB = Endpoint.EMBEDDINGS
@@ -24,6 +25,38 @@ RESP = Endpoint.RESPONSES
 def chat(key: str, model: str = "gpt-4o-mini", **extra: object) -> BatchLine:
     body: dict[str, object] = {"messages": [{"role": "user", "content": "What is 2+2?"}], **extra}
     return BatchLine(key=key, model=model, endpoint=CHAT, body=body)
+
+
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    key=st.text(min_size=1),
+    extra=st.dictionaries(st.text().filter(lambda k: k not in ("model", "stream")), _VALUES),
+    content=st.text(),
+    with_model=st.booleans(),
+)
+def test_a_stored_body_is_written_as_the_encoded_one(
+    key: str, extra: dict[str, object], content: str, with_model: bool
+) -> None:
+    """A line read from the store carries its body's stored text; the file written from it is
+    byte for byte the file written by encoding the body (model present: the text as it is;
+    model absent: the body is encoded with the model added)."""
+    body: dict[str, object] = {**extra, "messages": [{"role": "user", "content": content}]}
+    if with_model:
+        body["model"] = "gpt-4o-mini"
+    stored = store_body_json(Request("s", key, "gpt-4o-mini", CHAT, body, datetime.now(UTC)))
+    from_store = [BatchLine.from_stored(k, "gpt-4o-mini", CHAT, stored) for k in (key, key + "2")]
+    decoded = [BatchLine(k, "gpt-4o-mini", CHAT, body) for k in (key, key + "2")]
+    written = wire.build_payload("pb", from_store).jsonl
+    expected = wire.build_payload("pb", decoded).jsonl
+    assert isinstance(written, io.BytesIO) and isinstance(expected, io.BytesIO)
+    assert written.getvalue() == expected.getvalue()
 
 
 def test_metadata_round_trip() -> None:  # §3.7
