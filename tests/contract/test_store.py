@@ -16,6 +16,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -45,7 +46,7 @@ from planner.store.engine import (
     redact_url,
     upgrade,
 )
-from planner.store.tables import LEDGER, REQUEST
+from planner.store.tables import LEDGER, REQUEST, UTCDateTime
 from tests.contract.store_backends import backend_url
 
 NOW = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
@@ -619,6 +620,27 @@ def test_time_round_trips_as_aware_utc(factory: sessionmaker[Session]) -> None:
 def test_naive_time_is_refused(factory: sessionmaker[Session]) -> None:
     with factory() as s, s.begin(), pytest.raises(StoreError, match="naive datetime"):
         requests.ingest(s, [make_request("n")], NOW.replace(tzinfo=None))
+
+
+def test_a_time_bound_again_binds_as_a_fresh_one(factory: sessionmaker[Session]) -> None:
+    """UTCDateTime remembers its last value: the same object again, another, an equal one in
+    another zone, ``None``, and a naive time (refused every time) bind as a fresh processor
+    binds them."""
+    bind = factory.kw["bind"]
+    dialect = bind.dialect
+
+    def processor() -> Any:
+        return UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+
+    process = processor()
+    later = NOW + timedelta(microseconds=1)
+    elsewhere = NOW.astimezone(timezone(timedelta(hours=5, minutes=30)))
+    for value in (NOW, NOW, later, NOW, elsewhere, elsewhere, None, later, later):
+        assert process(value) == processor()(value)
+    naive = NOW.replace(tzinfo=None)
+    for _ in range(2):
+        with pytest.raises(StoreError, match="naive datetime"):
+            process(naive)
 
 
 def test_the_ledger_bills_an_attempt_once(factory: sessionmaker[Session]) -> None:
