@@ -143,6 +143,7 @@ class UploadSession:
 class JobLine:
     key: str
     request: dict[str, Any]
+    prompt_tokens: int | None = None  # counted at create (the enqueued-token limit), if so
 
 
 @dataclass
@@ -153,6 +154,7 @@ class LineOutcome:
     key: str
     request: dict[str, Any]
     fault: str | None  # None (answer normally) | "error" | "malformed" | "missing"
+    prompt_tokens: int | None = None  # the line's, if counted at create
 
 
 @dataclass
@@ -541,6 +543,7 @@ class SandboxState:
                     key=line.key,
                     request=line.request,
                     fault=self.faults.line_fault(ident, line.key),
+                    prompt_tokens=line.prompt_tokens,
                 )
                 for i, line in enumerate(job.lines[:count])
             ]

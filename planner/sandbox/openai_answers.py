@@ -9,19 +9,17 @@ requests the endpoint itself would refuse (unknown model, missing field, ...), a
 from __future__ import annotations
 
 import base64
-import hashlib
 import struct
 from typing import Any
 
 from planner.sandbox import usage
-from planner.sandbox.kernel import canonical_json
 from planner.sandbox.openai_common import ApiError, Flavor
 
 MAX_EMBEDDING_INPUTS_PER_REQUEST = 2048
 
 
-def _digest(model: str, request: dict[str, Any], size: int = 24) -> str:
-    return hashlib.sha256(f"{model}\n{canonical_json(request)}".encode()).hexdigest()[:size]
+def _digest(model: str, request: dict[str, Any], size: int = 24, known: bytes | None = None) -> str:
+    return (known or usage.request_digest(model, request)).hex()[:size]
 
 
 def is_embedding_model(model: str) -> bool:
@@ -104,24 +102,32 @@ def prompt_tokens(kind: str, body: dict[str, Any]) -> int:
 
 
 def answer(
-    kind: str, body: dict[str, Any], created: float
+    kind: str, body: dict[str, Any], created: float, *, prompt: int | None = None
 ) -> tuple[dict[str, Any], dict[str, int]]:
-    """(response body, ledger usage) for a request that passed ``check_request``."""
+    """(response body, ledger usage) for a request that passed ``check_request``; ``prompt``:
+    its ``prompt_tokens``, when counted already (a batch line, at create)."""
     model = str(body["model"])
     if kind == "embeddings":
         return _embeddings(model, body)
-    text, prompt, output = usage.fake_completion(model, body)
+    digest = usage.request_digest(model, body)
+    text, prompt, output = usage.fake_completion(model, body, digest=digest, prompt=prompt)
     bill = {"input_tokens": prompt, "output_tokens": output, "total_tokens": prompt + output}
     if kind == "responses":
-        return _responses(model, body, text, prompt, output, created), bill
-    return _chat(model, body, text, prompt, output, created), bill
+        return _responses(model, body, text, prompt, output, created, digest), bill
+    return _chat(model, body, text, prompt, output, created, digest), bill
 
 
 def _chat(
-    model: str, body: dict[str, Any], text: str, prompt: int, output: int, created: float
+    model: str,
+    body: dict[str, Any],
+    text: str,
+    prompt: int,
+    output: int,
+    created: float,
+    digest: bytes,
 ) -> dict[str, Any]:
     return {
-        "id": "chatcmpl-" + _digest(model, body),
+        "id": "chatcmpl-" + _digest(model, body, known=digest),
         "object": "chat.completion",
         "created": int(created),
         "model": model,
@@ -151,9 +157,15 @@ def _chat(
 
 
 def _responses(
-    model: str, body: dict[str, Any], text: str, prompt: int, output: int, created: float
+    model: str,
+    body: dict[str, Any],
+    text: str,
+    prompt: int,
+    output: int,
+    created: float,
+    known: bytes,
 ) -> dict[str, Any]:
-    digest = _digest(model, body)
+    digest = _digest(model, body, known=known)
     return {
         "id": "resp_" + digest,
         "object": "response",

@@ -171,7 +171,9 @@ class BatchesApi:
         else:
             job_id = "batch_" + self.state.new_id("", 32)
         our_id = next((metadata[k] for k in OUR_ID_KEYS if metadata and metadata.get(k)), None)
-        tokens = sum(prompt_tokens(kind, line.request) for line in parsed.lines)
+        for line in parsed.lines:  # counted once: the answers reuse them
+            line.prompt_tokens = prompt_tokens(kind, line.request)
+        tokens = sum(line.prompt_tokens or 0 for line in parsed.lines)
         return Job(
             id=job_id,
             surface=self.flavor.name,

@@ -99,7 +99,9 @@ class _Results:
             line = _response_line(job, outcome.key, refusal.status, refusal.openai_body())
             self.errors.append(json.dumps(line))
             return
-        body, bill = answer(job.kind, outcome.request, self.settled_at)
+        body, bill = answer(
+            job.kind, outcome.request, self.settled_at, prompt=outcome.prompt_tokens
+        )
         self.completed += 1
         self.billed.append((outcome.key, bill))
         for name in self.usage:

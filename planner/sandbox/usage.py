@@ -79,9 +79,15 @@ def count_tokens(text: str) -> int:
     return math.ceil(pieces * 13 / 10)
 
 
-def _seed(model: str, request: Any) -> int:
+def request_digest(model: str, request: Any) -> bytes:
+    """SHA-256 of the model and the request's canonical JSON: it seeds the fake reply, and the
+    surfaces name their responses after it (one hash for both)."""
     blob = json.dumps(request, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return int.from_bytes(hashlib.sha256(f"{model}\n{blob}".encode()).digest()[:8], "big")
+    return hashlib.sha256(f"{model}\n{blob}".encode()).digest()
+
+
+def _seed(model: str, request: Any, digest: bytes | None = None) -> int:
+    return int.from_bytes((digest or request_digest(model, request))[:8], "big")
 
 
 def _part_texts(parts: Any) -> list[str]:
@@ -178,9 +184,13 @@ def max_output_tokens(request: dict[str, Any]) -> int | None:
     return None
 
 
-def fake_completion(model: str, request: dict[str, Any]) -> tuple[str, int, int]:
-    """(reply text, prompt tokens, output tokens), deterministic in (model, request)."""
-    seed = _seed(model, request)
+def fake_completion(
+    model: str, request: dict[str, Any], *, digest: bytes | None = None, prompt: int | None = None
+) -> tuple[str, int, int]:
+    """(reply text, prompt tokens, output tokens), deterministic in (model, request).
+    ``digest`` (``request_digest``) and ``prompt`` (``prompt_tokens``), when the caller has
+    them already, are not computed again."""
+    seed = _seed(model, request, digest)
     words = [_VOCABULARY[(seed >> (i % 48)) % len(_VOCABULARY)] for i in range(4 + seed % 37)]
     cap = max_output_tokens(request)
     text = " ".join(words) + "."
@@ -190,7 +200,7 @@ def fake_completion(model: str, request: dict[str, Any]) -> tuple[str, int, int]
     if cap is not None and count_tokens(text) > cap:
         text = ""
     text = text[:1].upper() + text[1:]
-    return text, prompt_tokens(request), count_tokens(text)
+    return text, prompt_tokens(request) if prompt is None else prompt, count_tokens(text)
 
 
 def _is_thinking_model(model: str) -> bool:
