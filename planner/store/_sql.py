@@ -8,6 +8,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy import ColumnElement, CursorResult, Result, Table, bindparam
 from sqlalchemy.exc import SQLAlchemyError, StatementError
+from sqlalchemy.orm import Session
 
 from planner.errors import StoreError
 
@@ -22,6 +23,36 @@ def among(column: ColumnElement[Any], values: Iterable[object]) -> ColumnElement
     and checks a literal per value each time the statement is built (a fifth of a state
     change of 1,000 requests), where the values only need binding."""
     return column.in_(bindparam(None, list(values), type_=column.type, expanding=True))
+
+
+def update_many(
+    session: Session, table: Table, columns: Sequence[str], rows: Iterable[Sequence[Any]]
+) -> int:
+    """``UPDATE table SET columns WHERE id = …`` once per row (its values in ``columns`` order,
+    then its id), as one driver ``executemany`` of plain rows; returns the rows updated.
+
+    Each value is bound through its column type's processor for this backend first (a naive
+    time is refused, money checked and formatted), as SQLAlchemy binds it; what is skipped is
+    its per-row parameter handling (a dict, a lookup and a check per value), which was most of
+    planning's update of 20,000 assessed requests."""
+    dialect = session.get_bind().dialect
+    processors = [
+        (i, process)
+        for i, name in enumerate(columns)
+        if (process := table.c[name].type.dialect_impl(dialect).bind_processor(dialect))
+    ]
+    params: list[tuple[Any, ...]] = []
+    for row in rows:
+        values = list(row)
+        for i, process in processors:
+            values[i] = process(values[i])
+        params.append(tuple(values))
+    if not params:
+        return 0
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    assignments = ", ".join(f"{name} = {mark}" for name in columns)
+    statement = f"UPDATE {table.name} SET {assignments} WHERE id = {mark}"
+    return rowcount(session.connection().exec_driver_sql(statement, params))
 
 
 def chunks(items: Sequence[T], size: int = CHUNK) -> Iterable[Sequence[T]]:

@@ -51,6 +51,7 @@ from planner.store._sql import (
     rowcount,
     translated,
     translated_iter,
+    update_many,
 )
 from planner.store.retention import COMPACTED_BODY
 from planner.store.tables import REQUEST, SEND
@@ -571,14 +572,7 @@ class Assessed:
     output_max_given: bool
 
 
-_ASSESSED = {
-    "est_input_tokens": bindparam("b_in"),
-    "est_output_tokens": bindparam("b_out"),
-    "est_method": bindparam("b_method"),
-    "decision": bindparam("b_rule"),
-    "reserved_usd": bindparam("b_usd", type_=REQUEST.c.reserved_usd.type),
-    "updated_at": bindparam("b_now", type_=REQUEST.c.updated_at.type),
-}
+_ASSESSED = ("est_input_tokens", "est_output_tokens", "est_method", "decision", "reserved_usd")
 
 
 @translated
@@ -586,36 +580,18 @@ def record_assessments(session: Session, assessed: Iterable[Assessed], now: date
     """Estimates, decisions, reservations and raw estimates of many requests: one UPDATE per
     request (what :func:`record_estimates`, ``budgets.record_decisions`` and
     ``calibration.record_raw_estimates`` do, in one statement). Returns rows updated."""
-    raw = {
-        **_ASSESSED,
-        "est_raw_input_tokens": bindparam("b_raw"),
-        "output_max_given": bindparam("b_given"),
-    }
-    statements = {
-        False: update(REQUEST).where(REQUEST.c.id == bindparam("b_id")).values(_ASSESSED),
-        True: update(REQUEST).where(REQUEST.c.id == bindparam("b_id")).values(raw),
-    }
-    params: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
+    plain: list[tuple[Any, ...]] = []
+    kept: list[tuple[Any, ...]] = []  # with the raw estimate (calibration)
     for a in assessed:
-        row = {
-            "b_id": a.id,
-            "b_in": a.estimate.input_tokens,
-            "b_out": a.estimate.output_tokens,
-            "b_method": a.estimate.method,
-            "b_rule": a.decision,
-            "b_usd": a.reserved_usd,
-            "b_now": now,
-        }
-        kept = a.raw_input_tokens is not None
-        if kept:
-            row["b_raw"] = a.raw_input_tokens
-            row["b_given"] = a.output_max_given
-        params[kept].append(row)
-    updated = 0
-    for kept, rows in params.items():
-        for chunk in chunks(rows):
-            updated += rowcount(session.connection().execute(statements[kept], list(chunk)))
-    return updated
+        e = a.estimate
+        values = (e.input_tokens, e.output_tokens, e.method, a.decision, a.reserved_usd, now)
+        if a.raw_input_tokens is None:
+            plain.append((*values, a.id))
+        else:
+            kept.append((*values, a.raw_input_tokens, a.output_max_given, a.id))
+    columns = (*_ASSESSED, "updated_at")
+    raw = (*columns, "est_raw_input_tokens", "output_max_given")
+    return update_many(session, REQUEST, columns, plain) + update_many(session, REQUEST, raw, kept)
 
 
 @translated
