@@ -325,4 +325,6 @@ def settle_hook(state: SandboxState, job: Job) -> list[tuple[str, dict[str, Any]
         generated=True,
     )
     job.output = {"responsesFile": f"files/{stored.id}"}
+    if job.input_file_id is not None:  # an inline job echoes its requests on every read
+        job.forget_requests()
     return billed

@@ -13,6 +13,7 @@ from google import genai
 from google.genai import errors, types
 
 from planner.sandbox import RunningSandbox
+from planner.sandbox.kernel import RENDERED
 from planner.sandbox.usage import count_tokens
 
 pytestmark = pytest.mark.filterwarnings("ignore::google.genai._common.ExperimentalWarning")
@@ -100,6 +101,24 @@ def test_results_are_deterministic_across_sandboxes(gemini: Any, sandbox: Runnin
         job2 = client.batches.create(model=MODEL, src=_upload(client, _gen_rows(3)))
         second = client.files.download(file=client.batches.get(name=job2.name).dest.file_name)
     assert first == second
+
+
+def test_a_file_batch_forgets_its_requests_once_answered_an_inline_one_keeps_them(
+    gemini: Any, sandbox: RunningSandbox
+) -> None:
+    """A file job's answers are in its results file, so its decoded requests are dropped
+    (reading it again changes nothing); an inline job echoes its requests on every read."""
+    job = gemini.batches.create(model=MODEL, src=_upload(gemini, _gen_rows(3)))
+    done = gemini.batches.get(name=job.name)
+    first = gemini.files.download(file=done.dest.file_name)
+    kept = sandbox.state.jobs[job.name]
+    assert kept.settled and all(line.request is RENDERED for line in kept.lines)
+    again = gemini.batches.get(name=job.name)
+    assert again.state == done.state and again.dest.file_name == done.dest.file_name
+    assert gemini.files.download(file=again.dest.file_name) == first
+    inline = gemini.batches.create(model=MODEL, src=[{"contents": "hello there"}])
+    assert gemini.batches.get(name=inline.name).dest.inlined_responses
+    assert all(line.request for line in sandbox.state.jobs[inline.name].lines)
 
 
 def test_inline_batch_returns_inline_responses_with_metadata(gemini: Any) -> None:

@@ -13,7 +13,8 @@ import httpx
 import openai
 import pytest
 
-from planner.sandbox import RunningSandbox, usage
+from planner.sandbox import RunningSandbox, kernel, usage
+from planner.sandbox.kernel import RENDERED
 from planner.sandbox.openai_common import reset_settings, settings_for
 
 CHAT: Final = "/v1/chat/completions"
@@ -258,6 +259,31 @@ def test_an_instant_batch_is_answered_validating_and_settled_behind_the_client(
     billed = _billed(sandbox)
     assert sorted(billed) == [f"r{i}" for i in range(5)]
     assert {r["times_billed"] for r in billed.values()} == {1}
+
+
+def test_files_past_the_spill_size_live_on_disk_and_read_back_whole(
+    sandbox: RunningSandbox, client: openai.OpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Input and results files larger than ``SPILL_BYTES`` are kept in temporary files, not
+    in memory, and every reader (the batch, a download) gets them byte for byte; a settled
+    batch keeps no decoded request (its answers are written)."""
+    monkeypatch.setattr(kernel, "SPILL_BYTES", 64)
+    rows = [_chat_row(i) for i in range(6)]
+    batch = _create(client, rows)
+    stored = sandbox.state.files[batch.input_file_id]
+    assert stored.blob.on_disk
+    sent = "".join(json.dumps(r) + "\n" for r in rows).encode()
+    assert client.files.content(batch.input_file_id).content == sent
+    done = client.batches.retrieve(batch.id)
+    assert done.status == "completed" and done.output_file_id is not None
+    lines = _lines(client, done.output_file_id)
+    assert sorted(line["custom_id"] for line in lines) == [f"r{i}" for i in range(6)]
+    assert sandbox.state.files[done.output_file_id].blob.on_disk
+    job = sandbox.state.jobs[batch.id]
+    assert all(line.request is RENDERED for line in job.lines)
+    assert all(outcome.request is RENDERED for outcome in job.executed)
+    again = client.batches.retrieve(batch.id)
+    assert again.request_counts == done.request_counts and again.usage == done.usage
 
 
 def test_size_and_count_limits_fail_the_batch(
