@@ -177,14 +177,14 @@ class UploadSession:
     received: bytearray = field(default_factory=bytearray)
 
 
-@dataclass
+@dataclass(slots=True)
 class JobLine:
     key: str
     request: dict[str, Any]
     prompt_tokens: int | None = None  # counted at create (the enqueued-token limit), if so
 
 
-@dataclass
+@dataclass(slots=True)
 class LineOutcome:
     """What happened to one input line of a finished job, before a surface renders it."""
 
@@ -327,7 +327,7 @@ class Job:
 SettleHook = Callable[["SandboxState", Job], list[tuple[str, dict[str, Any]]]]
 
 
-@dataclass
+@dataclass(slots=True)  # one per key ever billed: a run of 100,000 requests keeps 100,000
 class BilledRequest:
     key: str
     lane: str
