@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import struct
-from typing import Any
+from typing import Any, NamedTuple
 
 from planner.sandbox import usage
 from planner.sandbox.openai_common import ApiError, Flavor
@@ -18,8 +18,15 @@ from planner.sandbox.openai_common import ApiError, Flavor
 MAX_EMBEDDING_INPUTS_PER_REQUEST = 2048
 
 
-def _digest(model: str, request: dict[str, Any], size: int = 24, known: bytes | None = None) -> str:
-    return (known or usage.request_digest(model, request)).hex()[:size]
+class _Reply(NamedTuple):
+    """One generated answer, as both response shapes render it."""
+
+    model: str
+    text: str
+    prompt: int  # tokens
+    output: int  # tokens
+    created: float
+    name: str  # from the request's digest: the same request, the same ids
 
 
 def is_embedding_model(model: str) -> bool:
@@ -112,24 +119,18 @@ def answer(
     digest = usage.request_digest(model, body)
     text, prompt, output = usage.fake_completion(model, body, digest=digest, prompt=prompt)
     bill = {"input_tokens": prompt, "output_tokens": output, "total_tokens": prompt + output}
+    reply = _Reply(model, text, prompt, output, created, digest.hex()[:24])
     if kind == "responses":
-        return _responses(model, body, text, prompt, output, created, digest), bill
-    return _chat(model, body, text, prompt, output, created, digest), bill
+        return _responses(reply, body), bill
+    return _chat(reply), bill
 
 
-def _chat(
-    model: str,
-    body: dict[str, Any],
-    text: str,
-    prompt: int,
-    output: int,
-    created: float,
-    digest: bytes,
-) -> dict[str, Any]:
+def _chat(r: _Reply) -> dict[str, Any]:
+    model, text, prompt, output = r.model, r.text, r.prompt, r.output
     return {
-        "id": "chatcmpl-" + _digest(model, body, known=digest),
+        "id": "chatcmpl-" + r.name,
         "object": "chat.completion",
-        "created": int(created),
+        "created": int(r.created),
         "model": model,
         "choices": [
             {
@@ -156,20 +157,12 @@ def _chat(
     }
 
 
-def _responses(
-    model: str,
-    body: dict[str, Any],
-    text: str,
-    prompt: int,
-    output: int,
-    created: float,
-    known: bytes,
-) -> dict[str, Any]:
-    digest = _digest(model, body, known=known)
+def _responses(r: _Reply, body: dict[str, Any]) -> dict[str, Any]:
+    model, text, prompt, output, digest = r.model, r.text, r.prompt, r.output, r.name
     return {
         "id": "resp_" + digest,
         "object": "response",
-        "created_at": int(created),
+        "created_at": int(r.created),
         "status": "completed",
         "error": None,
         "incomplete_details": None,
