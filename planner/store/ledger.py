@@ -9,7 +9,7 @@ are exact on both backends.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -22,7 +22,16 @@ from sqlalchemy.orm import Session
 
 from planner.core.model import Lane, Usage
 from planner.errors import StoreError
-from planner.store._sql import CHUNK, among, chunks, translated
+from planner.store._sql import (
+    CHUNK,
+    among,
+    bind_processors,
+    bound,
+    chunks,
+    placeholder,
+    translated,
+    update_many,
+)
 from planner.store.tables import LEDGER, REQUEST
 
 
@@ -127,8 +136,7 @@ def _record_chunk(session: Session, chunk: Sequence[Billed], now: datetime) -> i
         )
     }
     dialect = session.get_bind().dialect
-    money = _processor(LEDGER.c.cost_usd, dialect)
-    stamp = _processor(LEDGER.c.recorded_at, dialect)(now)
+    processors = bind_processors(LEDGER, _ENTRY, dialect)
     entries: dict[int, tuple[Any, ...]] = {}
     for item in chunk:
         row = rows.get(item.request_id)
@@ -140,13 +148,14 @@ def _record_chunk(session: Session, chunk: Sequence[Billed], now: datetime) -> i
         if item.request_id in entries:
             continue
         usage = item.usage
-        entries[item.request_id] = (
+        entry = (
             *(item.request_id, row.attempts, row.source, row.provider, row.model, lane),
             row.batch_id if lane == _BATCH else None,
             *(usage.input_tokens, usage.cached_input_tokens, usage.output_tokens),
-            *(money(item.actual_cost), money(item.interactive_equiv), stamp),
+            *(item.actual_cost, item.interactive_equiv, now),
         )
-    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+        entries[item.request_id] = bound(entry, processors)
+    mark = placeholder(dialect)
     one = "(" + ", ".join([mark] * len(_ENTRY)) + ")"
     values = list(entries.values())
     inserted = session.connection().exec_driver_sql(
@@ -156,19 +165,9 @@ def _record_chunk(session: Session, chunk: Sequence[Billed], now: datetime) -> i
         tuple(chain.from_iterable(values)),
     )
     new_ids = sorted(request_id for (request_id,) in inserted)
-    if new_ids:
-        assignments = ", ".join(f"{name} = {mark}" for name in _USAGE)
-        session.connection().exec_driver_sql(
-            f"UPDATE {REQUEST.name} SET {assignments} WHERE id = {mark}",
-            [(*_USAGE_OF(entries[i]), i) for i in new_ids],
-        )
+    usage_rows = [(*_USAGE_OF(entries[i]), i) for i in new_ids]  # same types: bound already
+    update_many(session, REQUEST, tuple(_USAGE), usage_rows, already_bound=True)
     return len(new_ids)
-
-
-def _processor(column: Any, dialect: Any) -> Callable[[Any], Any]:
-    """What ``column``'s type does to a value bound on ``dialect`` (identity if nothing)."""
-    process = column.type.dialect_impl(dialect).bind_processor(dialect)
-    return process if process is not None else lambda value: value
 
 
 @translated

@@ -31,7 +31,6 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
 from planner.core.flush import QueueSummary, SourceDeadlines
@@ -46,6 +45,7 @@ from planner.store import events
 from planner.store._sql import (
     CHUNK,
     among,
+    bind_processors,
     checked_fields,
     chunks,
     rowcount,
@@ -288,7 +288,7 @@ def _insert_new_values(session: Session, rows: list[dict[str, Any]]) -> set[tupl
     bind processor for this dialect first, as a bound parameter would (a naive datetime is
     refused; an aware one is stored as SQLAlchemy stores it, with its microseconds)."""
     names = list(rows[0])
-    processed = _bind_processors(names, session.get_bind().dialect)
+    processed = bind_processors(REQUEST, names, session.get_bind().dialect)
     columns = ", ".join(f'"{name}"' for name in names)
     one_row = "(" + ", ".join("?" * len(names)) + ")"
     connection = session.connection()
@@ -311,17 +311,6 @@ def _insert_new_values(session: Session, rows: list[dict[str, Any]]) -> set[tupl
     return stored
 
 
-def _bind_processors(names: Sequence[str], dialect: Dialect) -> list[tuple[int, Any]]:
-    """``(position, processor)`` of the columns ``names`` whose type converts a value before
-    the driver takes it (datetimes, money), as a bound parameter would be converted."""
-    processed = []
-    for i, name in enumerate(names):
-        process = REQUEST.c[name].type.dialect_impl(dialect).bind_processor(dialect)
-        if process is not None:
-            processed.append((i, process))
-    return processed
-
-
 _STAGING = "planner_ingest_rows"  # a temporary table: private to the connection
 
 
@@ -334,7 +323,7 @@ def _insert_new_unnest(session: Session, rows: list[dict[str, Any]]) -> set[tupl
     column type's bind processor first, as a bound parameter would (a naive datetime is
     refused); a database error is a ``StoreError`` with its first line, never the values."""
     names = list(rows[0])
-    processed = _bind_processors(names, session.get_bind().dialect)
+    processed = bind_processors(REQUEST, names, session.get_bind().dialect)
     columns = ", ".join(f'"{name}"' for name in names)
     from psycopg import Error as DriverError  # PostgreSQL only: psycopg is its driver
 
