@@ -22,7 +22,6 @@ A cancel request at time c turns the job into "cancelling" for ``cancel_grace`` 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import random
@@ -439,10 +438,6 @@ def our_id_from_display_name(name: str | None) -> str | None:
         return None
     rest = name.split("planner:", 1)[1].strip()
     return rest or None
-
-
-def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 class SandboxState:
