@@ -8,7 +8,7 @@ ifneq ($(wildcard ../shared/tiktoken),)
 export TIKTOKEN_CACHE_DIR ?= $(abspath ../shared/tiktoken)
 endif
 
-.PHONY: demo test lint venv clean
+.PHONY: demo test lint venv bytecode clean
 
 $(BIN)/planner: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,13 @@ $(BIN)/planner: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-venv: $(BIN)/planner
+## planner's bytecode, as pip writes it for an installed package but not for this editable
+## one: under PYTHONDONTWRITEBYTECODE=1 every command would otherwise compile all of planner on
+## every start (~0.4 s of each `planner plan`). Only changed modules are compiled again.
+bytecode: $(BIN)/planner
+	$(BIN)/python -m compileall -q planner
+
+venv: bytecode
 
 ## The main job on the embedded default: SQLite under ./state, the sandbox instead of the
 ## providers (no API key needed), the sample spool copied into ./state/spool the first time
