@@ -32,7 +32,7 @@ from pathlib import Path
 from planner.config import load_config
 from planner.pipeline.intake import ingest_all
 from planner.pipeline.interactive import run_interactive_stage
-from planner.pipeline.plan import run_plan_stage
+from planner.pipeline.plan_stage import run_plan_stage
 from planner.providers.base import BatchLine
 from planner.runtime import clock
 from planner.runtime.wiring import build_context

@@ -61,7 +61,7 @@ metrics: {enabled: false}
 def phase(which: str, folder: Path) -> dict[str, float]:
     from planner.config import load_config
     from planner.pipeline.intake import ingest_all
-    from planner.pipeline.plan import run_plan_stage
+    from planner.pipeline.plan_stage import run_plan_stage
     from planner.runtime.wiring import build_context
     from planner.store import requests as store_requests
 

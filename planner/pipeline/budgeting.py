@@ -1,18 +1,22 @@
 """Budgets in a planning pass: the book read from the store, and each decision checked
-against it (``core/budget.py`` does the arithmetic, ``store/budgets.py`` the sums)."""
+against it (``core/budget.py`` does the arithmetic, ``store/budgets.py`` the sums).
+
+The store is imported where the book is opened, not with this module: the dry run checks its
+decisions here on a machine that may have no store, and SQLAlchemy is a third of its start-up."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from decimal import Decimal
-
-from sqlalchemy.orm import Session
+from typing import TYPE_CHECKING
 
 from planner.core.budget import BudgetBook, BudgetKey, BudgetRules, Period, window_start
 from planner.core.cost import LaneCosts
 from planner.core.policy import BudgetRoom, Decision, lane_cost, within_budget
-from planner.store import budgets as store_budgets
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 
 def budgeted(
@@ -47,6 +51,8 @@ def open_book(
     and what is in flight (the requests' reservations). ``None`` when no budget is set."""
     if not rules:
         return None
+    from planner.store import budgets as store_budgets
+
     starts = {
         (key, period): window_start(period, now, rule.tz)
         for key, rule in rules.items()

@@ -10,14 +10,16 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
-
-from sqlalchemy.orm import Session
+from typing import TYPE_CHECKING
 
 from planner.core.catalog import Catalog
 from planner.core.limits import RateLimits
 from planner.pipeline.guard import ProviderGuard
 from planner.pipeline.plan import Planner
 from planner.pipeline.process import this_process
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 from planner.providers.base import BatchProvider
 from planner.sinks.base import Sink
 from planner.sources.base import Source

@@ -19,12 +19,16 @@ import json
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from planner.core.model import BODY_NOT_LOADED, Request
 from planner.pipeline.measure import canonical_json, fingerprint
 from planner.sources.base import LineError, ParsedLine
 from planner.sources.formats import Reason
-from planner.store.requests import StoredContent, content_of, same_content
+
+if TYPE_CHECKING:  # the store's own comparison is imported where a stored key is judged:
+    # a dry run without a store needs neither it nor SQLAlchemy
+    from planner.store.requests import StoredContent
 
 DUPLICATE_ID = Reason.DUPLICATE_ID.value
 CHUNK = 1000  # lines held back per look-up in the store
@@ -32,7 +36,7 @@ DEFAULT_MEMORY_BYTES = 16 << 20  # fingerprints kept in a dict before spilling t
 ENTRY_OVERHEAD = 150  # bytes a dict entry with its tuple and strings costs besides the text
 _KEYS_PER_QUERY = 500  # under SQLite's oldest limit of 999 parameters a statement
 
-StoreLookup = Callable[[str, Sequence[str]], dict[str, StoredContent]]
+StoreLookup = Callable[[str, Sequence[str]], "dict[str, StoredContent]"]
 """``(source, keys)`` -> the stored content of those keys the store already holds."""
 
 
@@ -197,6 +201,8 @@ class Repeats:
 def _same_as_stored(row: StoredContent, request: Request) -> bool:
     """``same_content``; for a request read without its body (``plan``'s read workers send
     the measured fingerprint instead), by the fingerprint of the stored body."""
+    from planner.store.requests import same_content
+
     measured = request.measured
     if request.body is not BODY_NOT_LOADED or measured is None:
         return same_content(row, request)
@@ -209,6 +215,8 @@ def _same_as_stored(row: StoredContent, request: Request) -> bool:
 
 
 def _conflict(request: Request) -> LineError:
+    from planner.store.requests import content_of
+
     file, _, number = request.origin.rpartition(":")
     line = int(number) if number.isdigit() else 0
     return LineError(

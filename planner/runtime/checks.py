@@ -22,7 +22,6 @@ from planner.config import (
     resolve_store_url,
 )
 from planner.errors import ConfigError, StoreError
-from planner.store.engine import check_url
 
 Found = Iterator[tuple[tuple[Any, ...], str]]
 
@@ -40,6 +39,10 @@ def _intake(cfg: PlannerConfig) -> Found:
 
 
 def _store(cfg: PlannerConfig) -> Found:
+    if cfg.store.url is None and cfg.store.url_env is None:
+        return  # the default SQLite file under state_dir: a URL of our own making
+    from planner.store.engine import check_url  # SQLAlchemy parses it (not needed above)
+
     env = cfg.store.url_env
     path = ("store", "url_env") if env else ("store", "url")
     try:

@@ -1,11 +1,13 @@
 """What ``planner plan`` reads from the store, so that the dry run decides as ``run`` would.
 
-The planning stage (``pipeline/plan.run_plan_stage``) decides with the budgets, the turnaround
+The planning stage (``pipeline/plan_stage.run_plan_stage``) decides with the budgets, the turnaround
 learned from finished batches, the calibrated estimates and the learned enqueued-token limits
 the store holds. The dry run reads
 the same facts with the same functions, read only: it never creates or migrates a store. A
 store that does not exist yet, or was never migrated (a new PostgreSQL database, before the
-first ``run``), has spent, reserved and learned nothing (the priors hold).
+first ``run``), has spent, reserved and learned nothing (the priors hold). Without a store,
+SQLAlchemy is not even imported (a third of ``plan``'s start-up): the default store's file is
+looked for first.
 """
 
 from __future__ import annotations
@@ -16,10 +18,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-
-from sqlalchemy import inspect
-from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session
+from typing import TYPE_CHECKING
 
 from planner.config import resolve_store_url
 from planner.config.schema import PlannerConfig
@@ -27,13 +26,22 @@ from planner.core.budget import BudgetBook
 from planner.pipeline.budgeting import open_book
 from planner.pipeline.plan import Planner
 from planner.pipeline.repeats import StoreLookup
-from planner.store import batches as store_batches
-from planner.store import calibration as store_calibration
-from planner.store import limits as store_limits
-from planner.store import requests as store_requests
-from planner.store.engine import deferred, make_engine, make_session_factory
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from planner.store.requests import StoredContent
 
 MIGRATED = "alembic_version"  # present once ``planner db upgrade`` (or the first run) migrated
+
+
+def _no_default_store(cfg: PlannerConfig) -> bool:
+    """The store is the default SQLite file (no ``store.url`` or ``url_env``), not created yet."""
+    return (
+        cfg.store.url is None
+        and cfg.store.url_env is None
+        and not cfg.store_path_default().is_file()
+    )
 
 
 def dry_run_planner(
@@ -41,9 +49,19 @@ def dry_run_planner(
 ) -> tuple[Planner, BudgetBook | None]:
     """``planner`` with the store's learned turnarounds, calibration and limits, and the budgets as
     the store has them now (``None`` without budgets)."""
+    empty = BudgetBook.start(planner.budget_rules, {}, {}) if planner.budget_rules else None
+    if _no_default_store(cfg):
+        return planner, empty
+    from sqlalchemy import inspect
+    from sqlalchemy.engine import make_url
+
+    from planner.store import batches as store_batches
+    from planner.store import calibration as store_calibration
+    from planner.store import limits as store_limits
+    from planner.store.engine import deferred, make_engine, make_session_factory
+
     url = resolve_store_url(cfg, os.environ)
     parsed = make_url(url)
-    empty = BudgetBook.start(planner.budget_rules, {}, {}) if planner.budget_rules else None
     if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").is_file():
         return planner, empty
     engine = make_engine(url)
@@ -69,6 +87,15 @@ def dry_run_planner(
 def stored_keys(cfg: PlannerConfig) -> Iterator[StoreLookup | None]:
     """What the store holds under given keys of a source, read only, while the dry run reads
     its sources (``None``: no store yet, so nothing is stored)."""
+    if _no_default_store(cfg):
+        yield None
+        return
+    from sqlalchemy import inspect
+    from sqlalchemy.engine import make_url
+
+    from planner.store import requests as store_requests
+    from planner.store.engine import deferred, make_engine, make_session_factory
+
     url = resolve_store_url(cfg, os.environ)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").is_file():
@@ -81,7 +108,7 @@ def stored_keys(cfg: PlannerConfig) -> Iterator[StoreLookup | None]:
         return
     factory: Callable[[], Session] = make_session_factory(deferred(engine))
 
-    def lookup(source: str, keys: Sequence[str]) -> dict[str, store_requests.StoredContent]:
+    def lookup(source: str, keys: Sequence[str]) -> dict[str, StoredContent]:
         with factory() as session, session.begin():
             return store_requests.stored_contents(session, source, keys)
 

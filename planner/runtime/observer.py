@@ -25,7 +25,7 @@ from planner.pipeline.escape import EscapeResult
 from planner.pipeline.housekeeping import HousekeepingResult
 from planner.pipeline.intake import IntakeResult
 from planner.pipeline.interactive import InteractiveResult
-from planner.pipeline.plan import PlanStageResult
+from planner.pipeline.plan_stage import PlanStageResult
 from planner.pipeline.poll import PollResult
 from planner.pipeline.submit import SubmitResult
 from planner.store import batches as store_batches

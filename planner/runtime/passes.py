@@ -31,7 +31,7 @@ from planner.pipeline.intake import IntakeResult, ingest_all
 from planner.pipeline.interactive import InteractiveResult, run_interactive_stage
 from planner.pipeline.measure import measure
 from planner.pipeline.outbox import run_outbox_stage
-from planner.pipeline.plan import PlanStageResult, run_plan_stage
+from planner.pipeline.plan_stage import PlanStageResult, run_plan_stage
 from planner.pipeline.poll import PollResult, run_poll_stage
 from planner.pipeline.submit import SubmitResult, run_submit_stage
 from planner.runtime import clock

@@ -16,13 +16,9 @@ from datetime import datetime, timedelta
 from functools import partial
 from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
-from sqlalchemy import Engine, create_engine
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
-from sqlalchemy.orm import Session
 
 from planner.config import load_config, resolve_api_key, resolve_secret, resolve_store_url
 from planner.config.prices import shipped_catalog
@@ -46,8 +42,6 @@ from planner.core.retry import RetryPolicy
 from planner.errors import ConfigError
 from planner.metrics import Group, Metrics, StoreReading
 from planner.pipeline.context import StageContext, plan_chunk_size
-from planner.pipeline.decisions import budget_gauges
-from planner.pipeline.leases import StoreUnitLeases
 from planner.pipeline.measure import measured_line_bytes
 from planner.pipeline.plan import Planner
 from planner.pipeline.preview import PlanReport, build_report
@@ -59,21 +53,20 @@ from planner.providers.base import BatchLine, BatchProvider
 from planner.runtime import clock
 from planner.runtime.checks import runtime_problems
 from planner.runtime.dry_run import dry_run_planner, stored_keys
-from planner.runtime.intake.sink import IntakeSink
 from planner.runtime.logging import register_secret
-from planner.sinks import JsonlDirSink, SqlSink, WebhookSink
 from planner.sinks.base import Sink
-from planner.sources import JsonlDirSource
+from planner.sinks.jsonl_dir import JsonlDirSink
+from planner.sinks.webhook import WebhookSink
 from planner.sources.base import ParsedLine, Source
 from planner.sources.formats import Defaults, Reason
+from planner.sources.jsonl_dir import JsonlDirSource
 from planner.sources.lines import judge_here
-from planner.sources.sql import Columns as SqlColumns
-from planner.sources.sql import SqlSource
-from planner.store import batches as store_batches
-from planner.store import ledger as store_ledger
-from planner.store import requests as store_requests
-from planner.store.engine import make_engine, make_session_factory, upgrade
 from planner.tokenizers import TiktokenCounter
+
+if TYPE_CHECKING:  # the store, SQLAlchemy and the SQL sources and sinks are imported where used:
+    # ``planner plan`` on a machine without a store needs none of them (a third of its start-up)
+    from sqlalchemy import Engine
+    from sqlalchemy.orm import Session
 
 MEMO_MAX = 4096  # entries of the per-model and per-group look-ups remembered below
 
@@ -304,12 +297,15 @@ def build_sources(
     (held as ``owner``, default this process), so replicas can share them."""
     sources: list[Source] = []
     for name, s in cfg.sources.items():
-        leases = (
-            None
-            if session_factory is None
-            else StoreUnitLeases(session_factory, name, owner or this_process(), s.lease)
-        )
+        leases = None
+        if session_factory is not None:
+            from planner.pipeline.leases import StoreUnitLeases
+
+            leases = StoreUnitLeases(session_factory, name, owner or this_process(), s.lease)
         if isinstance(s, SqlSourceConfig):
+            from planner.sources.sql import Columns as SqlColumns
+            from planner.sources.sql import SqlSource
+
             sources.append(
                 SqlSource(
                     name,
@@ -411,6 +407,10 @@ def data_engine(url_env: str, where: str, environ: Mapping[str, str]) -> Engine:
     if not url:
         raise ConfigError([f"{where}: {url_env} is not set (it holds the SQLAlchemy URL)"])
     if url not in _ENGINES:
+        from sqlalchemy import create_engine
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
         try:
             parsed = make_url(url)
         except ArgumentError:
@@ -439,6 +439,8 @@ def build_sink(name: str, s: SinkConfig, environ: Mapping[str, str]) -> Sink:
             retry=retry,
         )
     if isinstance(s, SqlSinkConfig):
+        from planner.sinks.sql import SqlSink
+
         engine = data_engine(s.url_env, f"sinks.{name}.url_env", environ)
         return SqlSink(name, engine, s.table, key_column=s.key_column, columns=s.columns)
     return JsonlDirSink(name, s.path)
@@ -461,6 +463,8 @@ def build_sinks(
         name: ([sinks[s.sink]] if s.sink is not None else every) for name, s in cfg.sources.items()
     }
     if session_factory is not None:
+        from planner.runtime.intake.sink import IntakeSink
+
         intake = cfg.intake
         extra = [sinks[intake.sink]] if intake.sink is not None else []
         routes[intake.source] = [IntakeSink(intake.source, session_factory), *extra]
@@ -472,6 +476,8 @@ def build_sinks(
 
 
 def open_store(cfg: PlannerConfig) -> Callable[[], Session]:
+    from planner.store.engine import make_engine, make_session_factory, upgrade
+
     engine = make_engine(resolve_store_url(cfg, os.environ))
     upgrade(engine)
     return make_session_factory(engine)
@@ -557,6 +563,11 @@ def store_reader(ctx: Callable[[], StageContext]) -> Callable[[], StoreReading]:
     """What the metrics read from the store at scrape time (the context of the moment). The
     ledger's sums are recomputed only when a row was added since the last scrape (its
     fingerprint changed): a quiet ledger costs one indexed query, not a scan."""
+    from planner.pipeline.decisions import budget_gauges
+    from planner.store import batches as store_batches
+    from planner.store import ledger as store_ledger
+    from planner.store import requests as store_requests
+
     last: dict[str, Any] = {}
 
     def read() -> StoreReading:
@@ -630,7 +641,7 @@ def build_plan_report(
 
 def upgrade_store(cfg: PlannerConfig) -> str:
     """Apply migrations; returns the store URL with any password hidden, for messages."""
-    from planner.store.engine import redact_url
+    from planner.store.engine import redact_url, upgrade
 
     url = resolve_store_url(cfg, os.environ)
     upgrade(url)

@@ -373,6 +373,52 @@ def _drop_lines(path: Path, rows: list[dict[str, Any]], age: int) -> None:
     os.utime(path, (age, age))
 
 
+PLAN_AND_IMPORTS = """
+import json, sys
+from planner.cli import main
+sys.argv = ["planner", "plan", "--json", "-c", sys.argv[1]]
+try:
+    main()
+    code = 0
+except SystemExit as exc:
+    code = exc.code or 0
+loaded = sorted({m.partition(".")[0] for m in sys.modules} & {"sqlalchemy", "sqlmodel"})
+print(json.dumps({"code": code, "loaded": loaded}), file=sys.stderr)
+"""
+
+
+def test_plan_loads_sqlalchemy_only_when_there_is_a_store(workspace: Path) -> None:
+    """SQLAlchemy and the store's models are a third of ``plan``'s start-up: a dry run before
+    any store exists (a first look at what batching would save) does without them, and once
+    the store exists it reads it as before, to the same figures."""
+    config = str(workspace / "planner.yaml")
+
+    def plan() -> tuple[dict[str, Any], list[str]]:
+        got = subprocess.run(
+            [sys.executable, "-c", PLAN_AND_IMPORTS, config],
+            capture_output=True,
+            text=True,
+            cwd=workspace,
+            env=os.environ.copy(),
+            timeout=120,
+        )
+        facts = json.loads(got.stderr.strip().splitlines()[-1])
+        assert facts["code"] == 0, got.stderr
+        return json.loads(got.stdout), facts["loaded"]
+
+    before, loaded = plan()
+    assert loaded == []
+    assert before["totals"]["requests"] == 7
+    assert not (workspace / "state" / "planner.db").exists()  # a dry run creates nothing
+
+    upgraded = run("db", "upgrade", "-c", config)
+    assert upgraded.returncode == 0, upgraded.stderr
+    after, loaded = plan()
+    assert loaded == ["sqlalchemy", "sqlmodel"]
+    assert after["totals"] == before["totals"]
+    assert after["models"] == before["models"]
+
+
 def test_plan_judges_keys_stored_or_repeated_across_files_as_run_does(workspace: Path) -> None:
     """A key already in the store, or in two files of the spool: the same request is a no-op
     (a duplicate), another request under it is quarantined as duplicate_id, in plan as in run."""

@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 from planner.config import load_config
 from planner.core.admission import AccountLimits
 from planner.pipeline.intake import ingest_all
-from planner.pipeline.plan import run_plan_stage
+from planner.pipeline.plan_stage import run_plan_stage
 from planner.runtime.wiring import account_limits_for, build_context
 from planner.store.tables import BATCH, REQUEST
 

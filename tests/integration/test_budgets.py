@@ -21,7 +21,7 @@ from planner.config import load_config
 from planner.core.budget import BudgetKey, Period, Scope
 from planner.core.states import RequestState
 from planner.pipeline.budgeting import open_book
-from planner.pipeline.plan import run_plan_stage
+from planner.pipeline.plan_stage import run_plan_stage
 from planner.runtime.runner import run_once
 from planner.runtime.store_commands import report, status
 from planner.runtime.wiring import build_context, build_planner, open_store

@@ -36,7 +36,7 @@ from planner.pipeline.interactive import (
     encode_answer,
     run_interactive_stage,
 )
-from planner.pipeline.plan import run_plan_stage
+from planner.pipeline.plan_stage import run_plan_stage
 from planner.providers.base import BatchLine
 from planner.runtime import clock
 from planner.runtime.wiring import build_context

@@ -21,7 +21,7 @@ from planner.core.states import RequestState
 from planner.pipeline.context import StageContext
 from planner.pipeline.intake import ingest_all
 from planner.pipeline.interactive import InteractiveResult, run_interactive_stage
-from planner.pipeline.plan import run_plan_stage
+from planner.pipeline.plan_stage import run_plan_stage
 from planner.runtime import clock
 from planner.runtime.wiring import build_context
 from planner.store import requests, sends

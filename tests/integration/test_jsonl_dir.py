@@ -15,6 +15,7 @@ import pytest
 from planner.core.model import Endpoint, ProviderKind, Request
 from planner.sources import SOURCES, Claim, ClaimedFile, JsonlDirSource, Source, source_class
 from planner.sources.base import LineError
+from planner.sources.sql import SqlSource
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 CORPUS = Path(__file__).resolve().parent.parent / "corpus" / "spool"
@@ -56,8 +57,9 @@ def keys(items: list[Any]) -> list[str]:
 
 
 def test_registry_and_protocols(tmp_path: Path) -> None:
-    assert SOURCES["jsonl_dir"] is JsonlDirSource
     assert source_class("jsonl_dir") is JsonlDirSource
+    assert source_class("sql") is SqlSource
+    assert all(source_class(kind).kind == kind for kind in SOURCES)
     with pytest.raises(KeyError, match="known: jsonl_dir"):
         source_class("ftp")
     source = make_source(tmp_path)

@@ -26,7 +26,7 @@ from sqlalchemy import insert, select
 from planner.config import load_config
 from planner.pipeline.context import StageContext
 from planner.pipeline.intake import ingest_all
-from planner.pipeline.plan import run_plan_stage
+from planner.pipeline.plan_stage import run_plan_stage
 from planner.runtime import clock as wall
 from planner.runtime.runner import run_once
 from planner.runtime.store_commands import report

@@ -25,7 +25,7 @@ from planner.config import load_config
 from planner.metrics import Metrics
 from planner.pipeline.context import StageContext
 from planner.pipeline.intake import ingest_all
-from planner.pipeline.plan import run_plan_stage
+from planner.pipeline.plan_stage import run_plan_stage
 from planner.pipeline.submit import run_submit_stage
 from planner.providers import openai_wire
 from planner.runtime import clock as wall

@@ -22,7 +22,7 @@ from planner.config import load_config
 from planner.core.model import BODY_NOT_LOADED, Endpoint, Request
 from planner.core.states import RequestState
 from planner.pipeline.measure import measure
-from planner.pipeline.plan import run_plan_stage
+from planner.pipeline.plan_stage import run_plan_stage
 from planner.runtime.runner import run_once
 from planner.runtime.wiring import DAEMON_LOCAL_CHUNKS, build_context
 from planner.sources.lines import CHUNK_LINES

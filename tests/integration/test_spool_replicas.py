@@ -28,7 +28,7 @@ from planner.config import load_config
 from planner.core.model import ProviderKind
 from planner.pipeline.intake import IntakeResult, ingest_all, ingest_source
 from planner.pipeline.leases import StoreUnitLeases
-from planner.pipeline.plan import PLAN_LOCK, run_plan_stage
+from planner.pipeline.plan_stage import PLAN_LOCK, run_plan_stage
 from planner.runtime import clock
 from planner.runtime.wiring import build_context
 from planner.sources import JsonlDirSource
