@@ -11,12 +11,13 @@ own (``bench_<random>``, first on the ``search_path``), migrated by planner (``a
 head``), and drops it at the end, whatever happens.
 
 The requests are the mixed corpus of ``bench/corpus.py`` (fixed seed) parsed into ``Request``
-values before anything is timed. Each round, alternately, into an emptied ``request`` table
-(``TRUNCATE``; the same table, constraints and indexes for both):
+values before anything is timed. Each round, alternately, into emptied ``request`` and
+``request_body`` tables (``TRUNCATE``; the same tables, constraints and indexes for both):
 
-* copy   — the baseline: ``COPY request (source, key, ...) FROM STDIN`` with psycopg's
-  ``copy.write_row`` of rows built beforehand (the rows ``store.requests.ingest`` would store,
-  so the time of building them is not in the baseline), then commit;
+* copy   — the baseline: ``COPY request (id, source, key, ...) FROM STDIN`` and ``COPY
+  request_body (request_id, body_json) FROM STDIN`` with psycopg's ``copy.write_row`` of rows
+  built beforehand (the rows ``store.requests.ingest`` would store, numbered, so the time of
+  building them is not in the baseline), then commit;
 * ingest — ``planner.store.requests.ingest`` (what the daemon's ``ingest`` stage calls per
   spool file): it builds the rows, inserts the new ones (``ON CONFLICT DO NOTHING``, idempotent
   per (source, key)) and returns the identities it stored, then commit.
@@ -49,7 +50,6 @@ COLUMNS = (
     "key",
     "model",
     "endpoint",
-    "body_json",
     "received_at",
     "deadline",
     "max_output_tokens",
@@ -139,8 +139,9 @@ def spent(backend: int, into: list[Spent]) -> Iterator[None]:
     )
 
 
-def copy_rows(url: str, rows: list[tuple[Any, ...]]) -> Spent:
-    """COPY ``rows`` into the request table and commit."""
+def copy_rows(url: str, rows: list[tuple[Any, ...]], bodies: list[str]) -> Spent:
+    """COPY ``rows`` (numbered from 1) into the request table, ``bodies`` into
+    request_body, and commit."""
     import psycopg
     from sqlalchemy.engine import make_url
 
@@ -150,10 +151,14 @@ def copy_rows(url: str, rows: list[tuple[Any, ...]]) -> Spent:
         backend = connection.info.backend_pid
         with spent(backend, got):
             with connection.cursor() as cursor:
-                statement = f"COPY request ({', '.join(COLUMNS)}) FROM STDIN"
+                statement = f"COPY request (id, {', '.join(COLUMNS)}) FROM STDIN"
                 with cursor.copy(statement) as copy:
-                    for row in rows:
-                        copy.write_row(row)
+                    for number, row in enumerate(rows, 1):
+                        copy.write_row((number, *row))
+                statement = "COPY request_body (request_id, body_json) FROM STDIN"
+                with cursor.copy(statement) as copy:
+                    for number, body in enumerate(bodies, 1):
+                        copy.write_row((number, body))
             connection.commit()
     return got[0]
 
@@ -175,13 +180,14 @@ def ingest_rows(factory: Any, requests: list[Any]) -> tuple[Spent, int]:
 
 
 def empty(engine: Any) -> None:
-    """An empty request table, vacuumed and analysed, before each subject."""
+    """Empty request tables, vacuumed and analysed, before each subject."""
     from sqlalchemy import text
 
     with engine.connect() as connection:
         connection = connection.execution_options(isolation_level="AUTOCOMMIT")
         connection.execute(text("TRUNCATE request CASCADE"))
         connection.execute(text("VACUUM ANALYZE request"))
+        connection.execute(text("VACUUM ANALYZE request_body"))
 
 
 def measure(args: argparse.Namespace) -> dict[str, object]:
@@ -194,8 +200,9 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
     build = time.perf_counter()
     dicts = (store_requests._row_for(r, now) for r in requests)
     rows = [tuple(row[c] for c in COLUMNS) for row in dicts]
+    bodies = [store_requests.body_json(r) for r in requests]
     build = time.perf_counter() - build
-    body_mib = sum(len(row[4]) for row in rows) / 2**20
+    body_mib = sum(map(len, bodies)) / 2**20
     print(
         f"{args.requests:,} requests (mixed corpus, seed {args.seed}, {body_mib:,.1f} MiB of "
         f"bodies) parsed in {time.perf_counter() - started:.1f}s; rows built in {build:.2f}s "
@@ -209,7 +216,7 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
         try:
             for r in range(args.rounds):
                 empty(engine)
-                copy = copy_rows(url, rows)
+                copy = copy_rows(url, rows, bodies)
                 empty(engine)
                 ingest, inserted = ingest_rows(factory, requests)
                 if inserted != args.requests:

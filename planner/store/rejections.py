@@ -24,13 +24,12 @@ from sqlalchemy.orm import Session
 from planner.core.states import RequestState
 from planner.store._sql import rowcount, translated
 from planner.store.requests import _COLUMNS, StoredRequest, _stored
-from planner.store.retention import COMPACTED_BODY
-from planner.store.tables import REQUEST
+from planner.store.tables import HAS_BODY, REQUEST
 
 _UNDELIVERED = (
     REQUEST.c.state == RequestState.REJECTED.value,
     REQUEST.c.error_message.is_(None),
-    REQUEST.c.body_json != COMPACTED_BODY,
+    HAS_BODY,
 )
 
 

@@ -53,8 +53,7 @@ from planner.store._sql import (
     translated_iter,
     update_many,
 )
-from planner.store.retention import COMPACTED_BODY
-from planner.store.tables import REQUEST, SEND
+from planner.store.tables import BODY_JSON, COMPACTED_BODY, REQUEST, REQUEST_BODY, SEND
 
 # A request is (re)sent when it enters one of these; each entry is a new billing attempt.
 _ATTEMPT_STATES = frozenset({RequestState.PLANNED, RequestState.INTERACTIVE, RequestState.FLEX})
@@ -101,7 +100,6 @@ def _row_for(request: Request, now: datetime) -> dict[str, Any]:
         "key": request.key,
         "model": request.model,
         "endpoint": request.endpoint.value,
-        "body_json": body_json(request),
         "received_at": request.received_at,
         "deadline": request.deadline,
         "max_output_tokens": request.max_output_tokens,
@@ -206,7 +204,9 @@ def _insert_chunk(
     conflicts: list[Request],
 ) -> int:
     """Insert the new ones; a key already stored with other content goes to ``conflicts``."""
-    stored = _insert_new(session, [_row_for(r, now) for r in pending.values()])
+    requests = list(pending.values())
+    rows = [_row_for(r, now) for r in requests]
+    stored = _insert_new(session, rows, [body_json(r) for r in requests])
     repeats = [r for identity, r in pending.items() if identity not in stored]
     by_source: dict[str, list[Request]] = {}
     for request in repeats:
@@ -247,7 +247,7 @@ def content_of(request: Request) -> StoredContent:
 def stored_contents(session: Session, source: str, keys: Sequence[str]) -> dict[str, StoredContent]:
     """The stored content of those of ``keys`` that ``source`` already has."""
     rows = session.execute(
-        select(REQUEST.c.key, REQUEST.c.model, REQUEST.c.endpoint, REQUEST.c.body_json).where(
+        select(REQUEST.c.key, REQUEST.c.model, REQUEST.c.endpoint, BODY_JSON).where(
             REQUEST.c.source == source, among(REQUEST.c.key, keys)
         )
     )
@@ -270,17 +270,61 @@ def same_content(
     return same_body(row.body_json)
 
 
-def _insert_new(session: Session, rows: list[dict[str, Any]]) -> set[tuple[str, str]]:
-    """Insert rows whose ``(source, key)`` is new; returns the identities inserted."""
+def _insert_new(
+    session: Session, rows: list[dict[str, Any]], bodies: list[str]
+) -> set[tuple[str, str]]:
+    """Insert rows whose ``(source, key)`` is new, each with its body (``bodies``, in the same
+    order) in ``request_body``; returns the identities inserted."""
     if session.get_bind().dialect.name == "postgresql":
-        return _insert_new_unnest(session, rows)
-    return _insert_new_values(session, rows)
+        ids = _insert_new_unnest(session, rows)
+    else:
+        ids = _insert_new_values(session, rows)
+    new = [
+        (ids[identity], body)
+        for row, body in zip(rows, bodies, strict=True)
+        if (identity := (row["source"], row["key"])) in ids
+    ]
+    if new:
+        _insert_bodies(session, new)
+    return set(ids)
+
+
+def _insert_bodies(session: Session, bodies: list[tuple[int, str]]) -> None:
+    """``(request id, body JSON)`` rows into ``request_body``: ``COPY`` on PostgreSQL, one
+    prepared statement for all on SQLite."""
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
+        connection.exec_driver_sql(
+            f"INSERT INTO {REQUEST_BODY.name} (request_id, body_json) VALUES (?, ?)", bodies
+        )
+        return
+    from psycopg import Error as DriverError  # PostgreSQL only: psycopg is its driver
+
+    driver = connection.connection.driver_connection
+    if driver is None:
+        raise StoreError("the store's connection is closed")
+    try:
+        with driver.cursor() as cursor:
+            copying = f"COPY {REQUEST_BODY.name} (request_id, body_json) FROM STDIN"
+            with cursor.copy(copying) as copy:
+                for row in bodies:
+                    copy.write_row(row)
+    except DriverError as exc:
+        raise _driver_error(exc) from exc
+
+
+def _driver_error(exc: Exception) -> StoreError:
+    """A raw driver error (SQLAlchemy's translation does not see them) as a ``StoreError``
+    with its first line, never the values."""
+    message = str(exc).strip()
+    first = message.splitlines()[0] if message else ""
+    return StoreError(f"database error ({type(exc).__name__}): {first}")
 
 
 _SQLITE_ROWS_PER_INSERT = 500  # x 26 columns: well under SQLite's 32,766 bound parameters
 
 
-def _insert_new_values(session: Session, rows: list[dict[str, Any]]) -> set[tuple[str, str]]:
+def _insert_new_values(session: Session, rows: list[dict[str, Any]]) -> dict[tuple[str, str], int]:
     """SQLite: multi-row ``INSERT … VALUES (…), (…) ON CONFLICT DO NOTHING RETURNING``, the
     statement SQLAlchemy itself batches an insert with RETURNING into, written once per chunk
     with the values bound in place: its per-row parameter building (a dict, a lookup and a
@@ -292,7 +336,7 @@ def _insert_new_values(session: Session, rows: list[dict[str, Any]]) -> set[tupl
     columns = ", ".join(f'"{name}"' for name in names)
     one_row = "(" + ", ".join("?" * len(names)) + ")"
     connection = session.connection()
-    stored: set[tuple[str, str]] = set()
+    stored: dict[tuple[str, str], int] = {}
     for start in range(0, len(rows), _SQLITE_ROWS_PER_INSERT):
         chunk = rows[start : start + _SQLITE_ROWS_PER_INSERT]
         values: list[Any] = []
@@ -303,10 +347,11 @@ def _insert_new_values(session: Session, rows: list[dict[str, Any]]) -> set[tupl
             values += line
         statement = (
             f"INSERT INTO {REQUEST.name} ({columns}) VALUES {', '.join([one_row] * len(chunk))} "
-            "ON CONFLICT (source, key) DO NOTHING RETURNING source, key"
+            "ON CONFLICT (source, key) DO NOTHING RETURNING source, key, id"
         )
         stored.update(
-            (source, key) for source, key in connection.exec_driver_sql(statement, tuple(values))
+            ((source, key), id_)
+            for source, key, id_ in connection.exec_driver_sql(statement, tuple(values))
         )
     return stored
 
@@ -314,7 +359,7 @@ def _insert_new_values(session: Session, rows: list[dict[str, Any]]) -> set[tupl
 _STAGING = "planner_ingest_rows"  # a temporary table: private to the connection
 
 
-def _insert_new_unnest(session: Session, rows: list[dict[str, Any]]) -> set[tuple[str, str]]:
+def _insert_new_unnest(session: Session, rows: list[dict[str, Any]]) -> dict[tuple[str, str], int]:
     """PostgreSQL: the rows are ``COPY``-ed into a temporary table with the request table's
     column types (created once per transaction, dropped at commit, emptied per chunk), then
     moved by one ``INSERT … SELECT … ORDER BY … ON CONFLICT DO NOTHING RETURNING``, in the order
@@ -343,17 +388,15 @@ def _insert_new_unnest(session: Session, rows: list[dict[str, Any]]) -> set[tupl
                     for i, process in processed:
                         values[i] = process(values[i])
                     copy.write_row((number, *values))
-    except DriverError as exc:  # raw driver errors: SQLAlchemy's translation does not see them
-        message = str(exc).strip()
-        first = message.splitlines()[0] if message else ""
-        raise StoreError(f"database error ({type(exc).__name__}): {first}") from exc
+    except DriverError as exc:
+        raise _driver_error(exc) from exc
     moved = session.execute(
         text(
             f"INSERT INTO {REQUEST.name} ({columns}) SELECT {columns} FROM {_STAGING} "
-            f"ORDER BY ord ON CONFLICT (source, key) DO NOTHING RETURNING source, key"
+            f"ORDER BY ord ON CONFLICT (source, key) DO NOTHING RETURNING source, key, id"
         )
     )
-    return {(row.source, row.key) for row in moved}
+    return {(row.source, row.key): row.id for row in moved}
 
 
 def _expected_states(
@@ -599,7 +642,7 @@ def queue_summary(session: Session) -> QueueSummary:
     a quarter of their body's length (the fallback rule of ``core/estimate.py``)."""
     queued = REQUEST.c.state == RequestState.QUEUED.value
     tokens_of = case(
-        (REQUEST.c.est_input_tokens.is_(None), func.length(REQUEST.c.body_json) / 4),
+        (REQUEST.c.est_input_tokens.is_(None), func.length(BODY_JSON) / 4),
         else_=REQUEST.c.est_input_tokens,
     )
     count, tokens, oldest = session.execute(
@@ -648,7 +691,7 @@ _COLUMNS = (
     REQUEST.c.key,
     REQUEST.c.model,
     REQUEST.c.endpoint,
-    REQUEST.c.body_json,
+    BODY_JSON,
     REQUEST.c.received_at,
     REQUEST.c.deadline,
     REQUEST.c.max_output_tokens,
@@ -666,7 +709,7 @@ _COLUMNS = (
     REQUEST.c.decision,
     *(REQUEST.c[name] for name in _MEASURED),
 )
-_BODILESS = tuple(c for c in _COLUMNS if c is not REQUEST.c.body_json)
+_BODILESS = tuple(c for c in _COLUMNS if c is not BODY_JSON)
 
 
 _ENDPOINTS = {e.value: e for e in Endpoint}
@@ -675,16 +718,14 @@ _LANES = {lane.value: lane for lane in Lane}
 _NO_METADATA = "{}"
 # planning's columns: the body of a request measured at intake is not read (it needs the facts)
 _WITHOUT_MEASURED_BODIES = tuple(
-    case((REQUEST.c.measured_method.is_(None), REQUEST.c.body_json), else_=null()).label(
-        "body_json"
-    )
-    if column is REQUEST.c.body_json
+    case((REQUEST.c.measured_method.is_(None), BODY_JSON.element), else_=null()).label("body_json")
+    if column is BODY_JSON
     else column
     for column in _COLUMNS
 )
 
 
-_BODY_AT = _COLUMNS.index(REQUEST.c.body_json)  # where a row without it lacks it
+_BODY_AT = _COLUMNS.index(BODY_JSON)  # where a row without it lacks it
 _MEASURED_AT = len(_COLUMNS) - len(_MEASURED)
 _ORDER = (
     *("id", "source", "key", "model", "endpoint", "body_json", "received_at", "deadline"),
@@ -839,7 +880,7 @@ def estimated_tokens(session: Session, batch_id: str) -> tuple[int, int]:
 def wire_rows(session: Session, batch_id: str) -> Iterator[tuple[str, str, Endpoint, str]]:
     """``(key, model, endpoint, body JSON)`` of one batch's requests in id order (the order they
     were packed in): all a batch file is written from, without building whole requests."""
-    query = select(REQUEST.c.key, REQUEST.c.model, REQUEST.c.endpoint, REQUEST.c.body_json)
+    query = select(REQUEST.c.key, REQUEST.c.model, REQUEST.c.endpoint, BODY_JSON)
     query = query.where(REQUEST.c.batch_id == batch_id).order_by(REQUEST.c.id)
     for key, model, endpoint, body in session.execute(query.execution_options(yield_per=CHUNK)):
         yield key, model, _ENDPOINTS[endpoint], body

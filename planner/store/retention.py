@@ -4,8 +4,9 @@ What goes, one chunk per call (each call works in the caller's transaction, so a
 pass commits chunk by chunk and never holds long locks):
 
 - **requests** in a terminal state (``succeeded``, ``dead``, ``rejected``) whose
-  ``completed_at`` is older than the cutoff are *compacted*, not deleted: their body, metadata,
-  origin and error message are emptied and their ``event`` rows deleted. The row itself stays,
+  ``completed_at`` is older than the cutoff are *compacted*, not deleted: their body is deleted
+  (its ``request_body`` row), their metadata, origin and error message are emptied and their
+  ``event`` rows deleted. The row itself stays,
   as a tombstone of about a hundred bytes, for two things that depend on it:
 
   - *ingestion idempotency*: ``(source, key)`` is unique on ``request``, and that constraint is
@@ -35,11 +36,8 @@ from sqlalchemy import and_, delete, exists, select, update
 from sqlalchemy.orm import Session
 
 from planner.core.states import TERMINAL_REQUEST_STATES, BatchState
-from planner.store._sql import CHUNK, rowcount, translated
-from planner.store.tables import BATCH, EVENT, REQUEST
-
-COMPACTED_BODY = "{}"
-"""What a compacted request's ``body_json`` and ``metadata_json`` hold."""
+from planner.store._sql import CHUNK, among, rowcount, translated
+from planner.store.tables import BATCH, COMPACTED_BODY, EVENT, HAS_BODY, REQUEST, REQUEST_BODY
 
 _TERMINAL = sorted(s.value for s in TERMINAL_REQUEST_STATES)
 
@@ -63,7 +61,7 @@ def compact_requests(session: Session, cutoff: datetime, limit: int = CHUNK) -> 
             .where(
                 REQUEST.c.state.in_(_TERMINAL),
                 REQUEST.c.completed_at < cutoff,
-                REQUEST.c.body_json != COMPACTED_BODY,
+                HAS_BODY,
             )
             .order_by(REQUEST.c.id)
             .limit(limit)
@@ -74,10 +72,9 @@ def compact_requests(session: Session, cutoff: datetime, limit: int = CHUNK) -> 
     session.execute(
         update(REQUEST)
         .where(REQUEST.c.id.in_(ids), REQUEST.c.state.in_(_TERMINAL))
-        .values(
-            body_json=COMPACTED_BODY, metadata_json=COMPACTED_BODY, origin="", error_message=None
-        )
+        .values(metadata_json=COMPACTED_BODY, origin="", error_message=None)
     )
+    session.execute(delete(REQUEST_BODY).where(among(REQUEST_BODY.c.request_id, ids)))
     events = rowcount(
         session.execute(
             delete(EVENT).where(

@@ -36,7 +36,12 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    exists,
+    func,
+    select,
 )
+from sqlalchemy.sql.elements import Label
+from sqlalchemy.sql.expression import Exists
 from sqlalchemy.types import TypeDecorator, TypeEngine
 from sqlmodel import Field, SQLModel
 
@@ -157,7 +162,7 @@ class RequestRow(StoreModel, table=True):
     model: str = Field(sa_column=Column(String(200), nullable=False))
     endpoint: str = Field(sa_column=Column(String(64), nullable=False))
     provider: str | None = Field(default=None, sa_column=Column(String(200)))
-    body_json: str = Field(sa_column=Column(Text, nullable=False))
+    # the body is in ``request_body`` (RequestBodyRow): this row changes state five times or more
     received_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
     deadline: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
     max_output_tokens: int | None = Field(default=None, sa_column=Column(Integer))
@@ -199,6 +204,23 @@ class RequestRow(StoreModel, table=True):
     interactive_equiv_usd: Decimal | None = Field(default=None, sa_column=Column(Money))
     error_message: str | None = Field(default=None, sa_column=Column(Text))
     completed_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+
+
+class RequestBodyRow(StoreModel, table=True):
+    """A request's body as JSON, apart from its row (``store/requests.py`` reads it with it).
+
+    Written once, at intake, and read where a batch file is written; the request row changes
+    state five times or more on its way (planned, submitted, succeeded, delivered ...), and
+    each change rewrote the ~2 KB body with it: SQLite rewrites a whole row, PostgreSQL writes
+    a new version of it (a body under ~2 KB is not TOASTed apart). Retention deletes the body
+    of an old finished request (its row stays): no body row means compacted."""
+
+    __tablename__ = "request_body"
+
+    request_id: int = Field(
+        sa_column=Column(BigId, ForeignKey("request.id"), primary_key=True, autoincrement=False)
+    )
+    body_json: str = Field(sa_column=Column(Text, nullable=False))
 
 
 class BatchRow(StoreModel, table=True):
@@ -436,6 +458,21 @@ class IntakeResultRow(StoreModel, table=True):
 
 METADATA: MetaData = StoreModel.metadata
 REQUEST: Table = METADATA.tables["request"]
+REQUEST_BODY: Table = METADATA.tables["request_body"]
+
+COMPACTED_BODY = "{}"
+"""What a request compacted by retention reads as for its body (it has no ``request_body``
+row) and holds as its metadata."""
+HAS_BODY: Exists = exists().where(REQUEST_BODY.c.request_id == REQUEST.c.id)
+"""Whether a request still has its body (retention has not compacted it)."""
+BODY_JSON: Label[str] = func.coalesce(
+    select(REQUEST_BODY.c.body_json)
+    .where(REQUEST_BODY.c.request_id == REQUEST.c.id)
+    .correlate(REQUEST)  # a query without ``request`` in its FROM is refused, not cross-joined
+    .scalar_subquery(),
+    COMPACTED_BODY,
+).label("body_json")
+"""A request's body JSON as a column of a query on ``request`` (one look-up by primary key)."""
 BATCH: Table = METADATA.tables["batch"]
 EVENT: Table = METADATA.tables["event"]
 LEDGER: Table = METADATA.tables["ledger"]

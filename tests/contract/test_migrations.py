@@ -3,6 +3,7 @@ Alembic's autogenerate comparison must find no difference with ``planner.store.t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,10 +13,17 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Column, Engine, Integer, MetaData, inspect
+from sqlalchemy import Column, Engine, Integer, MetaData, inspect, select, text
 
-from planner.store.engine import MIGRATIONS, alembic_config, make_engine, upgrade
-from planner.store.tables import METADATA
+from planner.store import requests
+from planner.store.engine import (
+    MIGRATIONS,
+    alembic_config,
+    make_engine,
+    make_session_factory,
+    upgrade,
+)
+from planner.store.tables import METADATA, REQUEST_BODY
 from tests.contract.store_backends import BACKENDS, backend_url
 
 TABLES = {"request", "batch", "event", "ledger", "stage_run"}
@@ -86,3 +94,36 @@ def test_upgrade_from_a_url_in_any_directory_without_alembic_ini(
         engine.dispose()
     assert MIGRATIONS.parent.name == "store"
     assert (MIGRATIONS / "script.py.mako").is_file()
+
+
+def test_request_bodies_move_to_their_table_and_back(engine: Engine) -> None:
+    """0011 moves each request's body to ``request_body`` (a compacted one, ``{}``, gets no
+    row) and the store reads them as before; the downgrade puts them back in the row."""
+    upgrade(engine, "0010")
+    bodies = {"kept": '{"messages":[{"role":"user","content":"héllo"}]}', "compacted": "{}"}
+    at = "2026-12-01 00:00:00"
+    with engine.begin() as connection:
+        for key, body in bodies.items():
+            connection.execute(
+                text(
+                    "INSERT INTO request (source, key, model, endpoint, body_json, received_at,"
+                    " metadata_json, origin, state, attempts, claims, updated_at) VALUES ('s', "
+                    ":key, 'gpt-4o-mini', '/v1/chat/completions', :body, :at, '{}', '', "
+                    "'queued', 0, 0, :at)"
+                ),
+                {"key": key, "body": body, "at": at},
+            )
+    upgrade(engine)
+    assert _diff(engine, METADATA) == []
+    with make_session_factory(engine)() as session:
+        stored = {s.request.key: s for s in requests.queued_for_planning(session)}
+        moved = session.execute(select(REQUEST_BODY.c.request_id)).scalars().all()
+    assert stored["kept"].request.body == json.loads(bodies["kept"])
+    assert stored["compacted"].request.body == {}
+    assert moved == [stored["kept"].id]  # the compacted one has no body row
+
+    with engine.begin() as connection:
+        command.downgrade(alembic_config(connection), "0010")
+        back = dict(connection.execute(text("SELECT key, body_json FROM request")).all())
+    assert back == bodies
+    assert "request_body" not in inspect(engine).get_table_names()

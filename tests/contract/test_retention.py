@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from planner.core.model import Endpoint, Lane, Request, Usage
 from planner.core.states import BatchState, RequestState
 from planner.store import batches, events, ledger, requests, retention
-from planner.store.tables import BATCH, LEDGER, REQUEST
+from planner.store.tables import BATCH, BODY_JSON, LEDGER, REQUEST, REQUEST_BODY
 
 NOW = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 OLD = NOW - timedelta(days=40)
@@ -135,17 +135,20 @@ def test_retention_forgets_old_finished_work_and_keeps_what_counts(
     assert (purged.requests, purged.batches) == (len(compacted), 1)
     assert purged.events > 0
     with factory() as s:
-        rows = {r.key: r for r in s.execute(select(REQUEST))}
+        rows = {r.key: r for r in s.execute(select(REQUEST, BODY_JSON))}
+        kept = set(s.execute(select(REQUEST_BODY.c.request_id)).scalars())
         for key in KEYS:  # every row is still there, in the state it had
             assert key in rows
         for key in compacted:
             row = rows[key]
             assert (row.body_json, row.metadata_json, row.origin) == ("{}", "{}", "")
+            assert row.id not in kept  # its body is deleted, not emptied
             assert row.error_message is None
             assert events.history(s, events.Entity.REQUEST, row.id) == []
         assert rows["old-rejected"].reason == "unpriced"  # the outcome stays readable
         for key in set(KEYS) - compacted:
             assert "secret" in rows[key].body_json, key
+            assert rows[key].id in kept
             if key != "old-queued":  # ingestion writes no event
                 assert events.history(s, events.Entity.REQUEST, rows[key].id), key
         assert rows["old-ok"].batch_id is None and rows["old-dead"].batch_id is None
@@ -183,7 +186,7 @@ def test_retention_leaves_everything_younger_than_the_cutoff(
     assert purged == retention.Purged()
     with factory() as s:
         assert s.execute(select(BATCH.c.id)).all()
-        bodies = s.execute(select(REQUEST.c.body_json)).scalars().all()
+        bodies = s.execute(select(BODY_JSON).select_from(REQUEST)).scalars().all()
     assert all("secret" in b for b in bodies)
 
 

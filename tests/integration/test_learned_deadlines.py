@@ -213,7 +213,6 @@ def _billed_requests(ctx: StageContext, n: int, raw: int, billed: int, now: date
                     key=f"billed-{i}",
                     model="gpt-4o-mini",
                     endpoint="/v1/chat/completions",
-                    body_json="{}",
                     metadata_json="{}",
                     origin="test",
                     state="succeeded",
