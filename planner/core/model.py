@@ -66,12 +66,15 @@ class Measured:
     method: str  # how they were counted, as ``TokenEstimate.method`` reports it
     output_given: int | None = None  # ``core/estimate.given_max_output`` of the request
     embedding_inputs: int = 0  # ``core/estimate.embedding_inputs`` of the request
+    # the body as compact JSON with sorted keys, the text measured, on its way to the store
+    # (which keeps it as it is: intake encodes no body again); None once stored or not kept
+    body_json: str | None = field(default=None, compare=False, repr=False)
 
     def __reduce__(self) -> tuple[type[Measured], tuple[Any, ...]]:
         """Pickled as its fields in order (read workers send every request across)."""
         b = self
         fields = (b.body_bytes, b.line_bytes, b.digest, b.encoding, b.input_tokens, b.method)
-        return Measured, (*fields, b.output_given, b.embedding_inputs)
+        return Measured, (*fields, b.output_given, b.embedding_inputs, b.body_json)
 
 
 BODY_NOT_LOADED: Mapping[str, Any] = MappingProxyType({})

@@ -95,6 +95,7 @@ def measure(
         method=method,
         output_given=given_max_output(request),
         embedding_inputs=embedding_inputs(request),
+        body_json=canonical if keep_body else None,  # what the store keeps (intake)
     )
     r = request  # as ``replace(request, measured=facts)``, without its introspection per call
     return Request(

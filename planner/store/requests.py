@@ -235,7 +235,11 @@ _METADATA_JSON = json.JSONEncoder(separators=(",", ":"))
 
 
 def body_json(request: Request) -> str:
-    """The body as the store keeps it."""
+    """The body as the store keeps it: compact JSON, the text measured at intake (keys sorted,
+    ``pipeline/measure.py``) where there is one, else encoded now (keys as given)."""
+    measured = request.measured
+    if measured is not None and measured.body_json is not None:
+        return measured.body_json
     return _BODY_JSON.encode(request.body)
 
 

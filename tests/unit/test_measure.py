@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +25,7 @@ from planner.pipeline.measure import (
 from planner.pipeline.repeats import digest_of
 from planner.providers import gemini_wire, openai_wire
 from planner.providers.base import BatchLine
+from planner.store.requests import body_json as store_body_json
 from planner.tokenizers import TiktokenCounter
 
 NOW = datetime(2026, 12, 6, tzinfo=UTC)
@@ -172,3 +174,21 @@ def test_measured_without_body_has_the_same_facts(contents: list[str], model: st
     assert bodiless.measured == whole.measured
     assert replace(bodiless, body=body) == whole
     assert measure(whole, CATALOG, COUNTER, keep_body=False).body is BODY_NOT_LOADED
+
+
+@settings(max_examples=200, deadline=None)
+@given(body=st.dictionaries(tricky_texts, tricky_values, max_size=4))
+def test_the_store_keeps_the_measured_text_of_a_kept_body(body: dict[str, Any]) -> None:
+    """A body kept for the store travels with its measured text (compact JSON, keys sorted),
+    across the read workers' pipe too, and the store writes that text, which decodes to the
+    body: intake encodes no body again. A body not kept carries none."""
+    request = _request("k", "gpt-4o-mini", Endpoint.CHAT_COMPLETIONS, body)
+    kept = pickle.loads(pickle.dumps(measure(request, CATALOG, COUNTER)))
+    assert kept.measured is not None and kept.measured.body_json == canonical_json(body)
+    assert store_body_json(kept) == kept.measured.body_json
+    assert json.loads(store_body_json(kept)) == body
+    assert len(store_body_json(kept).encode()) == kept.measured.body_bytes
+    bodiless = measure(request, CATALOG, COUNTER, keep_body=False)
+    assert bodiless.measured is not None and bodiless.measured.body_json is None
+    unmeasured = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    assert store_body_json(request) == unmeasured  # as given, when intake did not measure it
