@@ -31,7 +31,7 @@ from planner.core.model import Request
 from planner.pipeline.measure import measure
 from planner.sources.base import ParsedLine
 from planner.sources.formats import Defaults
-from planner.sources.lines import Judged, LineContext, RawLine, judge_line
+from planner.sources.lines import FileChunks, Judged, LineContext, RawLine, judge_line
 
 _log = logging.getLogger(__name__)
 
@@ -55,6 +55,8 @@ class WorkerSetup:
 
 
 _worker: tuple[WorkerSetup, TokenCounter] | None = None  # in a worker: its setup and counter
+# a chunk sent (or to be judged here: no future), with its file
+_Pending = tuple[LineContext, Sequence[RawLine], Future[list[ParsedLine | None]] | None]
 
 
 def _start_worker(setup: WorkerSetup) -> None:
@@ -158,22 +160,25 @@ class ReadPool:
             self._here = self._setup.counter()
         return self._here
 
-    def judge(self, chunks: Iterable[Sequence[RawLine]], ctx: LineContext) -> Iterator[Judged]:
-        """Each chunk with what its lines are, in order. Until more than ``start_after``
-        chunks came, they wait (a short input ends before and is judged here); then the
-        workers start and take them all, with at most ``ahead`` chunks in flight."""
-        pending: deque[tuple[Sequence[RawLine], Future[list[ParsedLine | None]] | None]] = deque()
+    def judge(self, files: Iterable[FileChunks]) -> Iterator[Judged]:
+        """Each chunk of each file with what its lines are, in order. Until more than
+        ``start_after`` chunks came, they wait (a short input ends before and is judged here);
+        then the workers start and take them all, with at most ``ahead`` chunks in flight,
+        across the ends of files: the next file's chunks are sent while the last of one are
+        judged, so a spool of small files keeps every worker busy."""
+        pending: deque[_Pending] = deque()
         hold = max(self._ahead, self._start_after + 1)
-        for chunk in chunks:
-            self._chunks += 1
-            started = self._executor is not None
-            pending.append((chunk, self._submit(chunk, ctx)))
-            if not started and self._executor is not None:  # the workers just started
-                pending = deque((c, f or self._submit(c, ctx)) for c, f in pending)
-            if len(pending) >= hold:
-                yield self._result(*pending.popleft(), ctx)
+        for ctx, chunks in files:
+            for chunk in chunks:
+                self._chunks += 1
+                started = self._executor is not None
+                pending.append((ctx, chunk, self._submit(chunk, ctx)))
+                if not started and self._executor is not None:  # the workers just started
+                    pending = deque((x, c, f or self._submit(c, x)) for x, c, f in pending)
+                if len(pending) >= hold:
+                    yield self._result(*pending.popleft())
         while pending:
-            yield self._result(*pending.popleft(), ctx)
+            yield self._result(*pending.popleft())
 
     def _submit(
         self, chunk: Sequence[RawLine], ctx: LineContext
@@ -190,18 +195,18 @@ class ReadPool:
 
     def _result(
         self,
+        ctx: LineContext,
         chunk: Sequence[RawLine],
         future: Future[list[ParsedLine | None]] | None,
-        ctx: LineContext,
     ) -> Judged:
         if future is not None:
             try:
-                return chunk, future.result()
+                return ctx, chunk, future.result()
             except BrokenProcessPool:
                 self._broken()
             except Exception:  # a worker's failure costs time, never lines: judged here
                 _log.exception("a read worker failed a chunk", extra={"event": "read_failed"})
-        return chunk, self._judge_here(chunk, ctx)
+        return ctx, chunk, self._judge_here(chunk, ctx)
 
     def _judge_here(self, chunk: Sequence[RawLine], ctx: LineContext) -> list[ParsedLine | None]:
         counter = self._counter()

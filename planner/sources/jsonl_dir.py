@@ -52,6 +52,7 @@ import shutil
 import sqlite3
 import stat
 import uuid
+from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -62,10 +63,12 @@ from planner.core.model import ProviderKind, Request
 from planner.sources.base import LeaseLost, LineError, ParsedLine, UnitLeases
 from planner.sources.formats import Defaults
 from planner.sources.lines import (
+    FileChunks,
     LineFinder,
     LineJudge,
     LineParser,
     RawLine,
+    chunked,
     judge_here,
     read_lines,
     safe_name,
@@ -194,28 +197,53 @@ class JsonlDirSource:
         return count
 
     def scan(self, now: datetime) -> Iterator[ParsedLine]:
-        """Every line of every ready file, in file order; reads only, claims and moves nothing."""
-        for name in self.ready_files(now):
-            try:
-                stream = _open_regular(self.path / name)
-            except FileNotFoundError:
-                continue
-            with stream:
-                yield from self._parse(
-                    read_lines(stream, self.max_line_bytes), safe_name(name), now
-                )
+        """Every line of every ready file, in file order; reads only, claims and moves nothing.
+
+        The files go to the judge in one call, so read workers take the next file's lines
+        while the last of one are judged; each file keeps its own parser (its keys)."""
+        parsers: deque[tuple[LineParser, SpillingKeySet]] = deque()
+        streams: list[BinaryIO] = []
+
+        def files() -> Iterator[FileChunks]:
+            for name in self.ready_files(now):
+                try:
+                    stream = _open_regular(self.path / name)
+                except FileNotFoundError:
+                    continue
+                streams.append(stream)
+                parsers.append(self._parser(safe_name(name), now))
+                yield parsers[-1][0].context, _chunks_of(stream, self.max_line_bytes)
+
+        judged = self.judge(files())
+        try:
+            for ctx, chunk, items in judged:
+                while parsers[0][0].context is not ctx:  # that file is done (or was empty)
+                    parsers.popleft()[1].close()
+                yield from parsers[0][0].accept(chunk, items)
+        finally:
+            if isinstance(judged, Generator):  # stop reading ahead (the workers' chunks)
+                judged.close()
+            for _, keys in parsers:
+                keys.close()
+            for stream in streams:
+                stream.close()
+
+    def _parser(self, name: str, now: datetime) -> tuple[LineParser, SpillingKeySet]:
+        """A parser of one file and the key set it fills (close it once the file is read)."""
+        keys = SpillingKeySet(self.memory_keys)
+        parser = LineParser(
+            file=name,
+            now=now,
+            settings=self._settings,
+            keys=keys,
+            max_line_bytes=self.max_line_bytes,
+            judge=self.judge,
+        )
+        return parser, keys
 
     def _parse(self, raw: Iterable[RawLine], name: str, now: datetime) -> Iterator[ParsedLine]:
-        keys = SpillingKeySet(self.memory_keys)
+        parser, keys = self._parser(name, now)
         try:
-            parser = LineParser(
-                file=name,
-                now=now,
-                settings=self._settings,
-                keys=keys,
-                max_line_bytes=self.max_line_bytes,
-                judge=self.judge,
-            )
             yield from parser.parse(raw)
         finally:
             keys.close()
@@ -455,6 +483,12 @@ class ClaimedFile:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _chunks_of(stream: BinaryIO, max_line_bytes: int) -> Iterator[list[RawLine]]:
+    """A file's lines in chunks; the file is closed once they are read."""
+    with stream:
+        yield from chunked(read_lines(stream, max_line_bytes))
 
 
 class SpillingKeySet:

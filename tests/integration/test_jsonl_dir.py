@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -468,3 +469,41 @@ def test_whole_corpus_through_claim_and_quarantine(tmp_path: Path) -> None:
         assert (record["line"], record["reason"]) == (want["line"], want["reason"]), name
         assert want["fragment"] in record["message"], name
     assert len(list((tmp_path / "done").iterdir())) == len(expected)
+
+
+def test_a_scan_of_many_small_files_on_read_workers_reads_each_file_as_here(
+    tmp_path: Path,
+) -> None:
+    """Read workers judge the files of a scan together (the next file's lines while the last of
+    one are judged); each file still has its own keys: a key twice in one file is refused, the
+    same key in two files is not (that is the store's to judge), and an empty file is nothing."""
+    from functools import partial
+
+    from planner.config.prices import shipped_catalog
+    from planner.pipeline.read_pool import ReadPool, WorkerSetup
+    from planner.tokenizers import TiktokenCounter
+
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    for n in range(30):
+        lines = [line(f"k{n}-{i}", f"prompt {n} {i}") for i in range(n % 7)]
+        if n % 5 == 0:
+            lines += [line(f"k{n}-0", "again in this file"), "", line("shared", f"in {n}")]
+        drop(spool, f"f{n:02}.jsonl", "\n".join(lines) + ("\n" if lines else ""))
+    source = make_source(spool)
+    here = list(source.scan(NOW))
+    catalog = shipped_catalog()
+    setup = WorkerSetup(
+        {"spool": source.settings}, catalog, partial(TiktokenCounter, catalog, download=False)
+    )
+    with ReadPool(setup, workers=2) as pool:
+        source.judge = pool.judge
+        there = list(source.scan(NOW))
+    strip = [replace(x, measured=None) if isinstance(x, Request) else x for x in there]
+    assert strip == here
+    assert all(x.measured is not None for x in there if isinstance(x, Request))
+    refused = [x for x in here if isinstance(x, LineError)]
+    assert [(e.file, e.reason) for e in refused] == [
+        (f"f{n:02}.jsonl", "duplicate_id") for n in range(0, 30, 5) if n % 7
+    ]
+    assert sum(1 for x in here if isinstance(x, Request) and x.key == "shared") == 6

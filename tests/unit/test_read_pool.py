@@ -27,6 +27,7 @@ from planner.sources.lines import (
     RawLine,
     chunked,
     judge_here,
+    judge_line,
     read_lines,
 )
 from planner.tokenizers import TiktokenCounter
@@ -114,7 +115,7 @@ def test_chunks_in_flight_are_bounded() -> None:
 
     ctx = LineContext("a.jsonl", NOW, SETTINGS, 1 << 20)
     with ReadPool(SETUP, workers=2) as pool:
-        judged = pool.judge(chunks(), ctx)
+        judged = pool.judge([(ctx, chunks())])
         next(judged)
         assert pulled <= 2 * 2 + 2
         handed = 1 + sum(1 for _ in judged)
@@ -227,3 +228,37 @@ def test_workers_that_cannot_start_leave_the_reading_to_this_process(
         there = _parsed(data, pool.judge)
     assert there == _parsed(data, judge_here)
     assert all(r.measured is not None for r in there if isinstance(r, Request))
+
+
+def test_the_next_files_are_read_while_the_last_chunks_of_one_are_judged() -> None:
+    """Files of one chunk each: the pool sends the next files' chunks before it hands out the
+    first file's, so both workers stay busy across the ends of small files, and every chunk
+    comes back in order with its own file."""
+    pulled: list[str] = []
+
+    def files() -> Iterator[tuple[LineContext, Iterator[Sequence[RawLine]]]]:
+        for n in range(12):
+            ctx = LineContext(f"f{n}.jsonl", NOW, SETTINGS, 1 << 20)
+
+            def chunks(name: str = ctx.file, n: int = n) -> Iterator[Sequence[RawLine]]:
+                pulled.append(name)
+                yield list(read_lines(io.BytesIO(_spool(5 + n)), 1 << 20))
+
+            yield ctx, chunks()
+
+    with ReadPool(SETUP, workers=2) as pool:
+        judged = pool.judge(files())
+        first = next(judged)
+        assert first[0].file == "f0.jsonl"
+        assert len(pulled) == 2 * 2 + 2  # five more files in flight behind the first
+        rest = list(judged)
+    assert [ctx.file for ctx, _, _ in [first, *rest]] == [f"f{n}.jsonl" for n in range(12)]
+    for ctx, chunk, items in [first, *rest]:
+        assert items == [_here(raw, ctx) for raw in chunk]
+
+
+def _here(raw: RawLine, ctx: LineContext) -> object:
+    """A line judged and measured in this process, as a worker does."""
+    item = judge_line(raw, ctx)
+    counter = TiktokenCounter(CATALOG, download=False)
+    return measure(item, CATALOG, counter) if isinstance(item, Request) else item
