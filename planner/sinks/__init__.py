@@ -7,15 +7,15 @@ is asked for: the ``sql`` sink brings SQLAlchemy, which a ``planner plan`` does 
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
+from planner.kinds import Registry, class_of
 from planner.sinks.base import Record, Sink, is_queued
 from planner.sinks.jsonl_dir import JsonlDirSink
 from planner.sinks.webhook import WebhookSink
 
 # kind -> (module, class); each class's ``kind`` is the key (a test holds them equal)
-SINKS: dict[str, tuple[str, str]] = {
+SINKS: Registry = {
     "jsonl_dir": ("planner.sinks.jsonl_dir", "JsonlDirSink"),
     "sql": ("planner.sinks.sql", "SqlSink"),
     "webhook": ("planner.sinks.webhook", "WebhookSink"),
@@ -24,12 +24,7 @@ SINKS: dict[str, tuple[str, str]] = {
 
 def sink_class(kind: str) -> type[Sink]:
     """The class for a configured ``kind``; KeyError lists the known kinds."""
-    try:
-        module, name = SINKS[kind]
-    except KeyError:
-        known = ", ".join(sorted(SINKS))
-        raise KeyError(f"unknown sink kind {kind!r}; known: {known}") from None
-    found: type[Sink] = getattr(importlib.import_module(module), name)
+    found: type[Sink] = class_of(SINKS, kind, "sink")
     return found
 
 

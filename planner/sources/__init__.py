@@ -8,14 +8,14 @@ a third of the start-up of a ``planner plan`` that reads only a spool.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
+from planner.kinds import Registry, class_of
 from planner.sources.base import Claim, LineError, ParsedLine, Source
 from planner.sources.jsonl_dir import ClaimedFile, JsonlDirSource
 
 # kind -> (module, class); each class's ``kind`` is the key (a test holds them equal)
-SOURCES: dict[str, tuple[str, str]] = {
+SOURCES: Registry = {
     "jsonl_dir": ("planner.sources.jsonl_dir", "JsonlDirSource"),
     "sql": ("planner.sources.sql", "SqlSource"),
 }
@@ -23,12 +23,7 @@ SOURCES: dict[str, tuple[str, str]] = {
 
 def source_class(kind: str) -> type[Source]:
     """The class for a configured ``kind``; KeyError lists the known kinds."""
-    try:
-        module, name = SOURCES[kind]
-    except KeyError:
-        known = ", ".join(sorted(SOURCES))
-        raise KeyError(f"unknown source kind {kind!r}; known: {known}") from None
-    found: type[Source] = getattr(importlib.import_module(module), name)
+    found: type[Source] = class_of(SOURCES, kind, "source")
     return found
 
 
