@@ -325,7 +325,7 @@ def _driver_error(exc: Exception) -> StoreError:
     return StoreError(f"database error ({type(exc).__name__}): {first}")
 
 
-_SQLITE_ROWS_PER_INSERT = 500  # x 26 columns: well under SQLite's 32,766 bound parameters
+_SQLITE_ROWS_PER_INSERT = 500  # x 25 columns: well under SQLite's 32,766 bound parameters
 
 
 def _insert_new_values(session: Session, rows: list[dict[str, Any]]) -> dict[tuple[str, str], int]:
