@@ -201,8 +201,8 @@ class JsonlDirSource:
 
         The files go to the judge in one call, so read workers take the next file's lines
         while the last of one are judged; each file keeps its own parser (its keys)."""
-        parsers: deque[tuple[LineParser, SpillingKeySet]] = deque()
-        streams: list[BinaryIO] = []
+        # the files read and not yet done with, oldest first (a few: as far as the judge reads)
+        open_files: deque[tuple[LineParser, SpillingKeySet, BinaryIO]] = deque()
 
         def files() -> Iterator[FileChunks]:
             for name in self.ready_files(now):
@@ -210,23 +210,26 @@ class JsonlDirSource:
                     stream = _open_regular(self.path / name)
                 except FileNotFoundError:
                     continue
-                streams.append(stream)
-                parsers.append(self._parser(safe_name(name), now))
-                yield parsers[-1][0].context, _chunks_of(stream, self.max_line_bytes)
+                parser, keys = self._parser(safe_name(name), now)
+                open_files.append((parser, keys, stream))
+                yield parser.context, _chunks_of(stream, self.max_line_bytes)
+
+        def done_with_oldest() -> None:
+            _, keys, stream = open_files.popleft()
+            keys.close()
+            stream.close()  # read to its end already, unless the scan stops early
 
         judged = self.judge(files())
         try:
             for ctx, chunk, items in judged:
-                while parsers[0][0].context is not ctx:  # that file is done (or was empty)
-                    parsers.popleft()[1].close()
-                yield from parsers[0][0].accept(chunk, items)
+                while open_files[0][0].context is not ctx:  # that file is done (or was empty)
+                    done_with_oldest()
+                yield from open_files[0][0].accept(chunk, items)
         finally:
             if isinstance(judged, Generator):  # stop reading ahead (the workers' chunks)
                 judged.close()
-            for _, keys in parsers:
-                keys.close()
-            for stream in streams:
-                stream.close()
+            while open_files:
+                done_with_oldest()
 
     def _parser(self, name: str, now: datetime) -> tuple[LineParser, SpillingKeySet]:
         """A parser of one file and the key set it fills (close it once the file is read)."""

@@ -507,3 +507,43 @@ def test_a_scan_of_many_small_files_on_read_workers_reads_each_file_as_here(
         (f"f{n:02}.jsonl", "duplicate_id") for n in range(0, 30, 5) if n % 7
     ]
     assert sum(1 for x in here if isinstance(x, Request) and x.key == "shared") == 6
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_scan_stopped_early_closes_every_file_it_read_ahead(tmp_path: Path, workers: int) -> None:
+    """The judge reads files ahead of the one being handed out (on read workers, several):
+    a caller that stops early (``plan`` interrupted, an error) leaves no file open."""
+    from functools import partial
+
+    from planner.config.prices import shipped_catalog
+    from planner.pipeline.read_pool import ReadPool, WorkerSetup
+    from planner.tokenizers import TiktokenCounter
+
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    for n in range(8):  # two chunks each: the files ahead are read part of the way
+        drop(spool, f"f{n:02}.jsonl", "\n".join(line(f"k{n}-{i}") for i in range(300)) + "\n")
+    source = make_source(spool)
+    catalog = shipped_catalog()
+    setup = WorkerSetup(
+        {"spool": source.settings}, catalog, partial(TiktokenCounter, catalog, download=False)
+    )
+
+    def spool_files_open() -> int:
+        found = 0
+        for fd in os.listdir("/proc/self/fd"):
+            try:  # the listing's own descriptor is gone by now
+                found += os.readlink(f"/proc/self/fd/{fd}").startswith(str(spool))
+            except FileNotFoundError:
+                continue
+        return found
+
+    with ReadPool(setup, workers=workers) as pool:
+        if workers:
+            source.judge = pool.judge
+        lines = source.scan(NOW)
+        taken = [next(lines) for _ in range(301)]  # into the second file; more read ahead
+        assert spool_files_open() >= 1
+        lines.close()
+        assert spool_files_open() == 0
+    assert [x.key for x in taken if isinstance(x, Request)][-2:] == ["k0-299", "k1-0"]
