@@ -9,12 +9,13 @@ Public API::
     resolve_api_key(provider_cfg, environ) -> SecretStr | None
     resolve_secret(env_name, file, environ, what) -> SecretStr | None
     resolve_intake_tokens(intake_cfg, environ) -> list[SecretStr]
-    resolve_store_url(cfg, environ) -> str
+    resolve_store_url(cfg, environ) -> str;  default_store_file(cfg) -> Path | None
     default_config_path() -> Path;  reference_rows() -> list[(key, type, default, description)]
 """
 
 from planner.config.load import (
     default_config_path,
+    default_store_file,
     load_config,
     parse_config,
     resolve_api_key,
@@ -68,6 +69,7 @@ __all__ = [
     "SubmitSchedule",
     "WebhookSinkConfig",
     "default_config_path",
+    "default_store_file",
     "load_config",
     "parse_config",
     "reference_rows",

@@ -748,6 +748,14 @@ def resolve_intake_tokens(intake: IntakeConfig, environ: Mapping[str, str]) -> l
     return [SecretStr(t) for t in tokens]
 
 
+def default_store_file(cfg: PlannerConfig) -> Path | None:
+    """The SQLite file of the default store (neither ``store.url`` nor ``store.url_env`` is
+    set), known without parsing a URL; ``None`` when the user names the store by a URL."""
+    if cfg.store.url is None and cfg.store.url_env is None:
+        return cfg.store_path_default()
+    return None
+
+
 def resolve_store_url(cfg: PlannerConfig, environ: Mapping[str, str]) -> str:
     """The SQLAlchemy URL: ``store.url``, else ``$store.url_env``, else SQLite under state_dir.
 
@@ -761,6 +769,6 @@ def resolve_store_url(cfg: PlannerConfig, environ: Mapping[str, str]) -> str:
                 [f"store.url_env: ${cfg.store.url_env} is not set in the environment"]
             )
         return url
-    if cfg.store.url is None:
+    if cfg.store.url is None:  # the default store (``default_store_file``)
         return f"sqlite:///{cfg.store_path_default()}"
     return cfg.store.url

@@ -17,6 +17,7 @@ from typing import Any
 
 from planner.config import (
     PlannerConfig,
+    default_store_file,
     load_config,
     resolve_intake_tokens,
     resolve_store_url,
@@ -39,7 +40,7 @@ def _intake(cfg: PlannerConfig) -> Found:
 
 
 def _store(cfg: PlannerConfig) -> Found:
-    if cfg.store.url is None and cfg.store.url_env is None:
+    if default_store_file(cfg) is not None:
         return  # the default SQLite file under state_dir: a URL of our own making
     from planner.store.engine import check_url  # SQLAlchemy parses it (not needed above)
 

@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from planner.config import resolve_store_url
+from planner.config import default_store_file, resolve_store_url
 from planner.config.schema import PlannerConfig
 from planner.core.budget import BudgetBook
 from planner.pipeline.budgeting import open_book
@@ -28,6 +28,7 @@ from planner.pipeline.plan import Planner
 from planner.pipeline.repeats import StoreLookup
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
     from sqlalchemy.orm import Session
 
     from planner.store.requests import StoredContent
@@ -35,13 +36,27 @@ if TYPE_CHECKING:
 MIGRATED = "alembic_version"  # present once ``planner db upgrade`` (or the first run) migrated
 
 
-def _no_default_store(cfg: PlannerConfig) -> bool:
-    """The store is the default SQLite file (no ``store.url`` or ``url_env``), not created yet."""
-    return (
-        cfg.store.url is None
-        and cfg.store.url_env is None
-        and not cfg.store_path_default().is_file()
-    )
+def _migrated_store(cfg: PlannerConfig) -> Engine | None:
+    """An engine on the store, read only, when there is one and it was migrated (dispose of it
+    when done); ``None`` otherwise, and for the default store's missing file without importing
+    SQLAlchemy at all."""
+    default = default_store_file(cfg)
+    if default is not None and not default.is_file():
+        return None
+    from sqlalchemy import inspect
+    from sqlalchemy.engine import make_url
+
+    from planner.store.engine import deferred, make_engine
+
+    url = resolve_store_url(cfg, os.environ)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").is_file():
+        return None
+    engine = make_engine(url)
+    if not inspect(engine).has_table(MIGRATED):  # never migrated: nothing stored
+        engine.dispose()
+        return None
+    return deferred(engine)
 
 
 def dry_run_planner(
@@ -50,25 +65,16 @@ def dry_run_planner(
     """``planner`` with the store's learned turnarounds, calibration and limits, and the budgets as
     the store has them now (``None`` without budgets)."""
     empty = BudgetBook.start(planner.budget_rules, {}, {}) if planner.budget_rules else None
-    if _no_default_store(cfg):
+    engine = _migrated_store(cfg)
+    if engine is None:
         return planner, empty
-    from sqlalchemy import inspect
-    from sqlalchemy.engine import make_url
-
     from planner.store import batches as store_batches
     from planner.store import calibration as store_calibration
     from planner.store import limits as store_limits
-    from planner.store.engine import deferred, make_engine, make_session_factory
+    from planner.store.engine import make_session_factory
 
-    url = resolve_store_url(cfg, os.environ)
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").is_file():
-        return planner, empty
-    engine = make_engine(url)
     try:
-        if not inspect(engine).has_table(MIGRATED):
-            return planner, empty
-        with make_session_factory(deferred(engine))() as session:
+        with make_session_factory(engine)() as session:
             learned = replace(
                 planner.with_learned_limits(store_limits.learned_limits(session), now),
                 turnarounds=store_batches.turnarounds(session),
@@ -87,26 +93,14 @@ def dry_run_planner(
 def stored_keys(cfg: PlannerConfig) -> Iterator[StoreLookup | None]:
     """What the store holds under given keys of a source, read only, while the dry run reads
     its sources (``None``: no store yet, so nothing is stored)."""
-    if _no_default_store(cfg):
+    engine = _migrated_store(cfg)
+    if engine is None:
         yield None
         return
-    from sqlalchemy import inspect
-    from sqlalchemy.engine import make_url
-
     from planner.store import requests as store_requests
-    from planner.store.engine import deferred, make_engine, make_session_factory
+    from planner.store.engine import make_session_factory
 
-    url = resolve_store_url(cfg, os.environ)
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").is_file():
-        yield None
-        return
-    engine = make_engine(url)
-    if not inspect(engine).has_table(MIGRATED):  # never migrated: nothing stored
-        engine.dispose()
-        yield None
-        return
-    factory: Callable[[], Session] = make_session_factory(deferred(engine))
+    factory: Callable[[], Session] = make_session_factory(engine)
 
     def lookup(source: str, keys: Sequence[str]) -> dict[str, StoredContent]:
         with factory() as session, session.begin():
