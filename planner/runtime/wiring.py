@@ -18,8 +18,6 @@ from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry
-
 from planner.config import load_config, resolve_api_key, resolve_secret, resolve_store_url
 from planner.config.prices import shipped_catalog
 from planner.config.schema import (
@@ -40,7 +38,6 @@ from planner.core.pack import PackGroup
 from planner.core.policy import PolicyRules
 from planner.core.retry import RetryPolicy
 from planner.errors import ConfigError
-from planner.metrics import Group, Metrics, StoreReading
 from planner.pipeline.context import StageContext, plan_chunk_size
 from planner.pipeline.measure import measured_line_bytes
 from planner.pipeline.plan import Planner
@@ -63,10 +60,14 @@ from planner.sources.jsonl_dir import JsonlDirSource
 from planner.sources.lines import judge_here
 from planner.tokenizers import TiktokenCounter
 
-if TYPE_CHECKING:  # the store, SQLAlchemy and the SQL sources and sinks are imported where used:
-    # ``planner plan`` on a machine without a store needs none of them (a third of its start-up)
+if TYPE_CHECKING:  # the store, SQLAlchemy, the SQL sources and sinks and the metrics (with
+    # prometheus_client) are imported where used: ``planner plan`` on a machine without a
+    # store needs none of them (a third of its start-up)
+    from prometheus_client import CollectorRegistry
     from sqlalchemy import Engine
     from sqlalchemy.orm import Session
+
+    from planner.metrics import Group, Metrics, StoreReading
 
 MEMO_MAX = 4096  # entries of the per-model and per-group look-ups remembered below
 
@@ -563,6 +564,7 @@ def store_reader(ctx: Callable[[], StageContext]) -> Callable[[], StoreReading]:
     """What the metrics read from the store at scrape time (the context of the moment). The
     ledger's sums are recomputed only when a row was added since the last scrape (its
     fingerprint changed): a quiet ledger costs one indexed query, not a scan."""
+    from planner.metrics import StoreReading
     from planner.pipeline.decisions import budget_gauges
     from planner.store import batches as store_batches
     from planner.store import ledger as store_ledger
@@ -606,6 +608,8 @@ def build_metrics(
     cache_seconds: float = 1.0,
 ) -> Metrics:
     """The daemon's metrics: events of this process, and the store read at scrape time."""
+    from planner.metrics import Metrics
+
     catalog = ctx().catalog
     metrics = Metrics(
         registry,

@@ -48,8 +48,10 @@ def test_the_encoding_is_tiktokens_own(
     assert ours._core.token_byte_values() == theirs.token_byte_values()
     for special in theirs.special_tokens_set:  # counted as ordinary text, as tiktoken does
         assert ours.encode_ordinary(special) == theirs.encode_ordinary(special)
+        assert ours.count(f"a {special}b") == len(theirs.encode_ordinary(f"a {special}b")) > 2
     lone = "a\ud800b"  # a lone surrogate is replaced, as tiktoken replaces it
     assert ours.encode_ordinary(lone) == theirs.encode_ordinary(lone)
+    assert ours.count(lone) == len(theirs.encode_ordinary(lone))
 
 
 def test_no_second_copy_of_the_ranks_is_kept() -> None:
@@ -68,6 +70,18 @@ def test_counts_equal_tiktokens_on_any_text(
 ) -> None:
     for ours, theirs in loaded.values():
         assert ours.encode_ordinary(text) == theirs.encode_ordinary(text)
+        assert ours.count(text) == len(theirs.encode_ordinary(text))
+
+
+def test_a_count_without_the_token_buffer_is_the_same(
+    loaded: dict[str, tuple[Bpe, tiktoken.Encoding]],
+) -> None:
+    """A tiktoken without ``encode_to_tiktoken_buffer``: the count comes from the list."""
+    ours, theirs = loaded["o200k_base"]
+    plain = Bpe(ours.name, ours._core)
+    plain._to_buffer = None
+    text = "Counting tokens of a long text, " * 40 + "<|endoftext|>"
+    assert plain.count(text) == ours.count(text) == len(theirs.encode_ordinary(text)) > 200
 
 
 @pytest.mark.parametrize("name", [n for n in ENCODINGS if _available(n)])
