@@ -31,7 +31,8 @@ from planner.core.model import Request
 from planner.pipeline.measure import measure
 from planner.sources.base import ParsedLine
 from planner.sources.formats import Defaults
-from planner.sources.lines import FileChunks, Judged, LineContext, RawLine, judge_line
+from planner.sources.line_chunks import parts
+from planner.sources.lines import FileChunks, Judged, LineContext, RawLine, judge_parts
 
 _log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def _judge_chunk(
     assert _worker is not None, "worker not started"
     setup, counter = _worker
     ctx = LineContext(file, now, setup.settings[source], max_line_bytes)
-    return [_measured(judge_line(raw, ctx), setup, counter) for raw in chunk]
+    return [_measured(judge_parts(*line, ctx), setup, counter) for line in parts(chunk)]
 
 
 def _measured(
@@ -210,7 +211,7 @@ class ReadPool:
 
     def _judge_here(self, chunk: Sequence[RawLine], ctx: LineContext) -> list[ParsedLine | None]:
         counter = self._counter()
-        return [_measured(judge_line(raw, ctx), self._setup, counter) for raw in chunk]
+        return [_measured(judge_parts(*line, ctx), self._setup, counter) for line in parts(chunk)]
 
     def _broken(self) -> None:
         if self._executor is not None:

@@ -53,7 +53,7 @@ import sqlite3
 import stat
 import uuid
 from collections import deque
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
@@ -62,15 +62,14 @@ from planner.core.catalog import ModelEntry
 from planner.core.model import ProviderKind, Request
 from planner.sources.base import LeaseLost, LineError, ParsedLine, UnitLeases
 from planner.sources.formats import Defaults
+from planner.sources.line_chunks import LineChunk, read_chunks
 from planner.sources.lines import (
     FileChunks,
     LineFinder,
     LineJudge,
     LineParser,
     RawLine,
-    chunked,
     judge_here,
-    read_lines,
     safe_name,
 )
 
@@ -244,10 +243,12 @@ class JsonlDirSource:
         )
         return parser, keys
 
-    def _parse(self, raw: Iterable[RawLine], name: str, now: datetime) -> Iterator[ParsedLine]:
+    def _parse(
+        self, chunks: Iterable[Sequence[RawLine]], name: str, now: datetime
+    ) -> Iterator[ParsedLine]:
         parser, keys = self._parser(name, now)
         try:
-            yield from parser.parse(raw)
+            yield from parser.parse_chunks(chunks)
         finally:
             keys.close()
 
@@ -403,8 +404,11 @@ class ClaimedFile:
         self._complete = False
         self.good = self.bad = 0
         with _open_regular(self.path) as stream, self._pending.open("wb") as pending:
-            raw = self._finder.mark(read_lines(stream, self._source.max_line_bytes))
-            for number, item in enumerate(self._source._parse(raw, self._name, self.claimed_at), 1):
+            chunks = read_chunks(stream, self._source.max_line_bytes)
+            items = self._source._parse(
+                self._finder.mark_chunks(chunks), self._name, self.claimed_at
+            )
+            for number, item in enumerate(items, 1):
                 if number % RENEW_EVERY == 0:
                     self._keep_lease()
                 if isinstance(item, LineError):
@@ -488,10 +492,10 @@ class ClaimedFile:
 # ---------------------------------------------------------------------- helpers
 
 
-def _chunks_of(stream: BinaryIO, max_line_bytes: int) -> Iterator[list[RawLine]]:
+def _chunks_of(stream: BinaryIO, max_line_bytes: int) -> Iterator[LineChunk]:
     """A file's lines in chunks; the file is closed once they are read."""
     with stream:
-        yield from chunked(read_lines(stream, max_line_bytes))
+        yield from read_chunks(stream, max_line_bytes)
 
 
 class SpillingKeySet:

@@ -205,6 +205,20 @@ class LineFinder:
                 self.marks.append(raw.offset)
             yield raw
 
+    def mark_chunks(self, chunks: Iterable[Sequence[RawLine]]) -> Iterator[Sequence[RawLine]]:
+        """``mark`` of lines in chunks: only the marked lines are looked at."""
+        self.close()
+        self.marks = []
+        every = self.every
+        for chunk in chunks:
+            if chunk:
+                first = chunk[0].number
+                index = -(first - 1) % every  # of the first line numbered 1 + k * every
+                while index < len(chunk):
+                    self.marks.append(chunk[index].offset)
+                    index += every
+            yield chunk
+
     def text(
         self, open_file: Callable[[], BinaryIO], number: int, max_line_bytes: int, file: str
     ) -> str | None:
@@ -246,12 +260,15 @@ def judge_line(raw: RawLine, ctx: LineContext) -> ParsedLine | None:
     """One physical line -> a ``Request``, a ``LineError``, or None (blank). Never raises: a
     bug of ours costs this line (``internal_error``), never the file. Keys seen twice are the
     ``LineParser``'s (they need the lines before)."""
-    file, number = ctx.file, raw.number
-    if raw.oversize:
-        return too_large(
-            file=file, line=number, size=raw.oversize, limit=ctx.max_line_bytes, head=raw.data
-        )
-    text = decode_line(raw.data, file=file, line=number)
+    return judge_parts(raw.number, raw.data, raw.oversize, ctx)
+
+
+def judge_parts(number: int, data: bytes, oversize: int, ctx: LineContext) -> ParsedLine | None:
+    """``judge_line`` of a line given as its parts (``LineChunk.parts``: no ``RawLine``)."""
+    file = ctx.file
+    if oversize:
+        return too_large(file=file, line=number, size=oversize, limit=ctx.max_line_bytes, head=data)
+    text = decode_line(data, file=file, line=number)
     if text is None or isinstance(text, LineError):
         return text
     try:
@@ -324,7 +341,11 @@ class LineParser:
         self.judge = judge
 
     def parse(self, lines: Iterable[RawLine]) -> Iterator[ParsedLine]:
-        for _, chunk, judged in self.judge([(self.context, chunked(lines))]):
+        yield from self.parse_chunks(chunked(lines))
+
+    def parse_chunks(self, chunks: Iterable[Sequence[RawLine]]) -> Iterator[ParsedLine]:
+        """``parse`` of lines already in chunks (``line_chunks.read_chunks``)."""
+        for _, chunk, judged in self.judge([(self.context, chunks)]):
             yield from self.accept(chunk, judged)
 
     def accept(
@@ -334,10 +355,13 @@ class LineParser:
         file used before refused (blank lines are nothing). For a caller that judges several
         files at once (``JsonlDirSource.scan``) and hands each its chunks in turn."""
         file = self.context.file
-        for raw, item in zip(chunk, judged, strict=True):
+        if len(chunk) != len(judged):
+            raise ValueError(f"{len(judged)} judged for a chunk of {len(chunk)} lines")
+        for index, item in enumerate(judged):  # the line itself only for a key used twice
             if item is None:
                 continue
             if isinstance(item, Request) and not self.keys.add(item.key):
+                raw = chunk[index]
                 text = decode_line(raw.data, file=file, line=raw.number)
                 item = _error(
                     file,

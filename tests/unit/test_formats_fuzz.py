@@ -20,8 +20,7 @@ from planner.core.model import ProviderKind, Request
 from planner.sources.base import LineError
 from planner.sources.formats import Defaults, Reason, decode_json, decode_json_plain
 from planner.sources.formats.common import check_value
-from planner.sources.jsonl_dir import read_lines
-from planner.sources.lines import LineParser
+from planner.sources.lines import LineParser, read_lines
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 FAMILIES = {

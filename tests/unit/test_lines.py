@@ -15,8 +15,15 @@ from hypothesis import strategies as st
 from planner.core.model import Endpoint, ProviderKind, Request
 from planner.sources.base import LineError
 from planner.sources.formats import Defaults, Reason, parse_deadline
-from planner.sources.jsonl_dir import SpillingKeySet, read_lines
-from planner.sources.lines import LineFinder, LineParser, RawLine, decode_line, parse_line
+from planner.sources.jsonl_dir import SpillingKeySet
+from planner.sources.lines import (
+    LineFinder,
+    LineParser,
+    RawLine,
+    decode_line,
+    parse_line,
+    read_lines,
+)
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 CORPUS = Path(__file__).resolve().parent.parent / "corpus" / "spool"
