@@ -14,7 +14,8 @@ import tiktoken
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from planner.tokenizers import Bpe, TiktokenCounter, _ranks, expected_cache_file
+from planner.bpe_ranks import parse_ranks
+from planner.tokenizers import Bpe, TiktokenCounter, expected_cache_file
 from tests.conftest import SHARED_TIKTOKEN
 
 SURROGATES_AND_WORDS = st.characters(categories=("Cs", "Ll", "Zs"))
@@ -90,12 +91,12 @@ def test_ranks_parse_as_tiktoken_reads_them(name: str) -> None:
 
     path = expected_cache_file(name, SHARED_TIKTOKEN)
     assert path is not None
-    assert _ranks(path.read_bytes()) == load_tiktoken_bpe(str(path))
+    assert parse_ranks(path.read_bytes()) == load_tiktoken_bpe(str(path))
 
 
 def test_a_file_with_a_token_and_no_rank_is_refused() -> None:
     with pytest.raises(ValueError, match="without its rank"):
-        _ranks(b"IQ== 0\nIg==\n")
+        parse_ranks(b"IQ== 0\nIg==\n")
 
 
 def test_released_encodings_load_again_when_asked() -> None:
