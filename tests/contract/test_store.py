@@ -746,7 +746,14 @@ def test_sqlite_is_durable_and_strict(tmp_path: Path) -> None:
         with engine.connect() as c:
             pragmas = {
                 name: c.exec_driver_sql(f"PRAGMA {name}").scalar()
-                for name in ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")
+                for name in (
+                    "journal_mode",
+                    "synchronous",
+                    "foreign_keys",
+                    "busy_timeout",
+                    "cache_size",
+                    "wal_autocheckpoint",
+                )
             }
     finally:
         engine.dispose()
@@ -755,6 +762,8 @@ def test_sqlite_is_durable_and_strict(tmp_path: Path) -> None:
         "synchronous": 2,  # FULL
         "foreign_keys": 1,
         "busy_timeout": 30_000,
+        "cache_size": -16_000,  # KiB: 16 MB of pages, not 2
+        "wal_autocheckpoint": 10_000,
     }
     assert (tmp_path / "deep" / "state" / "planner.db").is_file()
 
