@@ -76,10 +76,19 @@ def line_bytes(request: Request, body_bytes: int) -> int:
 
 
 def measure(
-    request: Request, catalog: Catalog, counter: TokenCounter, *, keep_body: bool = True
+    request: Request,
+    catalog: Catalog,
+    counter: TokenCounter,
+    *,
+    keep_body: bool = True,
+    keep_text: bool | None = None,
 ) -> Request:
     """``request`` with its ``Measured`` facts (already measured: as it is); with
-    ``keep_body=False``, without its body (``Request.without_body``), built once."""
+    ``keep_body=False``, without its body (``Request.without_body``), built once.
+    ``keep_text`` (default: as ``keep_body``): the facts carry the body as the text the store
+    keeps (``Measured.body_json``), which is all intake's storing needs of it."""
+    if keep_text is None:
+        keep_text = keep_body
     if request.measured is not None:
         return request if keep_body else request.without_body()
     canonical = canonical_json(request.body)
@@ -95,7 +104,7 @@ def measure(
         method=method,
         output_given=given_max_output(request),
         embedding_inputs=embedding_inputs(request),
-        body_json=canonical if keep_body else None,  # what the store keeps (intake)
+        body_json=canonical if keep_text else None,  # what the store keeps (intake)
     )
     r = request  # as ``replace(request, measured=facts)``, without its introspection per call
     return Request(

@@ -49,10 +49,20 @@ class WorkerSetup:
     counter: Callable[[], TokenCounter]
     # BPE encodings loaded before forking, once, and shared with the workers (copy on write)
     encodings: tuple[str, ...] = ()
-    # None: every request keeps its body (intake stores it). Else a measured request keeps it
-    # only where this answers True: ``plan`` plans from the measured facts, so the body is
-    # neither pickled by a worker nor unpickled here (a third of what crossed the pipe)
+    # None: every request keeps its body. Else a measured request keeps it only where this
+    # answers True: ``plan`` plans from the measured facts, so the body is neither pickled by a
+    # worker nor unpickled here (a third of what crossed the pipe)
     keeps_body: Callable[[Request], bool] | None = None
+    # a measured request carries its body as the text the store keeps (``Measured.body_json``):
+    # intake stores that text and needs the decoded body only to compare a repeated key's,
+    # so with ``keeps_body=no_body`` a body crosses the pipe once, as one string
+    keeps_text: bool = False
+
+
+def no_body(request: Request) -> bool:
+    """``WorkerSetup.keeps_body`` of intake: no measured request keeps its decoded body (a
+    function of this module, not a lambda: a fork server pickles the setup)."""
+    return False
 
 
 _worker: tuple[WorkerSetup, TokenCounter] | None = None  # in a worker: its setup and counter
@@ -81,8 +91,9 @@ def _measured(
     if not isinstance(item, Request):
         return item
     keeps = setup.keeps_body
+    keep = keeps is None or keeps(item)
     try:
-        return measure(item, setup.catalog, counter, keep_body=keeps is None or keeps(item))
+        return measure(item, setup.catalog, counter, keep_body=keep, keep_text=setup.keeps_text)
     except Exception:  # never lose a line to a measuring bug: planning measures it again
         _log.exception("request could not be measured", extra={"event": "measure_failed"})
         return item

@@ -43,7 +43,7 @@ from planner.pipeline.measure import measured_line_bytes
 from planner.pipeline.plan import Planner
 from planner.pipeline.preview import PlanReport, build_report
 from planner.pipeline.process import this_process
-from planner.pipeline.read_pool import ReadPool, WorkerSetup, worker_count
+from planner.pipeline.read_pool import ReadPool, WorkerSetup, no_body, worker_count
 from planner.pipeline.repeats import Repeats, SeenContents
 from planner.providers import compat_wire, create_provider
 from planner.providers.base import BatchLine, BatchProvider
@@ -236,7 +236,8 @@ def reading_on_every_core(
     (``pipeline/read_pool.py``), started once ``start_after`` chunks were read; none on a
     single core or with ``PLANNER_READ_WORKERS=0``. This process reads with the planner's own
     counter, so its encodings are loaded once here (and shared with forked workers).
-    ``bodies=False`` (``plan``): a measured request comes back without its body unless routing
+    ``bodies=True`` (intake): a measured request comes back with its body as the text the
+    store keeps, not decoded. ``bodies=False`` (``plan``): without its body unless routing
     reads it (``Planner.route_reads_body``)."""
     spools = [s for s in sources if isinstance(s, JsonlDirSource)]
     workers = worker_count()
@@ -247,9 +248,10 @@ def reading_on_every_core(
     catalog, counter = planner.catalog, planner.counter
     routed = (counter.encoding_for(model) for _, model in routed_models(cfg, catalog))
     encodings = tuple(sorted({e for e in routed if e is not None}))
-    keeps_body = None if bodies else planner.route_reads_body
+    # intake stores the measured text; plan keeps a body only where routing reads it
+    keeps_body = no_body if bodies else planner.route_reads_body
     make_counter = partial(token_counter, cfg, catalog)
-    setup = WorkerSetup(settings, catalog, make_counter, encodings, keeps_body)
+    setup = WorkerSetup(settings, catalog, make_counter, encodings, keeps_body, keeps_text=bodies)
     with ReadPool(setup, workers, start_after=start_after, here=counter) as pool:
         for spool in spools:
             spool.judge = pool.judge

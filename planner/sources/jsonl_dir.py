@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from planner.core.catalog import ModelEntry
-from planner.core.model import ProviderKind, Request
+from planner.core.model import BODY_NOT_LOADED, ProviderKind, Request
 from planner.sources.base import LeaseLost, LineError, ParsedLine, UnitLeases
 from planner.sources.formats import Defaults
 from planner.sources.line_chunks import LineChunk, read_chunks
@@ -429,7 +429,10 @@ class ClaimedFile:
             lambda: _open_regular(self.path), line, self._source.max_line_bytes, self._name
         )
         if text is None:  # not found again (cannot happen to a line that was read): say what
-            record = {"key": request.key, "model": request.model, "body": request.body}
+            body: object = request.body
+            if body is BODY_NOT_LOADED and request.measured and request.measured.body_json:
+                body = json.loads(request.measured.body_json)  # sent as text (read workers)
+            record = {"key": request.key, "model": request.model, "body": body}
             text = json.dumps({**record, "endpoint": request.endpoint.value}, ensure_ascii=False)
         error = LineError(
             file=self._name,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -270,8 +270,20 @@ def same_content(
     if (row.model, row.endpoint) != (request.model, request.endpoint.value):
         return False
     if same_body is None:
-        return bool(json.loads(row.body_json) == request.body)
+        return bool(json.loads(row.body_json) == decoded_body(request))
     return same_body(row.body_json)
+
+
+def decoded_body(request: Request) -> Mapping[str, Any]:
+    """``request.body``; for a request read without it (intake's read workers send the text
+    the store keeps instead, ``Measured.body_json``), that text decoded."""
+    if request.body is not BODY_NOT_LOADED:
+        return request.body
+    text = request.measured.body_json if request.measured is not None else None
+    if text is None:
+        raise ValueError(f"request {request.key!r} has neither its body nor its text")
+    decoded: Mapping[str, Any] = json.loads(text)
+    return decoded
 
 
 def _insert_new(

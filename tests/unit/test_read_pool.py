@@ -18,7 +18,7 @@ from planner.config.prices import shipped_catalog
 from planner.core.model import BODY_NOT_LOADED, Request
 from planner.pipeline import read_pool
 from planner.pipeline.measure import measure
-from planner.pipeline.read_pool import ReadPool, WorkerSetup, worker_count
+from planner.pipeline.read_pool import ReadPool, WorkerSetup, no_body, worker_count
 from planner.sources.formats import Defaults
 from planner.sources.lines import (
     CHUNK_LINES,
@@ -30,6 +30,7 @@ from planner.sources.lines import (
     judge_line,
     read_lines,
 )
+from planner.store.requests import body_json, content_of, decoded_body, same_content
 from planner.tokenizers import TiktokenCounter
 
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
@@ -214,6 +215,31 @@ def test_plan_reads_measured_requests_without_their_bodies() -> None:
         whole = measure(by_key[request.key], CATALOG, counter)
         assert request.measured == whole.measured
         assert request.body in (BODY_NOT_LOADED, whole.body)
+
+
+def test_intake_gets_the_text_it_stores_and_no_decoded_body() -> None:
+    """``keeps_text`` with ``no_body`` (intake): a body crosses the pipe once, as the text the
+    store keeps; it decodes to the body, stores as a request read whole would, and compares
+    as equal or not for a repeated key as the body itself does."""
+    data = _spool(3 * CHUNK_LINES)
+    here = [r for r in _parsed(data, judge_here) if isinstance(r, Request)]
+    with ReadPool(replace(SETUP, keeps_body=no_body, keeps_text=True), workers=2) as pool:
+        there = [r for r in _parsed(data, pool.judge) if isinstance(r, Request)]
+        assert pool._executor is not None  # read by the workers
+    assert [(r.source, r.key) for r in there] == [(r.source, r.key) for r in here]
+    counter = TiktokenCounter(CATALOG, download=False)
+    for read, whole in zip(there, here, strict=True):
+        assert read.body is BODY_NOT_LOADED and read.measured is not None
+        assert read.measured.body_json is not None
+        assert json.loads(read.measured.body_json) == whole.body == decoded_body(read)
+        assert read.measured == measure(whole, CATALOG, counter).measured
+        assert body_json(read) == body_json(measure(whole, CATALOG, counter))
+        stored = content_of(whole)
+        assert same_content(stored, read)
+        other = replace(stored, body_json=json.dumps({**whole.body, "extra": 1}))
+        assert not same_content(other, read)
+    with pytest.raises(ValueError, match="neither its body nor its text"):
+        decoded_body(here[0].without_body())
 
 
 def test_workers_that_cannot_start_leave_the_reading_to_this_process(
