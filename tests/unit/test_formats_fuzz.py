@@ -13,6 +13,7 @@ import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -224,3 +225,21 @@ def test_numbers_written_out_of_range_are_never_plain(number: str, spaces: str) 
     if not plain:
         return
     check_value(value)
+
+
+@pytest.mark.parametrize(
+    ("text", "plain"),
+    [
+        ('{"a": "no escape at all"}', True),
+        ('{"a": "quote \\" and newline \\n"}', True),
+        ('{"a": "an escaped backslash, then a u: \\\\u"}', True),
+        ('{"a": "\\ud800"}', False),
+        ('{"a": "\\\\\\ud800"}', False),  # an escaped backslash, then a real \u escape
+        ('{"a": "\\n\\u0000"}', False),
+        ('{"\\u00e9": 1}', False),
+    ],
+)
+def test_only_a_real_u_escape_makes_a_text_not_plain(text: str, plain: bool) -> None:
+    value, found = decode_json_plain(text)
+    assert value == json.loads(text)
+    assert found is plain

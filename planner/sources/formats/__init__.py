@@ -125,11 +125,23 @@ _FAST = json.JSONDecoder(parse_constant=_reject_constant, parse_int=_int, parse_
 
 
 def json_text_is_plain(text: str) -> bool:
-    """Whether the JSON ``text`` (valid UTF-8, no raw NUL) provably holds no text and no
+    """Whether the valid JSON ``text`` (valid UTF-8, no raw NUL) provably holds no text and no
     nesting that ``check_value`` refuses, judged from the text alone and at C speed: no ``\\u``
     escape (the only way to write a lone surrogate or a NUL) and fewer brackets than
-    ``MAX_DEPTH``. Numbers are ``decode_json_plain``'s part."""
-    return "\\u" not in text and text.count("{") + text.count("[") < MAX_DEPTH
+    ``MAX_DEPTH``. Numbers are ``decode_json_plain``'s part.
+
+    The escapes are found from backslash to backslash (``find`` of one character runs at
+    memory speed; ``"\\u" in text`` took 1.4 us of a 1.7 kB line): in valid JSON every
+    backslash starts an escape, so the character after it tells a ``\\u`` from the others,
+    and an escaped backslash followed by a ``u`` is rightly not one."""
+    if text.count("{") + text.count("[") >= MAX_DEPTH:
+        return False
+    escape = text.find("\\")
+    while escape >= 0:
+        if text.startswith("u", escape + 1):
+            return False
+        escape = text.find("\\", escape + 2)
+    return True
 
 
 def decode_json_plain(text: str) -> tuple[object, bool]:
