@@ -25,7 +25,8 @@ Subjects, each round in fresh processes, alternately:
 * assess  — planner's own per-request path, what ``planner plan`` does per line: decode and
   validate it into a ``Request`` (``sources/lines.parse_line``), then ``Planner.assess``
   (estimate, price in every lane, decide) from ``runtime.wiring.build_planner``; only the loop
-  is timed, like litellm's;
+  is timed, like litellm's, with the garbage collector set as every planner command sets it
+  (``cli.tune_gc``; at Python's default the loop spent a quarter of its time collecting);
 * plan    — ``planner plan --json`` on the spool, the whole process timed (start-up, reading
   the files, packing and the report included), against the same litellm loop.
 
@@ -128,6 +129,7 @@ def run_litellm(config: Path) -> dict[str, object]:
 
 def run_assess(config: Path) -> dict[str, object]:
     """In the child: time planner's decode + validate + assess of every line."""
+    from planner.cli import tune_gc
     from planner.config import load_config
     from planner.core.model import Request
     from planner.runtime.wiring import build_planner
@@ -144,6 +146,7 @@ def run_assess(config: Path) -> dict[str, object]:
         default_model=source.default_model,
         default_embedding_model=getattr(source, "default_embedding_model", None),
     )
+    tune_gc()  # as the planner command runs (the litellm loop runs as a user's script would)
     lines = lines_of(config)
     for encoding in (CHAT_ENCODING, EMBED_ENCODING):  # load both BPE files before the clock
         planner.counter.count("warm up", encoding)

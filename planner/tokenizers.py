@@ -98,6 +98,7 @@ def _read_verified(encoding: str, cache_dir: Path | None) -> bytes | str:
 
 _NONE_ALLOWED: frozenset[str] = frozenset()  # special tokens allowed to count as special
 _RANK_BYTES = 4  # tiktoken's ``Rank`` is a u32
+BUFFER_FROM_CHARS = 200  # texts this long or longer are counted from tiktoken's buffer
 
 
 class Bpe:
@@ -127,9 +128,12 @@ class Bpe:
             return self._core.encode_ordinary(text)  # type: ignore[no-any-return]
 
     def count(self, text: str) -> int:
-        """``len(self.encode_ordinary(text))``, without building the list of tokens."""
+        """``len(self.encode_ordinary(text))``, without building the list of tokens where that
+        pays: the buffer's fixed cost (it also looks for special tokens to allow) is more than
+        a short text's list of tokens (a 30-character text: 1.6 us, 1.2 us by the list; 2,000
+        characters: 65 us, 79 us by the list)."""
         to_buffer = self._to_buffer
-        if to_buffer is None:  # a tiktoken without it
+        if to_buffer is None or len(text) < BUFFER_FROM_CHARS:
             return len(self.encode_ordinary(text))
         try:
             tokens = to_buffer(text, _NONE_ALLOWED)

@@ -101,21 +101,27 @@ def router(cfg: PlannerConfig) -> Callable[[Request], str | None]:
     """The provider of a request; raises ``ValueError`` (saying why) for a Gemini-format line
     that the provider's compat mode cannot translate, so it is refused with that reason."""
 
-    providers: dict[str, str | None] = {}  # model -> provider, asked once per model
+    # (model, endpoint) -> (provider or None, whether the body must be translated to route it);
+    # asked once per pair: every request is routed, and the answer depends on nothing else
+    known: dict[tuple[str, Endpoint], tuple[str | None, bool]] = {}
 
-    def route(request: Request) -> str | None:
-        model = request.model
-        if model in providers:
-            provider = providers[model]
-        else:
-            if len(providers) >= MEMO_MAX:
-                providers.clear()
-            provider = providers[model] = cfg.provider_for(model)
-        if provider is None or not speaks(cfg, provider, request.endpoint):
-            return None
+    def answer(model: str, endpoint: Endpoint) -> tuple[str | None, bool]:
+        provider = cfg.provider_for(model)
+        if provider is None or not speaks(cfg, provider, endpoint):
+            return None, False
         p = cfg.providers[provider]
         compat = isinstance(p, GeminiProviderConfig) and p.openai_compat
-        if compat and request.endpoint.wire is ProviderKind.GEMINI:
+        return provider, compat and endpoint.wire is ProviderKind.GEMINI
+
+    def route(request: Request) -> str | None:
+        pair = (request.model, request.endpoint)
+        found = known.get(pair)
+        if found is None:
+            if len(known) >= MEMO_MAX:
+                known.clear()
+            found = known[pair] = answer(*pair)
+        provider, translated = found
+        if translated:  # a Gemini-format line for the compat layer: refused if untranslatable
             compat_wire.to_openai(BatchLine.from_request(request))
         return provider
 
