@@ -2,8 +2,8 @@
 
 ``chunked(read_lines(stream))`` reads a line per ``readline`` call and makes a ``RawLine`` of
 each, in the process that reads the spool (the one that also stores or plans what the read
-workers judged): ~5 us a line of its time, and each ``RawLine`` pickled to a worker and back
-out again. ``read_chunks`` gives the same lines in the same chunks from one ``read`` per
+workers judged): ~2.5 us a line of its time, and each ``RawLine`` pickled to a worker and
+back out again. ``read_chunks`` gives the same lines in the same chunks from one ``read`` per
 ``CHUNK_BYTES``, kept as a ``LineChunk``: the lines' bytes in a list, a ``Sequence[RawLine]``
 that makes a ``RawLine`` only for the line asked for, and pickles as its list. A worker walks it
 with ``LineChunk.parts`` and no ``RawLine`` at all.
@@ -19,9 +19,7 @@ from collections.abc import Iterator, Sequence
 from itertools import repeat
 from typing import BinaryIO, overload
 
-from planner.sources.lines import CHUNK_BYTES, CHUNK_LINES, RAW_PREVIEW_CHARS, RawLine
-
-_SKIP_CHUNK = 1 << 16  # bytes read at a time while skipping the rest of an over-long line
+from planner.sources.lines import CHUNK_BYTES, CHUNK_LINES, RAW_PREVIEW_CHARS, SKIP_CHUNK, RawLine
 
 
 class LineChunk(Sequence[RawLine]):
@@ -110,10 +108,10 @@ def read_chunks(
     is kept and the rest skipped."""
     chunks = _Chunker(number, stream.tell(), max_line_bytes, max_lines, max_bytes)
     pending = b""  # read, not yet cut into lines: the start of an unfinished line
-    while True:
+    ended = False
+    while not ended:
         block = stream.read(max_bytes)
-        if not block:
-            break
+        ended = not block
         data = pending + block if pending else block
         start = 0
         while (newline := data.find(b"\n", start)) >= 0:
@@ -122,28 +120,27 @@ def read_chunks(
             start = newline + 1
         pending = data[start:]  # after the last newline (b"" when the block ended with one)
         if len(pending) > chunks.limit:  # unfinished and already over the limit: skip the rest
-            if (done := chunks.add_skipped(pending, _skip_line(stream))) is not None:
+            taken, terminated, pending = _skip_line(stream)
+            if (done := chunks.add_skipped(data[start:], taken, terminated)) is not None:
                 yield done
-            pending = b""
     if pending and (done := chunks.add(pending, terminated=False)) is not None:
         yield done  # the last line, without a newline
     if (done := chunks.cut()) is not None:
         yield done
 
 
-def _skip_line(stream: BinaryIO) -> tuple[int, bool]:
+def _skip_line(stream: BinaryIO) -> tuple[int, bool, bytes]:
     """Read on to the end of the current line without keeping it: the bytes it still took
-    (its newline included) and whether it ended (else the stream did). The stream is left
-    just after the line."""
+    (its newline included), whether it ended (else the stream did), and what was read after
+    it (the start of the next lines)."""
     taken = 0
     while True:
-        more = stream.read(_SKIP_CHUNK)
+        more = stream.read(SKIP_CHUNK)
         if not more:
-            return taken, False
+            return taken, False, b""
         newline = more.find(b"\n")
         if newline >= 0:
-            stream.seek(newline + 1 - len(more), 1)  # what follows the line is read again
-            return taken + newline + 1, True
+            return taken + newline + 1, True, more[newline + 1 :]
         taken += len(more)
 
 
@@ -181,12 +178,12 @@ class _Chunker:
         size = taken - (1 if terminated else 0) if taken > self.limit else content
         return self._append(whole[: min(self.limit, RAW_PREVIEW_CHARS)], taken, size)
 
-    def add_skipped(self, head: bytes, rest: tuple[int, bool]) -> LineChunk | None:
-        """An over-long line of which only ``head`` was kept; ``rest``: ``_skip_line``'s."""
-        more, ended = rest
+    def add_skipped(self, head: bytes, more: int, terminated: bool) -> LineChunk | None:
+        """An over-long line read as far as ``head``, then ``more`` bytes skipped (its newline
+        included when ``terminated``)."""
         taken = len(head) + more
         kept = head[: min(self.limit, RAW_PREVIEW_CHARS)]
-        return self._append(kept, taken, taken - (1 if ended else 0))
+        return self._append(kept, taken, taken - (1 if terminated else 0))
 
     def _append(self, kept: bytes, taken: int, oversize: int = 0) -> LineChunk | None:
         self.number += 1

@@ -31,7 +31,7 @@ from planner.sources.formats import (
 BOM = b"\xef\xbb\xbf"
 RAW_PREVIEW_CHARS = 1024  # how much of an over-long line is kept for the quarantine
 MARK_EVERY = 1000  # lines between two offsets a LineFinder keeps
-_SKIP_CHUNK = 1 << 16
+SKIP_CHUNK = 1 << 16  # bytes read at a time while skipping the rest of an over-long line
 MAX_NAME_BYTES = 200  # leaves room for ".errors.pending" and ".recovered-N" under NAME_MAX 255
 
 log = logging.getLogger(__name__)
@@ -173,7 +173,7 @@ def read_lines(stream: BinaryIO, max_line_bytes: int, *, number: int = 0) -> Ite
         head = data[:RAW_PREVIEW_CHARS]
         ended = data.endswith(b"\n")
         while not ended:
-            chunk = stream.readline(_SKIP_CHUNK)
+            chunk = stream.readline(SKIP_CHUNK)
             if not chunk:
                 break
             offset += len(chunk)
