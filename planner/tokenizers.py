@@ -113,8 +113,9 @@ class Bpe:
         self.name = name
         self._core = core
         # the tokens as one buffer of 4-byte ranks, the way tiktoken's ``encode_to_numpy``
-        # asks for them: no Python ``int`` and no list per token (~8% of a count). With no
-        # special token allowed it encodes special-token text as ordinary text, exactly as
+        # asks for them: no Python ``int`` and no list per token (18% of counting a text of
+        # 2,000 characters; ``count`` says where it does not pay). With no special token
+        # allowed it encodes special-token text as ordinary text, exactly as
         # ``encode_ordinary`` (a test holds the two equal)
         self._to_buffer = getattr(core, "encode_to_tiktoken_buffer", None)
 
