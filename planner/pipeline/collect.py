@@ -5,7 +5,9 @@ goes back to the queue (``not_executed``) only when its batch ended without runn
 (expired, cancelled, failed); absent from a batch the provider reports completed, it may have
 run and been billed, so it is dead-lettered as ``missing_result``, as a result line that could
 not be read is (``malformed_result``): only the operator's ``planner requeue`` sends either
-again, so nothing is billed twice.
+again, so nothing is billed twice. So are the requests of a batch the provider no longer knows,
+or whose result file is gone (``NotFound``: deleted at the provider, an emulator restarted):
+their results can never be read, and they were asked for again on every pass before.
 
 Results are settled a chunk at a time (``COLLECT_CHUNK``, ``PLANNER_COLLECT_CHUNK``), read from
 the result file as they come: a batch of 50,000 embeddings holds gigabytes of vectors, which
@@ -36,7 +38,7 @@ from planner import crashpoints
 from planner.core.model import Lane
 from planner.core.policy import Reason
 from planner.core.states import FINISHED_BATCH_STATES, BatchState, RequestState
-from planner.errors import ProviderError
+from planner.errors import NotFound, ProviderError
 from planner.pipeline.context import StageContext, chunk_size
 from planner.pipeline.deliver import Outcome, SettleResult, deliver_rejected, settle
 from planner.pipeline.shrink import is_token_limited, requeue_token_limited
@@ -82,6 +84,36 @@ def _missing(result: LineResult) -> LineResult:
         "batch completed: it may have run and been billed, so it is not sent again by itself",
         retryable=False,
     )
+
+
+def _unreadable(key: str, why: str) -> LineResult:
+    """A request whose result can never be read (the provider no longer knows its batch or its
+    result file): it may have run and been billed, so, as a missing line, it is dead-lettered
+    and only the operator's ``planner requeue --reason missing_result`` sends it again."""
+    return LineResult(key=key, ok=False, error_code=MISSING, error_message=why, retryable=False)
+
+
+def _gone(batch: Batch) -> str:
+    return (
+        f"{batch.provider} no longer knows batch {batch.remote_id} (or its result file), so "
+        "its results cannot be read: the request may have run and been billed, so it is not "
+        "sent again by itself (`planner requeue --reason missing_result` sends it once more)"
+    )
+
+
+def _until_gone(
+    results: Iterable[LineResult], keys: Iterable[str], why: str
+) -> Iterator[LineResult]:
+    """``results``; if the provider stops knowing the batch or its file while they are read,
+    every key not read yet as ``_unreadable`` instead (one is never left waiting for a file
+    that is gone: it was asked for again on every pass, for ever)."""
+    read: set[str] = set()
+    try:
+        for result in results:
+            read.add(result.key)
+            yield result
+    except NotFound:
+        yield from (_unreadable(key, why) for key in keys if key not in read)
 
 
 def _remote_of(batch: Batch) -> RemoteBatch:
@@ -147,12 +179,17 @@ def collect_batch(ctx: StageContext, batch: Batch, now: datetime) -> SettleResul
         why = f"batch {batch.id} was never created: {batch.error_message}"
         results = [_never_sent(key, why) for key in by_key]
     else:
-        remote = provider.get(batch.remote_id)
-        # every member's key, so a result of a settled one is recognised (and skipped below)
-        keys = [m.key for m in members]
-        results = provider.fetch_results(remote, keys) if by_key else []
-        if batch.state is BatchState.SUCCEEDED:
-            results = map(_missing, results)
+        try:
+            remote = provider.get(batch.remote_id)
+        except NotFound:  # deleted at the provider (or an emulator restarted): never readable
+            results = [_unreadable(key, _gone(batch)) for key in by_key]
+        else:
+            # every member's key, so a result of a settled one is recognised (skipped below)
+            keys = [m.key for m in members]
+            results = provider.fetch_results(remote, keys) if by_key else []
+            if batch.state is BatchState.SUCCEEDED:
+                results = map(_missing, results)
+            results = _until_gone(results, list(by_key), _gone(batch))
     total = SettleResult()
     chunk = batch.collected_chunks
     del members

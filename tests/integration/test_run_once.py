@@ -27,7 +27,7 @@ from planner.runtime.runner import run_once
 from planner.runtime.wiring import build_context
 from planner.sandbox import RunningSandbox
 from planner.sandbox.faults import FaultPlan
-from planner.store.tables import LEDGER, REQUEST
+from planner.store.tables import BATCH, LEDGER, REQUEST
 from planner.tokenizers import TiktokenCounter
 from tests.conftest import REPO
 
@@ -449,3 +449,51 @@ def test_planning_rounds_bound_the_batches(
     with ctx.session_factory() as session:
         sizes = session.execute(select(BATCH.c.request_count)).scalars().all()
     assert len(sizes) > 3 and max(sizes) <= 3  # the spool's batch-bound requests, in threes
+
+
+def test_batches_the_provider_no_longer_knows_are_dead_lettered_not_left_waiting(
+    workspace: Path, sandbox_factory: Any
+) -> None:
+    """Found trying it as a user: batches submitted to one emulator, polled after a restart
+    by another that never heard of them. The batches turned ``failed`` (not found), then each
+    pass asked again for their results, for ever, the requests ``submitted``. Their results
+    can never be read and they may have been billed: dead-lettered as ``missing_result``, the
+    batches collected; ``planner requeue`` sends them once more."""
+    from prometheus_client import CollectorRegistry
+
+    from planner.metrics import Metrics
+    from planner.runtime import clock, passes
+    from planner.runtime.observer import MetricsObserver
+
+    first, second = sandbox_factory(), sandbox_factory()
+    cfg = load_config(workspace / "planner.yaml")
+    ctx = build_context(cfg, sandbox_url=first.url)
+    metrics = Metrics(CollectorRegistry(), known_models=ctx.catalog.models(), process_metrics=False)
+    steps = {"ingest", "submit"}
+    passes.run_steps(ctx, clock.utc_now(), MetricsObserver(metrics), passes.ONCE, steps)
+    submitted = {r["key"] for r in ledger_of(first)["requests"] if r["lane"] == "batch"}
+    assert submitted, "nothing was batched"
+
+    run_until_settled(workspace, second, passes=3)  # the provider forgot every batch
+    results, dead = read_sink(workspace / "results")
+    assert set(dead) == submitted
+    assert all(records[0]["reason"] == "missing_result" for records in dead.values())
+    messages = [records[0]["error"]["message"] for records in dead.values()]
+    assert all("no longer knows batch" in message for message in messages)
+    assert set(results) | set(dead) == spool_keys()  # nothing left waiting
+    with build_context(cfg, sandbox_url=second.url).session_factory() as session:
+        states = {state for (state,) in session.execute(select(BATCH.c.state))}
+    assert states == {"collected"}
+    assert not any(r["key"] in submitted for r in ledger_of(second)["requests"])
+
+    config = str(workspace / "planner.yaml")
+    requeue = ["requeue", "-c", config, "--reason", "missing_result", "--json"]
+    done = subprocess.run(
+        [sys.executable, "-m", "planner", *requeue], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["requeued"] == len(submitted)
+    run_until_settled(workspace, second, passes=2)
+    results, _ = read_sink(workspace / "results")
+    billed = {r["key"]: r["times_billed"] for r in ledger_of(second)["requests"]}
+    assert submitted <= set(results) and all(billed[key] == 1 for key in submitted)
