@@ -19,6 +19,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 
+from planner import heap
 from planner.errors import ConfigError, InputError, PlannerError
 
 app = typer.Typer(
@@ -291,6 +292,7 @@ def tune_gc() -> None:
 
 def main() -> None:
     tune_gc()
+    heap.give_back_big_blocks()
     app()
 
 

@@ -17,7 +17,6 @@ merges. The cache is bounded by the characters it holds, so memory stays flat wh
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import logging
 import os
@@ -31,6 +30,7 @@ import tiktoken
 from tiktoken import _tiktoken  # type: ignore[attr-defined]
 from tiktoken_ext import openai_public
 
+from planner import heap
 from planner.bpe_ranks import ranks_of
 from planner.core.catalog import Catalog
 
@@ -191,16 +191,6 @@ def _fetch(encoding: str, cache_dir: Path, base: str, timeout: float) -> str | N
     return None
 
 
-def _trim_heap() -> None:
-    """Return free heap pages to the system (glibc's ``malloc_trim``): the encodings' tables
-    are freed in pieces the allocator otherwise keeps, and RSS would not go down."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc: nothing to do
-        return
-    libc.malloc_trim(0)
-
-
 MODELS_REMEMBERED = 1024  # models whose encoding is remembered (a hostile spool names many)
 CACHE_CHARS = 4_000_000  # characters of text the count cache may hold (~4-16 MB)
 
@@ -299,7 +289,7 @@ class TiktokenCounter:
         after an intake of 20,000 requests) is needed before the trim."""
         self._encodings.clear()
         self._cache = CountCache(self._cache.max_chars)
-        _trim_heap()
+        heap.trim()
 
     def _load(self, encoding: str) -> Any:
         if encoding not in self._encodings:
