@@ -48,6 +48,7 @@ from planner.store._sql import (
     bind_processors,
     checked_fields,
     chunks,
+    not_indexed,
     rowcount,
     translated,
     translated_iter,
@@ -473,7 +474,7 @@ def transition_requests(
     for chunk in chunks(sorted(set(ids))):
         guard: list[ColumnElement[bool]] = [
             among(REQUEST.c.id, chunk),
-            REQUEST.c.state.in_([s.value for s in olds]),
+            not_indexed(REQUEST.c.state).in_([s.value for s in olds]),
         ]
         if owner is not None:
             guard += [REQUEST.c.claimed_by == owner, REQUEST.c.lease_until > now]

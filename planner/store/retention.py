@@ -36,7 +36,7 @@ from sqlalchemy import and_, delete, exists, select, update
 from sqlalchemy.orm import Session
 
 from planner.core.states import TERMINAL_REQUEST_STATES, BatchState
-from planner.store._sql import CHUNK, among, rowcount, translated
+from planner.store._sql import CHUNK, among, not_indexed, rowcount, translated
 from planner.store.tables import BATCH, COMPACTED_BODY, EVENT, HAS_BODY, REQUEST, REQUEST_BODY
 
 _TERMINAL = sorted(s.value for s in TERMINAL_REQUEST_STATES)
@@ -71,7 +71,7 @@ def compact_requests(session: Session, cutoff: datetime, limit: int = CHUNK) -> 
         return Purged()
     session.execute(
         update(REQUEST)
-        .where(REQUEST.c.id.in_(ids), REQUEST.c.state.in_(_TERMINAL))
+        .where(among(REQUEST.c.id, ids), not_indexed(REQUEST.c.state).in_(_TERMINAL))
         .values(metadata_json=COMPACTED_BODY, origin="", error_message=None)
     )
     session.execute(delete(REQUEST_BODY).where(among(REQUEST_BODY.c.request_id, ids)))
