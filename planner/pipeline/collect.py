@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -64,7 +64,6 @@ class CollectResult:
     retried: int = 0
     dead: int = 0
     errors: list[str] = field(default_factory=list)
-    settled: list[SettleResult] = field(default_factory=list)
     token_limited: list[Batch] = field(default_factory=list)  # refused for a full queue
     rejected: int = 0  # dead-letter lines written for requests the policy rejected
 
@@ -275,9 +274,17 @@ def clean_up_due(ctx: StageContext, now: datetime) -> int:
     return len(due)
 
 
-def run_collect_stage(ctx: StageContext, now: datetime) -> CollectResult:
+def run_collect_stage(
+    ctx: StageContext,
+    now: datetime,
+    on_batch: Callable[[str, SettleResult], None] = lambda batch_id, settled: None,
+) -> CollectResult:
     """Collect every finished batch; one batch failing does not stop the others. Requests the
-    policy rejected get their dead-letter line here too (an outcome with nothing to fetch)."""
+    policy rejected get their dead-letter line here too (an outcome with nothing to fetch).
+
+    ``on_batch`` is told each batch's ``SettleResult`` once the batch is settled (its chunks
+    committed), and the result is not kept: it carries two integers per billed request for the
+    estimate-error metric, and a stage that kept every batch's held 16 MB at a million results."""
     result = CollectResult()
     result.rejected = deliver_rejected(ctx, now)
     clean_up_due(ctx, now)
@@ -306,5 +313,5 @@ def run_collect_stage(ctx: StageContext, now: datetime) -> CollectResult:
         result.succeeded += settled.succeeded
         result.retried += settled.retried
         result.dead += settled.dead
-        result.settled.append(settled)
+        on_batch(batch.id, settled)
     return result

@@ -153,37 +153,38 @@ class MetricsObserver:
                 },
             )
 
+    def batch_collected(self, ctx: StageContext, batch_id: str, settled: SettleResult) -> None:
+        self._record_settled([settled])
+        with ctx.session_factory() as session:
+            batch = store_batches.get_batch(session, batch_id)
+        model = batch.model if batch is not None else "?"
+        cost, saved = settled.cost_usd, settled.saved_usd
+        _log.info(
+            "batch %s collected: %s, %d succeeded, %d retried, %d dead-lettered; "
+            "cost %s USD, saved %s USD",
+            batch_id,
+            model,
+            settled.succeeded,
+            settled.retried,
+            settled.dead,
+            format(cost, "f"),
+            format(saved, "f"),
+            extra={
+                "event": "batch_collected",
+                "batch": batch_id,
+                "model": model,
+                "succeeded": settled.succeeded,
+                "retried": settled.retried,
+                "dead": settled.dead,
+                "cost_usd": format(cost, "f"),
+                "savings_usd": format(saved, "f"),
+            },
+        )
+        self._log_written(ctx, settled, f"batch {batch_id}")
+
     def collected(self, ctx: StageContext, result: CollectResult) -> None:
         for refused in result.token_limited:
             self.metrics.record_token_limit_refusal(refused.provider, refused.model)
-        self._record_settled(result.settled)
-        for batch_id, settled in zip(result.batches, result.settled, strict=True):
-            with ctx.session_factory() as session:
-                batch = store_batches.get_batch(session, batch_id)
-            model = batch.model if batch is not None else "?"
-            cost, saved = settled.cost_usd, settled.saved_usd
-            _log.info(
-                "batch %s collected: %s, %d succeeded, %d retried, %d dead-lettered; "
-                "cost %s USD, saved %s USD",
-                batch_id,
-                model,
-                settled.succeeded,
-                settled.retried,
-                settled.dead,
-                format(cost, "f"),
-                format(saved, "f"),
-                extra={
-                    "event": "batch_collected",
-                    "batch": batch_id,
-                    "model": model,
-                    "succeeded": settled.succeeded,
-                    "retried": settled.retried,
-                    "dead": settled.dead,
-                    "cost_usd": format(cost, "f"),
-                    "savings_usd": format(saved, "f"),
-                },
-            )
-            self._log_written(ctx, settled, f"batch {batch_id}")
 
     def housekept(self, ctx: StageContext, result: HousekeepingResult) -> None:
         for provider, n in result.deleted_by_provider.items():

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from planner.errors import ProviderError
 from planner.pipeline.collect import CollectResult, run_collect_stage
 from planner.pipeline.context import StageContext
+from planner.pipeline.deliver import SettleResult
 from planner.pipeline.escape import EscapeResult, run_escape_stage
 from planner.pipeline.housekeeping import HousekeepingResult, run_housekeeping_stage
 from planner.pipeline.intake import IntakeResult, ingest_all
@@ -42,7 +43,9 @@ Figures = dict[str, dict[str, Any]]
 
 
 class Observer(Protocol):
-    """Told every stage result right after the stage's commits; never changes the store."""
+    """Told every stage result right after the stage's commits, and each collected batch as
+    soon as it is settled (``batch_collected``, before the stage's ``collected``); never
+    changes the store."""
 
     def ingested(self, ctx: StageContext, result: IntakeResult) -> None: ...
     def planned(self, ctx: StageContext, result: PlanStageResult) -> None: ...
@@ -50,6 +53,8 @@ class Observer(Protocol):
     def interactive_done(self, ctx: StageContext, result: InteractiveResult) -> None: ...
     def escaped(self, ctx: StageContext, result: EscapeResult) -> None: ...
     def polled(self, ctx: StageContext, result: PollResult, now: datetime) -> None: ...
+    def batch_collected(self, ctx: StageContext, batch_id: str, settled: SettleResult) -> None: ...
+
     def collected(self, ctx: StageContext, result: CollectResult) -> None: ...
     def housekept(self, ctx: StageContext, result: HousekeepingResult) -> None: ...
     def provider_outcome(self, provider: str, error: ProviderError | None) -> None: ...
@@ -133,7 +138,7 @@ def poll_and_collect(ctx: StageContext, now: datetime, observer: Observer, pace:
     observer.escaped(ctx, escaped)
     polled = run_poll_stage(ctx, now, pace.poll_base, all_due=pace.all_due)
     observer.polled(ctx, polled, now)
-    collected = run_collect_stage(ctx, now)
+    collected = run_collect_stage(ctx, now, partial(observer.batch_collected, ctx))
     observer.collected(ctx, collected)
     return {
         "escape": {"cancelled": len(escaped.cancelled), "errors": len(escaped.errors)},

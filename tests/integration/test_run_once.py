@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from planner.config import load_config
 from planner.runtime.runner import run_once
@@ -497,3 +497,63 @@ def test_batches_the_provider_no_longer_knows_are_dead_lettered_not_left_waiting
     results, _ = read_sink(workspace / "results")
     billed = {r["key"]: r["times_billed"] for r in ledger_of(second)["requests"]}
     assert submitted <= set(results) and all(billed[key] == 1 for key in submitted)
+
+
+def test_each_batch_is_told_to_the_observer_once_settled(
+    workspace: Path, sandbox_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Collect hands each batch's settle result to the observer as soon as the batch is settled
+    and keeps none of them (they hold two integers per billed request): every collected batch
+    is told once, before the stage's ``collected``, with its own counts, and the estimate-error
+    histogram counts every billed result (each had an estimate), as the ledger has them."""
+    from prometheus_client import CollectorRegistry
+
+    from planner.metrics import Metrics
+    from planner.pipeline.collect import CollectResult
+    from planner.pipeline.context import StageContext
+    from planner.pipeline.deliver import SettleResult
+    from planner.runtime import clock, passes
+    from planner.runtime.observer import MetricsObserver
+
+    monkeypatch.setenv("PLANNER_PLAN_CHUNK", "3")  # several batches
+    told: list[tuple[str, str, int]] = []
+
+    class Recording(MetricsObserver):
+        def batch_collected(self, ctx: StageContext, batch_id: str, settled: SettleResult) -> None:
+            told.append(("batch", batch_id, settled.succeeded))
+            super().batch_collected(ctx, batch_id, settled)
+
+        def collected(self, ctx: StageContext, result: CollectResult) -> None:
+            told.append(("stage", ",".join(result.batches), result.succeeded))
+            super().collected(ctx, result)
+
+    sandbox = sandbox_factory()
+    ctx = build_context(load_config(workspace / "planner.yaml"), sandbox_url=sandbox.url)
+    registry = CollectorRegistry()
+    observer = Recording(Metrics(registry, known_models=ctx.catalog.models()))
+    passes.run_pass(ctx, clock.utc_now, observer)
+
+    *batches, stage = told
+    assert stage[0] == "stage" and all(kind == "batch" for kind, _, _ in batches)
+    assert [batch_id for _, batch_id, _ in batches] == stage[1].split(",")
+    assert len(batches) > 3 and sum(n for _, _, n in batches) == stage[2]
+    with ctx.session_factory() as session:
+        per_batch = dict(
+            session.execute(
+                select(LEDGER.c.batch_id, func.count())
+                .where(LEDGER.c.lane == "batch")
+                .group_by(LEDGER.c.batch_id)
+            ).all()
+        )
+    assert {batch_id: n for _, batch_id, n in batches} == per_batch
+    observed = sum(
+        sample.value
+        for metric in registry.collect()
+        if metric.name == "planner_estimate_error_ratio"
+        for sample in metric.samples
+        if sample.name.endswith("_count")
+    )
+    with ctx.session_factory() as session:
+        billed = session.execute(select(func.count()).select_from(LEDGER)).scalar_one()
+    assert billed == sum(per_batch.values()) + 1  # and urgent-1, told by the interactive lane
+    assert observed == billed
