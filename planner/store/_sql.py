@@ -42,8 +42,8 @@ def not_indexed(column: ColumnElement[Any]) -> ColumnElement[Any]:
     """``column`` for a condition that must only filter the rows another term finds.
 
     Without statistics SQLite takes an equality on an indexed column for a selective one: for
-    ``id IN (1,000 ids) AND state IN ('queued', 'held')`` it walked the ``(state, model)``
-    index through every request in those states and checked each id, instead of looking up
+    ``id IN (1,000 ids) AND state IN ('queued', 'held')`` it walked the index on
+    ``state`` through every request in those states and checked each id, instead of looking up
     the 1,000 ids; a state change of a chunk then cost time in proportion to the whole queue
     (18 ms against 0.5 ms a chunk at 200,000 requests, so a pass grew with the square of the
     queue). On SQLite the column is written ``+column``, which no index serves; PostgreSQL,

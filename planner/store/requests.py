@@ -10,12 +10,14 @@ and appends one ``event`` row per request moved.
 
 from __future__ import annotations
 
+import heapq
 import json
 import sys
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from itertools import islice
 from typing import Any
 
 from sqlalchemy import (
@@ -819,6 +821,26 @@ def queued_for_planning(
     Consume it inside the session's transaction.
     """
     columns = _COLUMNS if bodies else _WITHOUT_MEASURED_BODIES
+    if limit is not None and len(states) > 1:
+        # a round: each state's next ``limit`` from the (state, id) index, merged by id. One
+        # query over all the states read every request in them and sorted them, every round
+        parts = [
+            list(
+                queued_for_planning(
+                    session,
+                    limit,
+                    model=model,
+                    states=(state,),
+                    claimed_by=claimed_by,
+                    after_id=after_id,
+                    unsent=unsent,
+                    bodies=bodies,
+                )
+            )
+            for state in states
+        ]
+        yield from islice(heapq.merge(*parts, key=lambda stored: stored.id), limit)
+        return
     query = select(*columns).where(REQUEST.c.state.in_([s.value for s in states]))
     if unsent:
         query = query.where(~exists().where(SEND.c.request_id == REQUEST.c.id))

@@ -151,7 +151,7 @@ class RequestRow(StoreModel, table=True):
     __tablename__ = "request"
     __table_args__ = (
         UniqueConstraint("source", "key"),
-        Index(None, "state", "model"),
+        Index(None, "state", "id"),  # a state's requests in id order (planning rounds, claims)
         Index(None, "batch_id"),
         Index(None, "completed_at"),
     )

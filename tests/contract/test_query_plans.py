@@ -1,7 +1,7 @@
 """SQLite's query plans for the statements that change requests a chunk at a time.
 
 Without statistics SQLite takes ``state IN (...)`` for a selective term and walked the
-``(state, model)`` index through every request in those states to find a chunk of 1,000 ids,
+index on ``state`` through every request in those states to find a chunk of 1,000 ids,
 so a state change cost time in proportion to the whole queue (a pass grew with its square:
 18 ms against 0.5 ms a chunk at 200,000 requests). These tests read SQLite's own plan of each
 statement a state change, a retention chunk and a plain id lookup run, and require the ids to be
@@ -75,7 +75,7 @@ def _plans_of(engine: Engine, factory: sessionmaker[Session], work: Any) -> list
 
 def _by_primary_key(plans: list[str]) -> None:
     for plan in plans:
-        assert "ix_request_state_model" not in plan, plan
+        assert "INDEX ix_request_state" not in plan, plan
         assert "INTEGER PRIMARY KEY" in plan, plan
 
 
@@ -108,3 +108,38 @@ def test_a_retention_chunk_looks_its_requests_up_by_id(engine: Engine) -> None:
 
     _by_primary_key(_plans_of(engine, factory, work))
     assert purged[0].requests == 100 and purged[0].more
+
+
+def test_a_planning_round_reads_each_state_in_id_order(engine: Engine) -> None:
+    """A round of queued and held requests after an id reads each state from the (state, id)
+    index where the last round stopped: no scan of the whole queue, no sort of it."""
+    factory = make_session_factory(engine)
+    with factory() as s, s.begin():
+        requests.ingest(s, [_request(str(i)) for i in range(200)], NOW)
+    statements: list[tuple[str, Any]] = []
+
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if statement.startswith("SELECT") and "FROM request" in statement:
+            statements.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        with factory() as s, s.begin():
+            got = list(
+                requests.queued_for_planning(
+                    s, 20, after_id=50, states=(RequestState.QUEUED, RequestState.HELD)
+                )
+            )
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert [r.id for r in got] == list(range(51, 71))
+    assert len(statements) == 2  # one per state
+    with engine.connect() as conn:
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        for statement, parameters in statements:
+            plan = "; ".join(
+                r[3] for r in raw.execute(f"EXPLAIN QUERY PLAN {statement}", parameters)
+            )
+            assert "ix_request_state_id (state=? AND id>?)" in plan, plan
+            assert "TEMP B-TREE" not in plan, plan

@@ -122,3 +122,35 @@ def test_queued_for_planning_moves_on_after_an_id(factory: sessionmaker[Session]
         after = [r.id for r in requests.queued_for_planning(s, after_id=ids[0])]
     assert after == ids[1:]
     assert BatchState.SUBMITTED in batches.AT_PROVIDER
+
+
+def test_a_planning_round_takes_the_next_ids_across_its_states(
+    factory: sessionmaker[Session],
+) -> None:
+    """Rounds over queued and held requests (each state read from its own place in id order,
+    then merged): every round has the next ``limit`` ids of either state after the last one,
+    in order, and the rounds together have each such request once."""
+    keys = [f"k{i:02}" for i in range(23)]
+    with factory() as s, s.begin():
+        requests.ingest(s, [_request(k, "spool", None, NOW) for k in keys], NOW)
+        ids = [r.id for r in requests.queued_for_planning(s)]
+        held = ids[1::3] + ids[-4:]
+        requests.transition_requests(s, held, RequestState.HELD, NOW, reason="budget")
+        requests.transition_requests(s, ids[2::7], RequestState.REJECTED, NOW)
+    plannable = [i for i in ids if i not in ids[2::7]]  # queued or held, in id order
+    rounds: list[list[int]] = []
+    last: int | None = None
+    with factory() as s, s.begin():
+        while True:
+            got = [
+                r.id
+                for r in requests.queued_for_planning(
+                    s, 5, after_id=last, states=(RequestState.QUEUED, RequestState.HELD)
+                )
+            ]
+            if not got:
+                break
+            rounds.append(got)
+            last = got[-1]
+    assert [len(r) for r in rounds[:-1]] == [5] * (len(rounds) - 1)
+    assert [i for r in rounds for i in r] == plannable
