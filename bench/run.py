@@ -19,10 +19,12 @@ round after round and alternately, each in its own process:
 
 A subject's speed is ``floor seconds / subject seconds`` in the same round (1.0x = as fast as
 the bare tokenizer); the median over the rounds is printed, with every round's figure, the
-peak RSS of each process (``wait4``'s ``ru_maxrss``) and the peak RSS and PSS of its whole
-process tree (itself and any workers it starts, summed, sampled from ``/proc`` every 50 ms by
-``bench/tree_memory.py``). Timings on a shared machine are noisy:
-that is why every figure is a ratio against a baseline measured moments before.
+peak RSS of each process (``wait4``'s ``ru_maxrss``, which is a child's where a child was
+larger: the emulator's under ``run --once --sandbox`` at a million requests), its own peak
+(``VmHWM``) and the peak RSS and PSS of its whole process tree (itself and any workers it
+starts, summed, sampled from ``/proc`` every 50 ms by ``bench/tree_memory.py``). Timings on a
+shared machine are noisy: that is why every figure is a ratio against a baseline measured
+moments before.
 """
 
 from __future__ import annotations
@@ -96,7 +98,8 @@ def floor(texts_file: Path) -> dict[str, float]:
 
 class Timed(NamedTuple):
     seconds: float  # wall-clock
-    rss_mib: float  # peak RSS of the process itself (``wait4``'s ``ru_maxrss``)
+    rss_mib: float  # ``wait4``'s ``ru_maxrss``: its own peak or a waited-for child's, the larger
+    own_mib: float  # the process's own peak RSS (``VmHWM``, read while it runs)
     stdout: str
     tree_rss_mib: float  # peak of the summed RSS of the process and its descendants (sampled)
     tree_pss_mib: float  # the same with PSS: shared pages split between the processes
@@ -117,10 +120,10 @@ def timed(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> Time
         stdout, stderr = out.read().decode(), err.read().decode()
     if child.returncode not in (0,):
         raise SystemExit(f"{' '.join(argv)} exited {child.returncode}:\n{stderr[-3000:]}")
-    own = usage.ru_maxrss / 1024
     return Timed(
         seconds,
-        own,
+        usage.ru_maxrss / 1024,
+        tree.own_hwm_mib,
         stdout,
         tree.peak_rss_mib,
         tree.peak_pss_mib,
@@ -215,6 +218,7 @@ def measure(args: argparse.Namespace, folder: Path) -> dict[str, object]:
             figures[name] = {
                 "seconds": got.seconds,
                 "rss_mib": got.rss_mib,
+                "own_mib": got.own_mib,
                 "tree_rss_mib": got.tree_rss_mib,
                 "tree_pss_mib": got.tree_pss_mib,
                 "processes": got.processes,
@@ -223,7 +227,8 @@ def measure(args: argparse.Namespace, folder: Path) -> dict[str, object]:
         rounds.append(figures)
         shown = "  ".join(
             f"{n} {figures[n]['seconds']:.2f}s ({figures[n]['ratio']:.2f}x, "
-            f"{figures[n]['rss_mib']:.0f} MiB; tree of {figures[n]['processes']:.0f}: "
+            f"{figures[n]['rss_mib']:.0f} MiB, own {figures[n]['own_mib']:.0f}; "
+            f"tree of {figures[n]['processes']:.0f}: "
             f"RSS {figures[n]['tree_rss_mib']:.0f}, PSS {figures[n]['tree_pss_mib']:.0f} MiB)"
             for n in subjects
         )
@@ -236,17 +241,20 @@ def measure(args: argparse.Namespace, folder: Path) -> dict[str, object]:
     for name in subjects if rounds else ():  # --rounds 0 --keep DIR: only write the corpus
         ratio = statistics.median(r[name]["ratio"] for r in rounds)
         rss = max(r[name]["rss_mib"] for r in rounds)
+        own = max(r[name]["own_mib"] for r in rounds)
         tree_rss = max(r[name]["tree_rss_mib"] for r in rounds)
         tree_pss = max(r[name]["tree_pss_mib"] for r in rounds)
         summary[name] = {
             "median_ratio": ratio,
             "peak_rss_mib": rss,
+            "own_peak_mib": own,
             "tree_peak_rss_mib": tree_rss,
             "tree_peak_pss_mib": tree_pss,
         }
         print(
-            f"{name:>5}: median {ratio:.2f}x the floor, peak RSS {rss:.0f} MiB (ru_maxrss); "
-            f"process tree, sampled every 50 ms: RSS {tree_rss:.0f} MiB, PSS {tree_pss:.0f} MiB"
+            f"{name:>5}: median {ratio:.2f}x the floor, peak RSS {rss:.0f} MiB (ru_maxrss: its "
+            f"own or a child's), its own {own:.0f} MiB (VmHWM); process tree, sampled every "
+            f"50 ms: RSS {tree_rss:.0f} MiB, PSS {tree_pss:.0f} MiB"
         )
     return summary
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from bench.idle import percent
-from bench.tree_memory import TreeSampler, cpu_ticks, descendants, parent_of, pss_kib
+from bench.tree_memory import TreeSampler, cpu_ticks, descendants, hwm_kib, parent_of, pss_kib
 
 
 @pytest.mark.parametrize(
@@ -49,6 +50,8 @@ def test_sampler_counts_a_child_process() -> None:
     child = subprocess.Popen(
         [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE
     )
+    status = Path(f"/proc/{os.getpid()}/status").read_text()
+    before_kib = int(next(x for x in status.splitlines() if x.startswith("VmRSS:")).split()[1])
     try:
         sampler = TreeSampler(os.getpid())
         taken = sampler.take()
@@ -58,6 +61,15 @@ def test_sampler_counts_a_child_process() -> None:
     assert taken.processes >= 2  # this process and its child (at least)
     assert taken.rss_kib > alone.rss_kib > 0
     assert sampler.peak_rss_kib == taken.rss_kib and sampler.peak_pss_kib == taken.pss_kib
+    # its own peak, as the kernel keeps it: at least what it held before, at most what it
+    # has reached since
+    after = hwm_kib(Path(f"/proc/{os.getpid()}/status").read_text())
+    assert after is not None and before_kib <= sampler.own_hwm_kib <= after
+
+
+def test_hwm_kib_takes_the_high_water_mark() -> None:
+    assert hwm_kib("VmPeak:  999 kB\nVmHWM:\t  4321 kB\nVmRSS:  1234 kB\n") == 4321
+    assert hwm_kib("VmRSS:  1234 kB\n") is None
 
 
 def test_cpu_ticks_reads_fields_14_to_17() -> None:
