@@ -59,7 +59,9 @@ def compact_requests(session: Session, cutoff: datetime, limit: int = CHUNK) -> 
         session.execute(
             select(REQUEST.c.id)
             .where(
-                REQUEST.c.state.in_(_TERMINAL),
+                # not by the state index: it read every terminal request and sorted them for
+                # each chunk (1.5 s at a million when none was old enough; in id order, 0.3 s)
+                not_indexed(REQUEST.c.state).in_(_TERMINAL),
                 REQUEST.c.completed_at < cutoff,
                 HAS_BODY,
             )

@@ -48,12 +48,15 @@ def _request(key: str) -> Request:
     )
 
 
-def _plans_of(engine: Engine, factory: sessionmaker[Session], work: Any) -> list[str]:
-    """SQLite's plan of every statement on ``request`` that ``work(session)`` runs with ids."""
+def _plans_of(
+    engine: Engine, factory: sessionmaker[Session], work: Any, marker: str = "request.id IN"
+) -> list[str]:
+    """SQLite's plan of every statement with ``marker`` in it that ``work(session)`` runs (by
+    default those on ``request`` with ids)."""
     seen: list[tuple[str, Any]] = []
 
     def record(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if "request.id IN" in statement and not statement.startswith("EXPLAIN"):
+        if marker in statement and not statement.startswith("EXPLAIN"):
             seen.append((statement, parameters))
 
     event.listen(engine, "before_cursor_execute", record)
@@ -108,6 +111,9 @@ def test_a_retention_chunk_looks_its_requests_up_by_id(engine: Engine) -> None:
 
     _by_primary_key(_plans_of(engine, factory, work))
     assert purged[0].requests == 100 and purged[0].more
+    # and the chunk is found without the state index: it read every terminal request, sorted
+    (select,) = _plans_of(engine, factory, work, marker="SELECT request.id \nFROM request")
+    assert "INDEX ix_request_state" not in select and "TEMP B-TREE" not in select, select
 
 
 def test_a_planning_round_reads_each_state_in_id_order(engine: Engine) -> None:

@@ -5,9 +5,9 @@ saw, and a claim the oldest unclaimed ones. The ``(state, model)`` index has the
 first, so every round read every request still queued and sorted them to take 20,000: a round
 cost time in proportion to the queue, and a queue of a million took fifty such rounds.
 ``(state, id)`` gives each state's requests in id order from where the last round stopped
-(``store.requests.queued_for_planning``). No query looks requests up by state and model
-together any more than by state alone, so the old index goes: each state change of a request
-rewrites its entry in every index on ``state``.
+(``store.requests.queued_for_planning``). The old index goes rather than both being kept:
+each state change of a request rewrites its entry in every index on ``state``, and the one
+query that also names a model (a claim for one model) finds its rows through ``(state, id)``.
 
 Revision ID: 0012
 Revises: 0011
