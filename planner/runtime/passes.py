@@ -107,7 +107,12 @@ def plan_and_submit(ctx: StageContext, now: datetime, observer: Observer, pace: 
     submitted = run_submit_stage(ctx, now, all_due=pace.all_due)
     observer.submitted(ctx, submitted)
     return {
-        "plan": {"batches": planned.batches, "lanes": planned.lanes},
+        "plan": {
+            "batches": planned.batches,
+            "lanes": planned.lanes,
+            # batch-bound but left queued: their model's queue at the provider is full
+            "waiting_for_room": planned.deferred,
+        },
         "submit": {
             "submitted": len(submitted.submitted),
             "adopted": len(submitted.adopted),

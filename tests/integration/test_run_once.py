@@ -557,3 +557,20 @@ def test_each_batch_is_told_to_the_observer_once_settled(
         billed = session.execute(select(func.count()).select_from(LEDGER)).scalar_one()
     assert billed == sum(per_batch.values()) + 1  # and urgent-1, told by the interactive lane
     assert observed == billed
+
+
+def test_a_pass_says_how_many_requests_wait_for_room(workspace: Path, sandbox_factory: Any) -> None:
+    """Batch-bound requests a pass leaves queued because their provider's queue is full (here
+    two open jobs of one request each) are counted in the plan's figures, as the store has
+    them, instead of going unmentioned."""
+    config = workspace / "planner.yaml"
+    config.write_text(CONFIG + "limits:\n  openai: {max_requests: 1, max_concurrent_batches: 2}\n")
+    sandbox = sandbox_factory()
+    ctx = build_context(load_config(config), sandbox_url=sandbox.url)
+    summary = run_once(ctx)
+    with ctx.session_factory() as session:
+        queued = session.execute(
+            select(func.count()).select_from(REQUEST).where(REQUEST.c.state == "queued")
+        ).scalar_one()
+    assert queued > 0
+    assert summary.stages["plan"]["waiting_for_room"] == queued
