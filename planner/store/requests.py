@@ -821,7 +821,7 @@ def queued_for_planning(
     Consume it inside the session's transaction.
     """
     columns = _COLUMNS if bodies else _WITHOUT_MEASURED_BODIES
-    if limit is not None and len(states) > 1:
+    if limit is not None and len(set(states)) > 1:
         # a round: each state's next ``limit`` from the (state, id) index, merged by id. One
         # query over all the states read every request in them and sorted them, every round
         parts = [
@@ -837,7 +837,7 @@ def queued_for_planning(
                     bodies=bodies,
                 )
             )
-            for state in states
+            for state in dict.fromkeys(states)
         ]
         yield from islice(heapq.merge(*parts, key=lambda stored: stored.id), limit)
         return
