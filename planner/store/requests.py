@@ -820,7 +820,6 @@ def queued_for_planning(
     decoded bodies was most of the daemon's memory (``load`` reads whole requests).
     Consume it inside the session's transaction.
     """
-    columns = _COLUMNS if bodies else _WITHOUT_MEASURED_BODIES
     if limit is not None and len(set(states)) > 1:
         # a round: each state's next ``limit`` from the (state, id) index, merged by id. One
         # query over all the states read every request in them and sorted them, every round
@@ -841,6 +840,7 @@ def queued_for_planning(
         ]
         yield from islice(heapq.merge(*parts, key=lambda stored: stored.id), limit)
         return
+    columns = _COLUMNS if bodies else _WITHOUT_MEASURED_BODIES
     query = select(*columns).where(REQUEST.c.state.in_([s.value for s in states]))
     if unsent:
         query = query.where(~exists().where(SEND.c.request_id == REQUEST.c.id))
