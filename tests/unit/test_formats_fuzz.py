@@ -243,3 +243,61 @@ def test_only_a_real_u_escape_makes_a_text_not_plain(text: str, plain: bool) -> 
     value, found = decode_json_plain(text)
     assert value == json.loads(text)
     assert found is plain
+
+
+JSONISH = '{}[]",:\\ 0123456789.eE+-tfnrulsx\t\n\x00\x1f\u00e9\u2028'
+base_lines = st.sampled_from(
+    [
+        json.dumps(
+            {
+                "custom_id": "k1",
+                "body": {"messages": [{"content": 'h\u00e9 12.5 \\ "'}], "n": [1, -2, 3.5e10]},
+                "x": [True, None, 2**63 - 1, 1e-7],
+            },
+            ensure_ascii=ascii_only,
+        )
+        for ascii_only in (True, False)
+    ]
+)
+
+
+@st.composite
+def mutated_json(draw: st.DrawFn) -> str:
+    """A JSON line with a few characters deleted, inserted or replaced: mostly invalid."""
+    text = list(draw(base_lines))
+    for _ in range(draw(st.integers(1, 3))):
+        at = draw(st.integers(0, len(text)))
+        op = draw(st.sampled_from(["delete", "insert", "replace"]))
+        if op == "insert" or not text:
+            text.insert(at, draw(st.sampled_from(JSONISH)))
+        elif op == "delete":
+            del text[min(at, len(text) - 1)]
+        else:
+            text[min(at, len(text) - 1)] = draw(st.sampled_from(JSONISH))
+    return "".join(text)
+
+
+def _json_path(text: str) -> object:
+    """What ``json`` alone makes of ``text`` (``decode_json``'s error, else the value)."""
+    return decode_json(text)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(text=mutated_json() | st.text(alphabet=JSONISH, max_size=12))
+def test_msgspec_and_json_take_the_same_texts_to_the_same_values(text: str) -> None:
+    """``decode_json_plain`` decodes with msgspec, and falls back to ``json`` where msgspec
+    refuses: a text json refuses must not pass, and a value must be json's to the bit."""
+    value, plain = decode_json_plain(text)
+    expected = _json_path(text)
+    assert repr(value) == repr(expected)  # repr: -0.0 and 0.0, 1 and 1.0 and True differ
+    if plain:
+        check_value(value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"a": 99999999999999999999}', '{"a": [-9223372036854775808]}', '{"a": 1' + "0" * 5000 + "}"],
+)
+def test_an_integer_beyond_64_bits_is_refused_as_json_refuses_it(text: str) -> None:
+    value, plain = decode_json_plain(text)
+    assert repr(value) == repr(decode_json(text)) and not plain

@@ -7,8 +7,10 @@ import json
 import pickle
 from dataclasses import replace
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -137,8 +139,17 @@ tricky_texts = st.text(
     alphabet=st.sampled_from(["a", " ", '"', "\\", "u", "\x7f", "\x01", "\n", "é", "€", "𝄞"]),
     max_size=12,
 )
+# floats on both sides of where msgspec stops writing them as Python does (1e-4 and 1e16)
+tricky_floats = st.floats(allow_nan=False, allow_infinity=False) | st.sampled_from(
+    [0.0, -0.0, 1e-4, 9.999e-5, 2.5e-5, 1e16, 9999999999999998.0, 1e22, 0.7, -1.5, 1e-300]
+)
 tricky_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | tricky_texts | texts,
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | tricky_texts
+    | texts
+    | tricky_floats,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(tricky_texts, inner, max_size=3),
     max_leaves=8,
 )
@@ -148,8 +159,33 @@ tricky_values = st.recursive(
 @given(body=st.dictionaries(tricky_texts, tricky_values, max_size=4))
 def test_canonical_json_is_the_sorted_compact_utf8_text(body: dict[str, Any]) -> None:
     expected = json.dumps(body, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
-    assert canonical_json(body) == expected
-    assert utf8_length(canonical_json(body)) == len(expected.encode())
+    assert canonical_json(body) == expected.encode()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"temperature": 1e16, "n": [1e-05, 1e-7]},  # json writes 1e+16, 1e-05, 1e-07
+        {"x": float("nan"), "y": float("inf")},  # json writes NaN and Infinity
+        {"t": (1, "a")},  # a tuple: written as a list by both
+        {1: "a", "b": {2: 3}},  # keys that are not strings
+        {"big": 2**70, "neg": -(2**64)},
+        {"s": MappingProxyType({"b": 1, "a": 2})},
+    ],
+)
+def test_canonical_json_of_what_msgspec_writes_otherwise_is_json_text(body: Any) -> None:
+    try:
+        expected = json.dumps(body, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    except TypeError:  # neither writes a mapping proxy
+        with pytest.raises(TypeError):
+            canonical_json(body)
+        return
+    assert canonical_json(body) == expected.encode()
+
+
+def test_utf8_length_is_the_length_of_the_encoded_text() -> None:
+    for text in ["", "abc", "héllo", "€𝄞", "\x7f"]:
+        assert utf8_length(text) == len(text.encode())
 
 
 def test_fingerprint_is_the_digest_stored_rows_hold() -> None:
@@ -184,7 +220,8 @@ def test_the_store_keeps_the_measured_text_of_a_kept_body(body: dict[str, Any]) 
     body: intake encodes no body again. A body not kept carries none."""
     request = _request("k", "gpt-4o-mini", Endpoint.CHAT_COMPLETIONS, body)
     kept = pickle.loads(pickle.dumps(measure(request, CATALOG, COUNTER)))
-    assert kept.measured is not None and kept.measured.body_json == canonical_json(body)
+    assert kept.measured is not None
+    assert kept.measured.body_json == canonical_json(body).decode()
     assert store_body_json(kept) == kept.measured.body_json
     assert json.loads(store_body_json(kept)) == body
     assert len(store_body_json(kept).encode()) == kept.measured.body_bytes
