@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -104,12 +105,14 @@ def plan(config: ConfigOption, as_json: JsonOption = False) -> None:
 
     with _exit_codes():
         cfg = load_runtime_config(config)
+        kept: list[object] = []  # freed by the end of the process, not before
         with _progress(enabled=not as_json) as advance:
-            report = build_plan_report(cfg, now=_now(), on_request=advance)
+            report = build_plan_report(cfg, now=_now(), on_request=advance, keep=kept)
     if as_json:
         _print_json(report.to_json())
     else:
         render_plan(out, report)
+    _end_one_shot()
 
 
 def _on_a_terminal() -> bool:
@@ -290,10 +293,31 @@ def tune_gc() -> None:
     gc.set_threshold(GC_YOUNG_OBJECTS, 20, 20)
 
 
+_ends_at_once = False  # set by ``main``: a one-shot command may end the process when done
+
+
+def _end_one_shot() -> None:
+    """End the process of a one-shot command that has written everything it had to, without
+    the interpreter's teardown, which only frees memory the system takes back anyway (the
+    tokenizer's tables alone took 0.09 s to free). Only under ``main``: a command invoked
+    in-process (the tests' runner) returns as usual."""
+    if not _ends_at_once:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(0)
+
+
 def main() -> None:
+    global _ends_at_once
     tune_gc()
     heap.give_back_big_blocks()
-    app()
+    _ends_at_once = True
+    try:
+        app()
+    finally:  # app returned or raised: this process goes on (a test calling main, say)
+        _ends_at_once = False
 
 
 @app.command()

@@ -16,13 +16,16 @@ from planner.core.catalog import Catalog
 from planner.core.retirement import CatalogWarning, retirement_warnings
 
 _DATA_FILE = "data/prices.yaml"
+# libyaml's parser where PyYAML was built with it: the same safe constructors, and 0.07 s less
+# of every command's start-up (the pure-Python parser took that long over the shipped file)
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @functools.cache
 def shipped_catalog() -> Catalog:
     """The catalog that ships with planner (before the operator's ``models:`` overrides)."""
     text = resources.files("planner").joinpath(_DATA_FILE).read_text(encoding="utf-8")
-    document = yaml.safe_load(text)
+    document = yaml.load(text, Loader=_LOADER)
     if not isinstance(document, dict) or "models" not in document:
         raise ValueError(f"planner/{_DATA_FILE}: expected a top-level `models:` mapping")
     return Catalog.from_mapping(document["models"])

@@ -631,11 +631,19 @@ def build_metrics(
 
 
 def build_plan_report(
-    cfg: PlannerConfig, *, now: datetime, on_request: Callable[[int], None] | None = None
+    cfg: PlannerConfig,
+    *,
+    now: datetime,
+    on_request: Callable[[int], None] | None = None,
+    keep: list[object] | None = None,
 ) -> PlanReport:
-    """``planner plan``: scan every source read-only, assess, pack and sum up."""
+    """``planner plan``: scan every source read-only, assess, pack and sum up. ``keep``: the
+    token counter is added to it, for a caller that ends the process without freeing it
+    (its encodings took 0.09 s to free, 5% of a plan of 20,000 requests)."""
     catalog = catalog_for(cfg)
     planner = build_planner(cfg, catalog)
+    if keep is not None:
+        keep.append(planner.counter)
     sources = build_sources(cfg, catalog)
     lines: Iterator[ParsedLine] = chain.from_iterable(s.scan(now) for s in sources)
     planner, book = dry_run_planner(cfg, planner, now)  # as the store has it, read only

@@ -375,10 +375,10 @@ def _drop_lines(path: Path, rows: list[dict[str, Any]], age: int) -> None:
 
 PLAN_AND_IMPORTS = """
 import json, sys
-from planner.cli import main
+from planner.cli import app  # not main: it would end the process once the plan is printed
 sys.argv = ["planner", "plan", "--json", "-c", sys.argv[1]]
 try:
-    main()
+    app()
     code = 0
 except SystemExit as exc:
     code = exc.code or 0
