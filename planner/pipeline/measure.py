@@ -31,6 +31,7 @@ from planner.core.estimate import (
     encoding_of,
     given_max_output,
 )
+from planner.core.json_values import every_scalar
 from planner.core.model import BODY_NOT_LOADED, Endpoint, Measured, ProviderKind, Request
 from planner.providers import gemini_wire, openai_wire
 
@@ -39,7 +40,7 @@ DIGEST_BYTES = 16
 _CANONICAL = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 _COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 _SORTED = msgspec.json.Encoder(order="sorted")  # compact, keys sorted, UTF-8 as it is
-_PLAIN_LEAVES = frozenset({str, int, bool, type(None)})
+_PLAIN_LEAVES = frozenset({int, bool, type(None)})
 # floats msgspec writes as Python's ``repr`` does (the shortest text, positional); outside,
 # Python writes ``1e+16`` and ``2.5e-05`` where msgspec writes ``1e16`` and ``0.000025``
 _REPR_LOW, _REPR_HIGH = 1e-4, 1e16
@@ -55,7 +56,7 @@ def canonical_json(body: Mapping[str, Any]) -> bytes:
     same way, which ``_msgspec_writes_as_json`` tells from a walk of the value; any other
     (a float such as ``1e16``, a key that is not a string, a type JSON does not have) is
     encoded by ``json``. A lone surrogate raises ``UnicodeEncodeError`` either way."""
-    if type(body) is dict and _msgspec_writes_as_json(body):
+    if _msgspec_writes_as_json(body):
         try:
             return _SORTED.encode(body)
         except (TypeError, ValueError, OverflowError):  # a key that is not a string, say
@@ -66,23 +67,14 @@ def canonical_json(body: Mapping[str, Any]) -> bytes:
 def _msgspec_writes_as_json(value: object) -> bool:
     """Whether ``value`` holds only dicts, lists, strings, integers, booleans, ``None`` and
     floats that both encoders write alike (see ``_REPR_LOW``)."""
-    stack: list[Any] = [value]
-    pop, extend, leaves = stack.pop, stack.extend, _PLAIN_LEAVES
-    while stack:
-        item = pop()
-        kind = type(item)
-        if kind in leaves:
-            continue
-        if kind is dict:
-            extend(item.values())
-        elif kind is list:
-            extend(item)
-        elif kind is float:
-            if item and not _REPR_LOW <= abs(item) < _REPR_HIGH:
-                return False  # zero, and every finite float in range, is written alike
-        else:
-            return False
-    return True
+    return type(value) is dict and every_scalar(value, _written_alike)
+
+
+def _written_alike(leaf: Any) -> bool:
+    kind = type(leaf)
+    if kind is float:  # zero, and every finite float in range, is written alike
+        return not leaf or _REPR_LOW <= abs(leaf) < _REPR_HIGH
+    return kind in _PLAIN_LEAVES
 
 
 def utf8_length(text: str) -> int:

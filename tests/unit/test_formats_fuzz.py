@@ -233,13 +233,18 @@ def test_numbers_written_out_of_range_are_never_plain(number: str, spaces: str) 
         ('{"a": "no escape at all"}', True),
         ('{"a": "quote \\" and newline \\n"}', True),
         ('{"a": "an escaped backslash, then a u: \\\\u"}', True),
+        ('{"\\u00e9": 1}', True),  # an escape of a character the walk takes
+        ('{"a": "\\ud83d\\ude00"}', True),  # a surrogate pair: one character
         ('{"a": "\\ud800"}', False),
         ('{"a": "\\\\\\ud800"}', False),  # an escaped backslash, then a real \u escape
         ('{"a": "\\n\\u0000"}', False),
-        ('{"\\u00e9": 1}', False),
+        ('{"\\u0000": 1}', False),
+        ("[" * 64 + "]" * 64, False),
     ],
 )
-def test_only_a_real_u_escape_makes_a_text_not_plain(text: str, plain: bool) -> None:
+def test_only_a_nul_an_unpaired_surrogate_or_nesting_makes_a_text_not_plain(
+    text: str, plain: bool
+) -> None:
     value, found = decode_json_plain(text)
     assert value == json.loads(text)
     assert found is plain
@@ -301,3 +306,19 @@ def test_msgspec_and_json_take_the_same_texts_to_the_same_values(text: str) -> N
 def test_an_integer_beyond_64_bits_is_refused_as_json_refuses_it(text: str) -> None:
     value, plain = decode_json_plain(text)
     assert repr(value) == repr(decode_json(text)) and not plain
+
+
+ESCAPES = ["\\ud800", "\\udbff", "\\udc00", "\\udfff", "\\ud83d", "\\ude00", "\\u0041", "a", "\\\\"]
+
+
+@settings(max_examples=2000, deadline=None)
+@given(pieces=st.lists(st.sampled_from(ESCAPES), min_size=1, max_size=5), as_key=st.booleans())
+def test_no_unpaired_surrogate_escape_passes_as_plain(pieces: list[str], as_key: bool) -> None:
+    """msgspec refuses unpaired surrogate escapes, which is why its texts need no look for
+    them: anything that decodes as plain holds nothing ``check_value`` refuses."""
+    escaped = "".join(pieces)
+    text = f'{{"{escaped}": 1}}' if as_key else f'{{"a": "{escaped}"}}'
+    value, plain = decode_json_plain(text)
+    assert repr(value) == repr(decode_json(text))
+    if plain:
+        check_value(value)

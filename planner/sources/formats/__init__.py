@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 
 import msgspec
 
+from planner.core.json_values import every_scalar
 from planner.core.model import Request
 from planner.sources.formats import gemini, openai, simple
 from planner.sources.formats.common import (
@@ -155,36 +156,33 @@ def decode_json_plain(text: str) -> tuple[object, bool]:
     ``check_value`` refuses (``json_text_is_plain``, and every number in range as decoded).
     False only means: walk the value to be sure.
 
-    msgspec decodes a line in a third of the time ``json`` takes (4.9 us against 11 us for a
-    chat line of 1.7 kB, the largest part of judging it) and to the same value wherever both
-    accept the text, and they accept the same texts (a fuzz test holds both). Every text it
-    refuses, and every value with an integer beyond 64 bits, is decoded again by ``json``,
-    so an error is worded, and a number refused, exactly as before."""
+    msgspec decodes a line in about half the time ``json`` takes with its number checks (5.6 us
+    against 11 us for a chat line of 1.7 kB, the largest part of judging it), to the same value
+    wherever both accept the text, and they accept the same texts (a fuzz test holds both).
+    Every text it refuses, and every value with an integer beyond 64 bits, is decoded again by
+    ``json``, so an error is worded, and a number refused, exactly as before.
+
+    What msgspec decodes is plain with less looking than ``json_text_is_plain`` does: it
+    refuses an unpaired surrogate escape and a number beyond a float's range (fuzzed), so of
+    what ``check_value`` refuses only a NUL (written ``\\u0000``: a raw one is not valid JSON) and
+    nesting are left to rule out from the text, at C speed (0.4 us against 2.2 us)."""
     try:
         value = _MSGSPEC.decode(text)
     except (msgspec.MsgspecError, RecursionError):  # invalid, 1e400, nested too deep
         return _decode_json_plain(text)
     if not _integers_in_range(value):
         return _decode_json_plain(text)
-    return value, json_text_is_plain(text)
+    shallow = text.count("{") + text.count("[") < MAX_DEPTH
+    return value, shallow and "\\u0000" not in text
 
 
 def _integers_in_range(value: object) -> bool:
     """Whether every integer in ``value`` is one ``check_value`` takes (within 64 bits)."""
-    stack: list[Any] = [value]
-    pop, extend, low, high = stack.pop, stack.extend, -MAX_INT, MAX_INT
-    while stack:
-        item = pop()
-        kind = type(item)
-        if kind is str:
-            continue
-        if kind is dict:
-            extend(item.values())
-        elif kind is list:
-            extend(item)
-        elif kind is int and not low <= item <= high:
-            return False
-    return True
+    return every_scalar(value, _in_range)
+
+
+def _in_range(leaf: Any) -> bool:
+    return type(leaf) is not int or -MAX_INT <= leaf <= MAX_INT
 
 
 def _decode_json_plain(text: str) -> tuple[object, bool]:
