@@ -12,7 +12,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from planner.sandbox import usage
+from planner.sandbox import usage, wire_json
 from planner.sandbox.kernel import Job, LineOutcome, SandboxState, StoredFile, bare_model
 
 TYPE_PREFIX = "type.googleapis.com/google.ai.generativelanguage.v1main."
@@ -301,13 +301,13 @@ def settle_hook(state: SandboxState, job: Job) -> list[tuple[str, dict[str, Any]
     lines: list[str] = []
     for outcome in job.executed:
         if outcome.fault == "error":
-            lines.append(json.dumps({"key": outcome.key, "error": _line_error(outcome)}))
+            lines.append(wire_json.dumps({"key": outcome.key, "error": _line_error(outcome)}))
             continue
         response, bill = _answer(job, outcome)
         billed.append((outcome.key, bill))
         if outcome.fault == "missing":
             continue
-        line = json.dumps({"key": outcome.key, "response": response})
+        line = wire_json.dumps({"key": outcome.key, "response": response})
         if outcome.fault == "malformed":
             line = line[: max(1, len(line) // 2)]
         lines.append(line)

@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from planner.sandbox import gemini_render as render
-from planner.sandbox import usage
+from planner.sandbox import usage, wire_json
 from planner.sandbox.faults import HttpFault, dropped_response
 from planner.sandbox.kernel import (
     Job,
@@ -521,7 +521,7 @@ class GeminiSurface:
                 continue
             where = f"files/{file_id} line {number}"
             try:
-                item = json.loads(raw)
+                item = wire_json.loads(raw)
             except ValueError as exc:
                 raise GeminiError(400, f"{where}: invalid JSON ({exc}).") from None
             if not isinstance(item, dict):

@@ -8,11 +8,10 @@ specs/openai-batch-api.md §6.4. This module only decides; the caller builds the
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from planner.sandbox import usage
+from planner.sandbox import usage, wire_json
 from planner.sandbox.kernel import JobLine
 from planner.sandbox.openai_common import OpenAISettings
 
@@ -71,7 +70,7 @@ def _parse_line(
     parsed: ParsedInput, number: int, raw: bytes, endpoint: str, seen: set[str]
 ) -> None:
     try:
-        item = json.loads(raw)
+        item = wire_json.loads(raw)
     except ValueError:
         item = None
     if not isinstance(item, dict):

@@ -16,9 +16,9 @@ job, when it is first seen terminal. Line shapes follow specs/openai-batch-api.m
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any
 
+from planner.sandbox import wire_json
 from planner.sandbox.kernel import Job, LineOutcome, SandboxState
 from planner.sandbox.openai_answers import answer, check_request
 from planner.sandbox.openai_common import (
@@ -97,7 +97,7 @@ class _Results:
         if refusal is not None:
             self.failed += 1
             line = _response_line(job, outcome.key, refusal.status, refusal.openai_body())
-            self.errors.append(json.dumps(line))
+            self.errors.append(wire_json.dumps(line))
             return
         body, bill = answer(
             job.kind, outcome.request, self.settled_at, prompt=outcome.prompt_tokens
@@ -108,7 +108,7 @@ class _Results:
             self.usage[name] += bill.get(name, 0)
         if outcome.fault == "missing":
             return
-        text = json.dumps(_response_line(job, outcome.key, 200, body))
+        text = wire_json.dumps(_response_line(job, outcome.key, 200, body))
         if outcome.fault == "malformed":
             text = text[: max(1, len(text) // 2)]
         self.output.append(text)
@@ -121,7 +121,7 @@ class _Results:
             "response": None,
             "error": {"code": code, "message": message},
         }
-        self.errors.append(json.dumps(line))
+        self.errors.append(wire_json.dumps(line))
 
 
 def settle_hook(state: SandboxState, job: Job) -> list[tuple[str, dict[str, Any]]]:
