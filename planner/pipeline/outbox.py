@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from planner.core import json_text
 from planner.core.retry import DEFAULT_POLICY, Retry, RetryPolicy, decide
 from planner.errors import ProviderError
 from planner.pipeline.context import StageContext
@@ -53,7 +54,7 @@ def outbox_entries(
     entries = []
     for event, records in (("result", results), ("dead", dead)):
         for record in records:
-            body = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+            body = json_text.dumps(record)
             entries.append(store_outbox.Entry(sink, record_key(sink, event, record), event, body))
     return entries
 
@@ -85,7 +86,7 @@ def run_outbox_stage(
             untried.append(row.id)
             continue
         sink = sinks[row.sink]
-        record = json.loads(row.body_json)
+        record = json_text.loads(row.body_json)
         try:
             if row.event == "dead":
                 sink.deliver(row.key, [], [record])

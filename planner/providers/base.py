@@ -29,6 +29,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import IO, Any, Literal, Protocol, runtime_checkable
 
+from planner.core import json_text
 from planner.core.model import Endpoint, Request, Usage
 from planner.core.orphans import OurFile
 from planner.core.states import BatchState
@@ -302,7 +303,7 @@ def json_lines(
             continue
         text = raw.decode("utf-8", errors="replace")
         try:
-            item = json.loads(text)
+            item = json_text.loads(text)
         except ValueError:
             match = key_re.search(text)
             key = json.loads(f'"{match.group(1)}"') if match else None

@@ -28,7 +28,6 @@ Every call has an explicit timeout (the SDK's default is none at all).
 from __future__ import annotations
 
 import io
-import json
 import logging
 import tempfile
 import warnings
@@ -43,6 +42,7 @@ from google.genai.types import HttpOptionsDict
 from pydantic import SecretStr
 
 from planner import crashpoints
+from planner.core import json_text
 from planner.core.model import Endpoint
 from planner.core.orphans import OurFile
 from planner.core.states import FINISHED_BATCH_STATES
@@ -191,7 +191,7 @@ class _RawRest:
         if not response.body:
             return {}
         try:
-            parsed = json.loads(response.body)
+            parsed = json_text.loads(response.body)  # inline results: every embedding
         except ValueError as exc:
             raise Transient(f"gemini {operation}: response is not JSON") from exc
         if not isinstance(parsed, dict):

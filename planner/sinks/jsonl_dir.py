@@ -10,11 +10,11 @@ content instead of appending duplicates.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from planner.core import json_text
 from planner.errors import SinkError
 from planner.sinks.base import Record
 
@@ -25,7 +25,7 @@ def _write_atomically(target: Path, records: Sequence[Record]) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         with partial.open("w", encoding="utf-8") as f:
             for record in records:
-                f.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
+                f.write(json_text.dumps(record) + "\n")
             f.flush()
             os.fsync(f.fileno())
         partial.replace(target)

@@ -16,7 +16,6 @@ second copy.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -24,6 +23,7 @@ from sqlalchemy import Column, Engine, MetaData, String, Table, Text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from planner.core import json_text
 from planner.sinks.base import Record
 
 FIELDS = ("response", "status", "error", "cost_usd", "completed_at", "record")
@@ -33,10 +33,10 @@ def _field(record: Record, status: str, name: str) -> Any:
     if name == "status":
         return status
     if name == "record":
-        return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+        return json_text.dumps(record)
     if name == "response":
         value = record.get("response")
-        return None if value is None else json.dumps(value, ensure_ascii=False)
+        return None if value is None else json_text.dumps(value)
     if name == "error":
         error = record.get("error")
         return None if error is None else f"{error.get('code')}: {error.get('message') or ''}"

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from planner.core import json_text
 from planner.core.retry import RetryPolicy
 from planner.errors import Permanent, RateLimited, Transient
 from planner.sinks.base import Record
@@ -41,7 +41,7 @@ if TYPE_CHECKING:  # imported when a webhook sink is made: every command loads t
 
 def encode(record: Record) -> bytes:
     """The body of one POST: the record as compact UTF-8 JSON."""
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return json_text.dumps(record).encode("utf-8")
 
 
 def signature(secret: str, body: bytes) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
+from planner.core import json_text
 from planner.store._sql import CHUNK, chunks, rowcount, translated, translated_iter
 from planner.store.requests import dialect_insert
 from planner.store.tables import INTAKE_BATCH, INTAKE_FILE, INTAKE_LINE, INTAKE_RESULT, REQUEST
@@ -284,7 +285,7 @@ def line_outcomes(session: Session, batch: BatchInfo) -> Iterator[LineOutcome]:
         .order_by(INTAKE_LINE.c.line)
     )
     for row in session.execute(query.execution_options(yield_per=CHUNK)):
-        record = None if row.record_json is None else json.loads(row.record_json)
+        record = None if row.record_json is None else json_text.loads(row.record_json)
         yield LineOutcome(row[0], row[1], row[2], row[3], row[4], row[5], record)
 
 
@@ -298,7 +299,7 @@ def record_results(
             "source": source,
             "key": key,
             "ok": ok,
-            "record_json": json.dumps(record, separators=(",", ":"), ensure_ascii=False),
+            "record_json": json_text.dumps(record),
             "recorded_at": now,
         }
         for source, key, ok, record in records

@@ -20,7 +20,6 @@ stored like any source's requests (``store/requests.py``), under the intake's so
 
 from __future__ import annotations
 
-import json
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -29,6 +28,7 @@ from typing import Protocol
 
 from sqlalchemy.orm import Session
 
+from planner.core import json_text
 from planner.core.catalog import ModelEntry
 from planner.core.model import ProviderKind, Request
 from planner.core.states import RequestState
@@ -378,9 +378,7 @@ class IntakeService:
         errors: list[bytes] = []
         for outcome in store_intake.line_outcomes(session, batch):
             ok, line = result_line(batch.id, outcome)
-            (output if ok else errors).append(
-                json.dumps(line, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
-            )
+            (output if ok else errors).append(json_text.dumps(line).encode() + b"\n")
         output_id = f"file-{secrets.token_hex(12)}" if output else None
         error_id = f"file-{secrets.token_hex(12)}" if errors else None
         cancelled = batch.status == "cancelling"
