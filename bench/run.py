@@ -54,6 +54,7 @@ FOCUSED = {
     "litellm": "bench.litellm_peer",
     "pg-ingest": "bench.pg_ingest",
     "idle": "bench.idle",
+    "scrape": "bench.scrape",
 }
 
 CONFIG = """

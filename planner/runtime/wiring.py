@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import partial
 from itertools import chain
@@ -570,28 +570,32 @@ def ledger_groups(cfg: PlannerConfig, catalog: Catalog) -> list[Group]:
 
 def store_reader(ctx: Callable[[], StageContext]) -> Callable[[], StoreReading]:
     """What the metrics read from the store at scrape time (the context of the moment). The
-    ledger's sums are recomputed only when a row was added since the last scrape (its
-    fingerprint changed): a quiet ledger costs one indexed query, not a scan."""
+    counts by state, the oldest batches and the ledger's sums are read again only when the
+    store's generation moved since the last scrape (``store/generation.py``: any committed
+    change to requests, batches or the ledger, by any process): an idle store costs one row
+    read and the budgets (which move with the clock), not a scan of every request."""
     from planner.metrics import StoreReading
     from planner.pipeline.decisions import budget_gauges
     from planner.store import batches as store_batches
+    from planner.store import generation
     from planner.store import ledger as store_ledger
     from planner.store import requests as store_requests
 
-    last: dict[str, Any] = {}
+    last: list[tuple[int | None, StoreReading]] = []  # the generation and what was read then
 
     def read() -> StoreReading:
         with ctx().session_factory() as session:
-            seen = store_ledger.fingerprint(session)
-            if last.get("fingerprint") != seen:
-                last.update(spend=store_ledger.spend(session), fingerprint=seen)
-            return StoreReading(
-                requests=store_requests.counts_by_state(session),
-                batches=store_batches.counts_by_state(session),
-                oldest=store_batches.oldest_times(session),
-                spend=last["spend"],
-                budgets=budget_gauges(session, ctx().planner, clock.utc_now()),
-            )
+            seen = generation.current(session)  # first: a change after it is read next time
+            if seen is None or not last or last[0][0] != seen:
+                reading = StoreReading(
+                    requests=store_requests.counts_by_state(session),
+                    batches=store_batches.counts_by_state(session),
+                    oldest=store_batches.oldest_times(session),
+                    spend=store_ledger.spend(session),
+                )
+                last[:] = [(seen, reading)]
+            budgets = budget_gauges(session, ctx().planner, clock.utc_now())
+            return replace(last[0][1], budgets=budgets)
 
     return read
 

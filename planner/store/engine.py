@@ -10,6 +10,9 @@ SQLite is set up for durability and for writers that never deadlock on an upgrad
   Read-only work that must not queue behind writers can use :func:`deferred` on the engine.
 - ``foreign_keys=ON`` and a ``busy_timeout``.
 
+On both, a transaction that changes requests, batches or the ledger moves the store's
+generation as it commits (``store/generation.py``).
+
 PostgreSQL goes through psycopg 3 (``postgresql://`` URLs are read as ``postgresql+psycopg://``).
 Migrations run programmatically (no alembic.ini), from the scripts shipped inside the package.
 """
@@ -26,6 +29,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from planner.errors import StoreError
+from planner.store import generation
 
 if TYPE_CHECKING:  # Alembic (and Mako, Pygments) load only when migrating: `plan` never does
     from alembic.config import Config
@@ -117,9 +121,11 @@ def make_engine(url: str | URL, **engine_kwargs: Any) -> Engine:
         engine = create_engine(parsed, **engine_kwargs)
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
-        return engine
-    engine_kwargs.setdefault("pool_pre_ping", True)
-    return create_engine(parsed, **engine_kwargs)
+    else:
+        engine_kwargs.setdefault("pool_pre_ping", True)
+        engine = create_engine(parsed, **engine_kwargs)
+    generation.watch(engine)  # every writer moves the generation the metrics look at
+    return engine
 
 
 def deferred(engine: Engine) -> Engine:

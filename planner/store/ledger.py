@@ -17,7 +17,7 @@ from itertools import chain
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from planner.core.model import Lane, Usage
@@ -168,14 +168,6 @@ def _record_chunk(session: Session, chunk: Sequence[Billed], now: datetime) -> i
     usage_rows = [(*_USAGE_OF(entries[i]), i) for i in new_ids]  # same types: bound already
     update_many(session, REQUEST, tuple(_USAGE), usage_rows, already_bound=True)
     return len(new_ids)
-
-
-@translated
-def fingerprint(session: Session) -> tuple[int, int | None]:
-    """(rows, highest id): changes whenever a row is added, and rows are only ever added, so
-    equal fingerprints mean equal sums (the metrics reuse their last :func:`spend`)."""
-    rows, highest = session.execute(select(func.count(), func.max(LEDGER.c.id))).one()
-    return int(rows), None if highest is None else int(highest)
 
 
 @translated

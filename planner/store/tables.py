@@ -312,6 +312,16 @@ class StageRunRow(StoreModel, table=True):
     last_error: str | None = Field(default=None, sa_column=Column(Text))
 
 
+class StoreGenerationRow(StoreModel, table=True):
+    """One row whose number moves with every committed change to requests, batches or the
+    ledger (``store/generation.py``): the metrics reread the store only when it moved."""
+
+    __tablename__ = "store_generation"
+
+    id: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    generation: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
 class EnqueuedLimitRow(StoreModel, table=True):
     """The enqueued-token limit learned for one (provider, model) queue (``core/enqueued.py``)."""
 
@@ -477,6 +487,7 @@ BATCH: Table = METADATA.tables["batch"]
 EVENT: Table = METADATA.tables["event"]
 LEDGER: Table = METADATA.tables["ledger"]
 STAGE_RUN: Table = METADATA.tables["stage_run"]
+STORE_GENERATION: Table = METADATA.tables["store_generation"]
 ENQUEUED_LIMIT: Table = METADATA.tables["enqueued_limit"]
 SEND: Table = METADATA.tables["send"]
 UNIT_CLAIM: Table = METADATA.tables["unit_claim"]

@@ -36,7 +36,7 @@ from planner.core.states import (
     TERMINAL_REQUEST_STATES as TERMINAL,
 )
 from planner.errors import StoreError
-from planner.store import batches, claims, events, ledger, requests, stages
+from planner.store import batches, claims, events, generation, ledger, requests, stages
 from planner.store.engine import (
     check_url,
     default_sqlite_url,
@@ -646,7 +646,7 @@ def test_a_time_bound_again_binds_as_a_fresh_one(factory: sessionmaker[Session])
 def test_the_ledger_bills_an_attempt_once(factory: sessionmaker[Session]) -> None:
     ids = ingest(factory, ["a", "b", "c"])
     with factory() as s:
-        assert ledger.fingerprint(s) == (0, None)
+        before = generation.current(s)
     with factory() as s, s.begin():
         requests.transition_requests(s, ids, RequestState.INTERACTIVE, NOW, lane="interactive")
         items = [
@@ -656,12 +656,13 @@ def test_the_ledger_bills_an_attempt_once(factory: sessionmaker[Session]) -> Non
         ]
         assert ledger.record_results(s, items, NOW) == 3
     with factory() as s:
-        billed = ledger.fingerprint(s)
-    assert billed[0] == 3
+        billed = generation.current(s)
+        sums = ledger.spend(s)
+    assert before is not None and billed is not None and billed > before  # the metrics reread
     with factory() as s, s.begin():
         assert ledger.record_results(s, items, NOW) == 0  # a re-collect after a crash
     with factory() as s:
-        assert ledger.fingerprint(s) == billed  # nothing added: the metrics keep their sums
+        assert ledger.spend(s) == sums  # billed once
     with factory() as s, s.begin():
         requests.transition_requests(s, ids[:1], RequestState.SUCCEEDED, NOW)
     with factory() as s:
@@ -681,6 +682,39 @@ def test_the_ledger_bills_an_attempt_once(factory: sessionmaker[Session]) -> Non
     assert group.overspend_usd == 0
     assert group.unpriced == 1
     assert first.state is RequestState.SUCCEEDED
+
+
+def test_the_generation_moves_with_committed_changes_and_nothing_else(
+    factory: sessionmaker[Session],
+) -> None:
+    """What the metrics' cache hangs on (``store/generation.py``): every committed change to
+    requests, batches or the ledger moves it; reads, bookkeeping, a change of no row and a
+    rolled-back change do not."""
+
+    def now_at() -> int:
+        with factory() as s:
+            found = generation.current(s)
+        assert found is not None
+        return found
+
+    start = now_at()
+    ids = ingest(factory, [f"gen{next(_KEYS)}", f"gen{next(_KEYS)}"])
+    ingested = now_at()
+    assert ingested > start
+    with factory() as s, s.begin():
+        requests.counts_by_state(s)
+        ledger.spend(s)
+        stages.record_success(s, "intake", NOW)
+        assert requests.transition_requests(s, [10**9], RequestState.HELD, NOW) == 0
+    assert now_at() == ingested
+    with pytest.raises(RuntimeError), factory() as s, s.begin():
+        requests.transition_requests(s, ids, RequestState.HELD, NOW)
+        raise RuntimeError("rolled back")
+    assert now_at() == ingested
+    with factory() as s, s.begin():  # two changes, one commit: one step
+        requests.transition_requests(s, ids[:1], RequestState.HELD, NOW)
+        requests.transition_requests(s, ids[1:], RequestState.HELD, NOW)
+    assert now_at() == ingested + 1
 
 
 def test_billing_an_unknown_request_fails(factory: sessionmaker[Session]) -> None:
