@@ -49,7 +49,7 @@ from planner.errors import StoreError
 
 MONEY_SCALE = 15
 MONEY_PRECISION = 28
-_MONEY_QUANTUM = Decimal(1).scaleb(-MONEY_SCALE)
+MONEY_QUANTUM = Decimal(1).scaleb(-MONEY_SCALE)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -77,7 +77,7 @@ class Money(TypeDecorator[Decimal]):
         if not isinstance(value, Decimal):
             raise StoreError(f"money must be a Decimal, got {type(value).__name__}")
         try:
-            exact = value.quantize(_MONEY_QUANTUM)
+            exact = value.quantize(MONEY_QUANTUM)
         except InvalidOperation as exc:
             raise StoreError(f"money {value} does not fit NUMERIC(28, 15)") from exc
         if exact != value:
@@ -89,7 +89,7 @@ class Money(TypeDecorator[Decimal]):
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
         if value is None:
             return None
-        return Decimal(str(value)).quantize(_MONEY_QUANTUM)
+        return Decimal(str(value)).quantize(MONEY_QUANTUM)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
