@@ -41,6 +41,18 @@ def budgeted(
     return final
 
 
+def window_starts(
+    rules: Mapping[BudgetKey, BudgetRules], now: datetime
+) -> dict[tuple[BudgetKey, Period], datetime]:
+    """When each configured budget's current window began at ``now``: a book opened at two
+    moments with the same starts, on an unchanged store, is the same book."""
+    return {
+        (key, period): window_start(period, now, rule.tz)
+        for key, rule in rules.items()
+        for period in rule.limits()
+    }
+
+
 def open_book(
     session: Session,
     rules: Mapping[BudgetKey, BudgetRules],
@@ -53,11 +65,7 @@ def open_book(
         return None
     from planner.store import budgets as store_budgets
 
-    starts = {
-        (key, period): window_start(period, now, rule.tz)
-        for key, rule in rules.items()
-        for period in rule.limits()
-    }
+    starts = window_starts(rules, now)
     by_start = {
         start: store_budgets.spent_by_source(session, start) for start in set(starts.values())
     }

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from itertools import chain
@@ -47,7 +47,6 @@ from planner.pipeline.read_pool import ReadPool, WorkerSetup, no_body, worker_co
 from planner.pipeline.repeats import Repeats, SeenContents
 from planner.providers import compat_wire, create_provider
 from planner.providers.base import BatchLine, BatchProvider
-from planner.runtime import clock
 from planner.runtime.checks import runtime_problems
 from planner.runtime.dry_run import dry_run_planner, stored_keys
 from planner.runtime.logging import register_secret
@@ -569,35 +568,11 @@ def ledger_groups(cfg: PlannerConfig, catalog: Catalog) -> list[Group]:
 
 
 def store_reader(ctx: Callable[[], StageContext]) -> Callable[[], StoreReading]:
-    """What the metrics read from the store at scrape time (the context of the moment). The
-    counts by state, the oldest batches and the ledger's sums are read again only when the
-    store's generation moved since the last scrape (``store/generation.py``: any committed
-    change to requests, batches or the ledger, by any process): an idle store costs one row
-    read and the budgets (which move with the clock), not a scan of every request."""
-    from planner.metrics import StoreReading
-    from planner.pipeline.decisions import budget_gauges
-    from planner.store import batches as store_batches
-    from planner.store import generation
-    from planner.store import ledger as store_ledger
-    from planner.store import requests as store_requests
+    """What the metrics read from the store at scrape time, from the context of the moment,
+    read again only when it can differ (``runtime/store_reading.py``)."""
+    from planner.runtime.store_reading import StoreReader
 
-    last: list[tuple[int | None, StoreReading]] = []  # the generation and what was read then
-
-    def read() -> StoreReading:
-        with ctx().session_factory() as session:
-            seen = generation.current(session)  # first: a change after it is read next time
-            if seen is None or not last or last[0][0] != seen:
-                reading = StoreReading(
-                    requests=store_requests.counts_by_state(session),
-                    batches=store_batches.counts_by_state(session),
-                    oldest=store_batches.oldest_times(session),
-                    spend=store_ledger.spend(session),
-                )
-                last[:] = [(seen, reading)]
-            budgets = budget_gauges(session, ctx().planner, clock.utc_now())
-            return replace(last[0][1], budgets=budgets)
-
-    return read
+    return StoreReader(ctx)
 
 
 def prime_metrics(metrics: Metrics, cfg: PlannerConfig, catalog: Catalog) -> None:

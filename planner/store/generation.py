@@ -3,7 +3,7 @@
 Why: the metrics read the store at every scrape (``metrics/collectors.py``): requests and
 batches counted by state, the oldest batches, the ledger summed. On a store of millions of rows
 that is a quarter of a second of CPU every 15 s while nothing happens. With the generation the
-reader (``runtime/wiring.store_reader``) reads one row per scrape and redoes the rest only after
+reader (``runtime/store_reading.py``) reads one row per scrape and redoes the rest only after
 a change, whoever made it: this process, a ``planner`` command, another replica.
 
 How: every engine planner makes (``engine.make_engine``) watches the statements it runs. A
@@ -19,8 +19,9 @@ never a stale figure.
 
 Reading it first, then the data, keeps the reader exact on PostgreSQL too, where each statement
 sees what was committed when it began: a change committed in between is in the data and moves
-the number past what was read, so the next scrape reads again. A store whose migrations have
-not made the table yet (or lost its row) has no generation: the reader then reads everything.
+the number past what was read, so the next scrape reads again. A store that lost the row has
+no generation: the reader then reads everything, every time. A transaction on a store not yet
+migrated this far (a migration's own) changes nothing here.
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ def watch(engine: Engine) -> None:
 
 @translated
 def current(session: Session) -> int | None:
-    """The generation now; ``None`` when the store has none (read everything then)."""
+    """The generation now; ``None`` when its row is gone (read everything then). The store is
+    migrated before it is read, so the table is there."""
     return session.execute(
         select(STORE_GENERATION.c.generation).where(STORE_GENERATION.c.id == 1)
     ).scalar_one_or_none()

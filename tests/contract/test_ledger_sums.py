@@ -26,13 +26,14 @@ from planner.store.tables import LEDGER
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 _SOURCES = itertools.count()  # each example bills under a source of its own in the shared store
 
-amounts = st.none() | st.decimals(
+money = st.decimals(
     min_value=Decimal("-0.5"),
     max_value=Decimal("9999999999.999999999999999"),
     places=15,
     allow_nan=False,
     allow_infinity=False,
 )
+amounts = st.none() | money
 rows = st.lists(
     st.tuples(
         st.sampled_from(["gpt-4o-mini", "text-embedding-3-small"]),
@@ -185,3 +186,70 @@ def test_money_text_in_another_form_is_read_as_the_column_reads_it(
     with factory() as s:
         summed = [g for g in ledger.spend(s) if g.source == source]
         assert as_text(summed) == as_text(decimal_loop(s, source, None))
+
+
+def _bill(s: Session, request_id: int, attempt: int, cost: str, row_id: int | None = None) -> None:
+    values = {
+        "request_id": request_id,
+        "attempt": attempt,
+        "source": "spool",
+        "provider": "openai",
+        "model": "gpt-4o-mini",
+        "lane": Lane.BATCH.value,
+        "input_tokens": 10 + attempt,
+        "cached_input_tokens": 0,
+        "output_tokens": 1,
+        "cost_usd": Decimal(cost),
+        "interactive_equiv_usd": Decimal(cost) * 2,
+        "recorded_at": NOW,
+    }
+    s.execute(insert(LEDGER).values(**values, **({} if row_id is None else {"id": row_id})))
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(steps=st.lists(st.lists(money, max_size=5), max_size=5))
+def test_running_sums_equal_a_fresh_sum_after_every_step(
+    factory: sessionmaker[Session], steps: list[list[Decimal]]
+) -> None:
+    """The metrics' sums, kept and added to as rows come, are the ledger's sums each time."""
+    source = f"sums{next(_SOURCES)}"
+    running = ledger.RunningSpend()
+    with factory() as s, s.begin():
+        requests.ingest(s, [_request(source, "k")], NOW)
+        stored = requests.get(s, source, "k")
+        assert stored is not None
+    attempt = 0
+    for step in steps:
+        with factory() as s, s.begin():
+            for cost in step:
+                _bill(s, stored.id, attempt, str(cost))
+                attempt += 1
+        with factory() as s:
+            assert as_text(running.read(s)) == as_text(ledger.spend(s))
+
+
+def test_a_row_committed_under_a_lower_id_is_not_missed(factory: sessionmaker[Session]) -> None:
+    """PostgreSQL hands ids out before commits land: a row can appear below the highest id
+    already read. The count gives it away and every row is read again."""
+    running = ledger.RunningSpend()
+    with factory() as s, s.begin():
+        requests.ingest(s, [_request("spool", "k")], NOW)
+        stored = requests.get(s, "spool", "k")
+        assert stored is not None
+    writes = [
+        [(0, "0.000001000000000", None), (1, "0.000002000000000", None)],
+        [(2, "0.000004000000000", 10**9)],  # far above the others
+        [(3, "0.000008000000000", 10**9 - 5)],  # late, under the highest id read
+        [(4, "0.000016000000000", None)],  # SQLite: above it; PostgreSQL: the sequence's next
+    ]
+    for rows in writes:
+        with factory() as s, s.begin():
+            for attempt, cost, row_id in rows:
+                _bill(s, stored.id, attempt, cost, row_id)
+        with factory() as s:
+            (group,) = running.read(s)
+            assert as_text([group]) == as_text(ledger.spend(s))
+    assert group.requests == 5
+    assert group.cost_usd == Decimal("0.000031000000000")

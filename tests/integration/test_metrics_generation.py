@@ -23,6 +23,8 @@ from planner.core.model import Endpoint, Request
 from planner.core.states import RequestState
 from planner.metrics import StoreReading
 from planner.pipeline.context import StageContext
+from planner.pipeline.decisions import budget_gauges
+from planner.runtime import clock
 from planner.runtime.runner import run_once
 from planner.runtime.wiring import build_context, store_reader
 from planner.store import batches, generation, ledger, requests
@@ -155,3 +157,84 @@ def _request(key: str) -> Request:
         metadata={},
         origin=f"test:{key}",
     )
+
+
+BUDGETED = CONFIG.replace(
+    'min_savings_usd: "0"}}',
+    'min_savings_usd: "0", budget: {{daily_usd: "5.00", monthly_usd: "100.00"}}}}',
+)
+
+
+def test_budget_gauges_are_read_again_when_a_window_rolls_over(
+    tmp_path: Path, sandbox_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The budgets' gauges move with the clock as well as the store: kept while both stand
+    still, read again when the day's window starts anew, and equal to a fresh read."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    _spool(spool, "a.jsonl", 5)
+    text = BUDGETED.format(state=tmp_path / "state", spool=spool, out=tmp_path / "out")
+    (tmp_path / "planner.yaml").write_text(text)
+    monkeypatch.setenv("GENERATION_STORE_URL", f"sqlite:///{tmp_path / 'planner.db'}")
+    ctx = build_context(load_config(tmp_path / "planner.yaml"), sandbox_url=sandbox_factory().url)
+    run_once(ctx)
+    engine = ctx.session_factory.kw["bind"]  # type: ignore[attr-defined]
+    reader = store_reader(lambda: ctx)
+    day = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+    monkeypatch.setattr(clock, "utc_now", lambda: day)
+
+    def sums() -> tuple[dict[str, Any], int]:
+        """The gauges a scrape exports, and how many times it summed a budget window."""
+        seen: list[str] = []
+
+        def note(_c: Any, _cur: Any, statement: str, *_a: Any) -> None:
+            if "ledger.recorded_at >=" in statement:
+                seen.append(statement)
+
+        event.listen(engine, "before_cursor_execute", note)
+        try:
+            budgets = dict(reader().budgets)
+        finally:
+            event.remove(engine, "before_cursor_execute", note)
+        return budgets, len(seen)
+
+    def fresh() -> dict[str, Any]:
+        with ctx.session_factory() as s:
+            return budget_gauges(s, ctx.planner, clock.utc_now())
+
+    first, summed = sums()
+    assert summed >= 1 and first == fresh()
+    assert first["budget_spent"]["policy:default/day"] > 0  # the run billed today
+    assert sums()[1] == 0  # same store, same windows
+    day += timedelta(days=1)
+    rolled, summed = sums()
+    assert summed >= 1 and rolled == fresh()
+    assert rolled["budget_spent"]["policy:default/day"] == 0  # a new day has spent nothing
+
+
+def test_a_reload_onto_another_store_reads_that_store(
+    tmp_path: Path, sandbox_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two stores can stand at the same generation: after a reload that points the daemon at
+    another store, the first scrape reads the new one whole."""
+    contexts = []
+    url = sandbox_factory().url
+    for name, count in (("one", 3), ("two", 7)):
+        root = tmp_path / name
+        spool = root / "spool"
+        spool.mkdir(parents=True)
+        _spool(spool, f"{name}.jsonl", count)
+        (root / "planner.yaml").write_text(
+            CONFIG.format(state=root / "state", spool=spool, out=root / "out")
+        )
+        monkeypatch.setenv("GENERATION_STORE_URL", f"sqlite:///{root / 'planner.db'}")
+        ctx = build_context(load_config(root / "planner.yaml"), sandbox_url=url)
+        run_once(ctx)
+        contexts.append(ctx)
+    current = [contexts[0]]
+    read = store_reader(lambda: current[0])
+    assert read().requests[RequestState.SUCCEEDED.value] == 3
+    current[0] = contexts[1]  # what a SIGHUP with another store URL does
+    moved = read()
+    _same(moved, _fresh(contexts[1]))
+    assert moved.requests[RequestState.SUCCEEDED.value] == 7
