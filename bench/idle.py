@@ -4,6 +4,7 @@ Usage::
 
     python -m bench idle               # 60 s measured after a 20 s warm-up
     python -m bench idle 300 --warmup 30 --scrape 0
+    python -m bench idle --store-rows 1000000   # a store of a million requests and bills
 
 It writes a configuration into a temporary folder (an empty spool, SQLite under the folder,
 metrics enabled on a free loopback port, every schedule at its default), starts ``planner run
@@ -86,6 +87,19 @@ def scrape(port: int) -> bool:
         return False
 
 
+def _fill_store(config: Path, rows: int) -> None:
+    """The daemon's store made large before it starts: ``rows`` finished requests and as many
+    ledger rows (``bench/scrape.py``), six days old, within the default retention."""
+    from bench.scrape import seed
+    from planner.config import load_config
+    from planner.runtime.wiring import build_context
+
+    started = time.monotonic()
+    ctx = build_context(load_config(config), sandbox_url="http://127.0.0.1:9")
+    seed(ctx.session_factory, rows)
+    print(f"store: {rows:,} requests and ledger rows (made in {time.monotonic() - started:.0f} s)")
+
+
 def measure(args: argparse.Namespace, folder: Path) -> dict[str, object]:
     port = free_port()
     for name in ("spool", "results"):
@@ -96,6 +110,8 @@ def measure(args: argparse.Namespace, folder: Path) -> dict[str, object]:
             state=folder / "state", spool=folder / "spool", results=folder / "results", port=port
         )
     )
+    if args.store_rows:
+        _fill_store(config, args.store_rows)
     log = (folder / "daemon.log").open("w+b")
     argv = [sys.executable, "-m", "planner", "run", "--sandbox", "-c", str(config)]
     daemon = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=folder)
@@ -176,6 +192,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--warmup", type=float, default=20.0, help="seconds before it (20)")
     ap.add_argument(
         "--scrape", type=float, default=15.0, help="scrape /metrics every S s (15; 0 = never)"
+    )
+    ap.add_argument(
+        "--store-rows",
+        type=int,
+        default=0,
+        help="start on a store of N finished requests and N ledger rows (0: empty)",
     )
     ap.add_argument("--json", action="store_true", help="print the figures as JSON too")
     return ap.parse_args(argv)

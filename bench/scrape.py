@@ -55,7 +55,7 @@ SEED = 1_000
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 
 
-def _seed(factory, count: int) -> None:  # type: ignore[no-untyped-def]
+def seed(factory, count: int) -> None:  # type: ignore[no-untyped-def]
     """``count`` requests and as many ledger rows: SEED made by the store, then copied."""
     made = [
         Request(
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
         config.write_text(CONFIG.format(state=root / "state", spool=root / "spool", out=root / "o"))
         ctx = build_context(load_config(config), sandbox_url="http://127.0.0.1:9")
         started = time.monotonic()
-        _seed(ctx.session_factory, args.rows)
+        seed(ctx.session_factory, args.rows)
         with ctx.session_factory() as s:
             counts = requests.counts_by_state(s)
             billed = sum(g.requests for g in ledger.spend(s))
