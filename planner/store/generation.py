@@ -97,7 +97,7 @@ def _before_commit(conn: Connection) -> None:
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.execute(_EXISTS[conn.dialect.name])
-        if cursor.fetchone() is not None:  # migrated past 0013 (or downgraded below it)
+        if cursor.fetchone() is not None:  # not before migration 0013, nor below it again
             cursor.execute(_BUMP)
     finally:
         cursor.close()
