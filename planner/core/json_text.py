@@ -28,10 +28,12 @@ from typing import Any
 
 import msgspec
 
+from planner.core.json_values import every_scalar
+
 _DECODER = msgspec.json.Decoder()
 _ENCODER = msgspec.json.Encoder()
 _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-_SCALARS = (str, int, bool, type(None))
+_SCALARS = (int, bool, type(None))  # and str, which the walk skips
 
 
 def loads(text: str | bytes) -> Any:
@@ -54,30 +56,25 @@ def dumps(value: Any) -> str:
 
 def _msgspec_writes_its_value(value: object) -> bool:
     """Whether ``value`` holds only dicts with string keys, lists, strings, integers, booleans,
-    ``None`` and finite floats. A list of numbers is summed in C instead of walked: a finite
-    sum means every item is a finite number (``NaN`` and infinities carry through a sum); a sum
-    that is not finite or not possible sends the list to the item-by-item walk."""
-    stack: list[Any] = [value]
-    pop, extend = stack.pop, stack.extend
-    while stack:
-        item = pop()
-        kind = type(item)
-        if kind in _SCALARS:
-            continue
-        if kind is float:
-            if not isfinite(item):
-                return False
-        elif kind is dict:
-            if not all(type(key) is str for key in item):  # msgspec writes 1e16 as "1e16"
-                return False
-            extend(item.values())
-        elif kind is list:
-            try:
-                if isfinite(sum(item, 0.0)):
-                    continue
-            except (TypeError, OverflowError):  # a string, a dict, an int past a float
-                pass
-            extend(item)
-        else:
-            return False
-    return True
+    ``None`` and finite floats."""
+    return every_scalar(value, _plain_leaf, container=_plain_container)
+
+
+def _plain_leaf(leaf: Any) -> bool:
+    kind = type(leaf)
+    if kind is float:
+        return isfinite(leaf)
+    return kind in _SCALARS
+
+
+def _plain_container(item: dict[Any, Any] | list[Any]) -> bool | None:
+    """A dict with a key that is not a string fails (msgspec writes ``1e16`` as ``"1e16"``).
+    A list of numbers is vouched for by its sum, in C instead of a walk: a finite sum means
+    every item is a finite number (``NaN`` and infinities carry through a sum); a sum that is
+    not finite or not possible (a string, a dict, an int past a float) walks the list."""
+    if type(item) is dict:
+        return None if all(type(key) is str for key in item) else False
+    try:
+        return True if isfinite(sum(item, 0.0)) else None
+    except (TypeError, OverflowError):
+        return None
