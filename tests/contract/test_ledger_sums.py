@@ -105,48 +105,18 @@ def test_integer_sums_equal_the_decimal_loop(
     window: int | None,
 ) -> None:
     source = f"sums{next(_SOURCES)}"
+    request_id = _one_request(factory, source)
     with factory() as s, s.begin():
-        requests.ingest(s, [_request(source, "k")], NOW)
-        stored = requests.get(s, source, "k")
-        assert stored is not None
         for attempt, (model, lane, tokens, cost, equiv, hours) in enumerate(billed):
-            s.execute(
-                insert(LEDGER).values(
-                    request_id=stored.id,
-                    attempt=attempt,
-                    source=source,
-                    provider="openai",
-                    model=model,
-                    lane=lane.value,
-                    input_tokens=tokens,
-                    cached_input_tokens=tokens // 3,
-                    output_tokens=tokens // 7,
-                    cost_usd=cost,
-                    interactive_equiv_usd=equiv,
-                    recorded_at=NOW + timedelta(hours=hours),
-                )
-            )
+            _bill(
+                s, request_id, attempt, cost, equiv,
+                source=source, model=model, lane=lane, tokens=tokens, hours=hours,
+            )  # fmt: skip
     since = None if window is None else NOW + timedelta(hours=window)
     with factory() as s:
         summed = [g for g in ledger.spend(s, since) if g.source == source]
         expected = decimal_loop(s, source, since)
     assert as_text(summed) == as_text(expected)
-
-
-def _request(source: str, key: str) -> Request:
-    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": key}]}
-    return Request(
-        source=source,
-        key=key,
-        model="gpt-4o-mini",
-        endpoint=Endpoint.CHAT_COMPLETIONS,
-        body=body,
-        received_at=NOW,
-        deadline=NOW + timedelta(hours=24),
-        max_output_tokens=100,
-        metadata={},
-        origin=f"test:{key}",
-    )
 
 
 def test_money_text_in_another_form_is_read_as_the_column_reads_it(
@@ -157,27 +127,10 @@ def test_money_text_in_another_form_is_read_as_the_column_reads_it(
     source = f"sums{next(_SOURCES)}"
     odd = ["0.00001", "1E-5", "-0.000000000000001", "12", "0.1234567890123456789", ".5"]
 
+    request_id = _one_request(factory, source)
     with factory() as s, s.begin():
-        requests.ingest(s, [_request(source, "k")], NOW)
-        stored = requests.get(s, source, "k")
-        assert stored is not None
         for attempt, written in enumerate(odd):
-            s.execute(
-                insert(LEDGER).values(
-                    request_id=stored.id,
-                    attempt=attempt,
-                    source=source,
-                    provider="openai",
-                    model="gpt-4o-mini",
-                    lane=Lane.BATCH.value,
-                    input_tokens=1,
-                    cached_input_tokens=0,
-                    output_tokens=1,
-                    cost_usd=Decimal(0),
-                    interactive_equiv_usd=Decimal(1),
-                    recorded_at=NOW,
-                )
-            )
+            _bill(s, request_id, attempt, Decimal(0), Decimal(1), source=source)
             if s.get_bind().dialect.name == "sqlite":  # text as stored, past the column's type
                 s.execute(
                     text("UPDATE ledger SET cost_usd = :t WHERE source = :s AND attempt = :a"),
@@ -188,22 +141,60 @@ def test_money_text_in_another_form_is_read_as_the_column_reads_it(
         assert as_text(summed) == as_text(decimal_loop(s, source, None))
 
 
-def _bill(s: Session, request_id: int, attempt: int, cost: str, row_id: int | None = None) -> None:
-    values = {
+def _one_request(factory: sessionmaker[Session], source: str) -> int:
+    """A request of ``source`` to bill (a ledger row needs one), and its id."""
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "k"}]}
+    made = Request(
+        source=source,
+        key="k",
+        model="gpt-4o-mini",
+        endpoint=Endpoint.CHAT_COMPLETIONS,
+        body=body,
+        received_at=NOW,
+        deadline=NOW + timedelta(hours=24),
+        max_output_tokens=100,
+        metadata={},
+        origin=f"test:{source}",
+    )
+    with factory() as s, s.begin():
+        requests.ingest(s, [made], NOW)
+        stored = requests.get(s, source, "k")
+    assert stored is not None
+    return stored.id
+
+
+def _bill(
+    s: Session,
+    request_id: int,
+    attempt: int,
+    cost: Decimal | None,
+    equiv: Decimal | None,
+    *,
+    source: str = "spool",
+    model: str = "gpt-4o-mini",
+    lane: Lane = Lane.BATCH,
+    tokens: int = 10,
+    hours: int = 0,
+    row_id: int | None = None,
+) -> None:
+    """One ledger row, written through the column types (``row_id``: under that id)."""
+    values: dict[str, object] = {
         "request_id": request_id,
         "attempt": attempt,
-        "source": "spool",
+        "source": source,
         "provider": "openai",
-        "model": "gpt-4o-mini",
-        "lane": Lane.BATCH.value,
-        "input_tokens": 10 + attempt,
-        "cached_input_tokens": 0,
-        "output_tokens": 1,
-        "cost_usd": Decimal(cost),
-        "interactive_equiv_usd": Decimal(cost) * 2,
-        "recorded_at": NOW,
+        "model": model,
+        "lane": lane.value,
+        "input_tokens": tokens,
+        "cached_input_tokens": tokens // 3,
+        "output_tokens": tokens // 7,
+        "cost_usd": cost,
+        "interactive_equiv_usd": equiv,
+        "recorded_at": NOW + timedelta(hours=hours),
     }
-    s.execute(insert(LEDGER).values(**values, **({} if row_id is None else {"id": row_id})))
+    if row_id is not None:
+        values["id"] = row_id
+    s.execute(insert(LEDGER).values(**values))
 
 
 @settings(
@@ -214,17 +205,13 @@ def test_running_sums_equal_a_fresh_sum_after_every_step(
     factory: sessionmaker[Session], steps: list[list[Decimal]]
 ) -> None:
     """The metrics' sums, kept and added to as rows come, are the ledger's sums each time."""
-    source = f"sums{next(_SOURCES)}"
+    request_id = _one_request(factory, f"sums{next(_SOURCES)}")
     running = ledger.RunningSpend()
-    with factory() as s, s.begin():
-        requests.ingest(s, [_request(source, "k")], NOW)
-        stored = requests.get(s, source, "k")
-        assert stored is not None
     attempt = 0
     for step in steps:
         with factory() as s, s.begin():
             for cost in step:
-                _bill(s, stored.id, attempt, str(cost))
+                _bill(s, request_id, attempt, cost, cost * 2)
                 attempt += 1
         with factory() as s:
             assert as_text(running.read(s)) == as_text(ledger.spend(s))
@@ -234,10 +221,7 @@ def test_a_row_committed_under_a_lower_id_is_not_missed(factory: sessionmaker[Se
     """PostgreSQL hands ids out before commits land: a row can appear below the highest id
     already read. The count gives it away and every row is read again."""
     running = ledger.RunningSpend()
-    with factory() as s, s.begin():
-        requests.ingest(s, [_request("spool", "k")], NOW)
-        stored = requests.get(s, "spool", "k")
-        assert stored is not None
+    request_id = _one_request(factory, "spool")
     writes = [
         [(0, "0.000001000000000", None), (1, "0.000002000000000", None)],
         [(2, "0.000004000000000", 10**9)],  # far above the others
@@ -247,7 +231,7 @@ def test_a_row_committed_under_a_lower_id_is_not_missed(factory: sessionmaker[Se
     for rows in writes:
         with factory() as s, s.begin():
             for attempt, cost, row_id in rows:
-                _bill(s, stored.id, attempt, cost, row_id)
+                _bill(s, request_id, attempt, Decimal(cost), Decimal(cost) * 2, row_id=row_id)
         with factory() as s:
             (group,) = running.read(s)
             assert as_text([group]) == as_text(ledger.spend(s))
