@@ -19,9 +19,10 @@ from hypothesis import strategies as st
 from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from planner.core.model import Endpoint, Lane, Request
+from planner.core.model import Lane
 from planner.store import ledger, requests
 from planner.store.tables import LEDGER
+from tests.contract.test_store import make_request
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 _SOURCES = itertools.count()  # each example bills under a source of its own in the shared store
@@ -143,21 +144,8 @@ def test_money_text_in_another_form_is_read_as_the_column_reads_it(
 
 def _one_request(factory: sessionmaker[Session], source: str) -> int:
     """A request of ``source`` to bill (a ledger row needs one), and its id."""
-    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "k"}]}
-    made = Request(
-        source=source,
-        key="k",
-        model="gpt-4o-mini",
-        endpoint=Endpoint.CHAT_COMPLETIONS,
-        body=body,
-        received_at=NOW,
-        deadline=NOW + timedelta(hours=24),
-        max_output_tokens=100,
-        metadata={},
-        origin=f"test:{source}",
-    )
     with factory() as s, s.begin():
-        requests.ingest(s, [made], NOW)
+        requests.ingest(s, [make_request("k", source=source)], NOW)
         stored = requests.get(s, source, "k")
     assert stored is not None
     return stored.id

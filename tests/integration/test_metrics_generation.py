@@ -19,7 +19,6 @@ import pytest
 from sqlalchemy import Engine, event
 
 from planner.config import load_config
-from planner.core.model import Endpoint, Request
 from planner.core.states import RequestState
 from planner.metrics import StoreReading
 from planner.pipeline.context import StageContext
@@ -30,6 +29,7 @@ from planner.runtime.wiring import build_context, store_reader
 from planner.store import batches, generation, ledger, requests
 from planner.store.engine import make_engine, make_session_factory
 from tests.contract.store_backends import BACKENDS, backend_url
+from tests.contract.test_store import make_request
 
 CONFIG = """
 state_dir: {state}
@@ -133,30 +133,13 @@ def test_scrapes_reread_after_every_change_and_never_while_idle(
         other = make_engine(url)
         try:
             with make_session_factory(other)() as s, s.begin():
-                requests.ingest(s, [_request("late")], datetime.now(UTC))
+                requests.ingest(s, [make_request("late")], datetime.now(UTC))
         finally:
             other.dispose()
         late, scanned = read()
         assert scanned == 1
         _same(late, _fresh(ctx))
         assert late.requests[RequestState.QUEUED.value] == 1
-
-
-def _request(key: str) -> Request:
-    now = datetime.now(UTC)
-    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": key}]}
-    return Request(
-        source="spool",
-        key=key,
-        model="gpt-4o-mini",
-        endpoint=Endpoint.CHAT_COMPLETIONS,
-        body=body,
-        received_at=now,
-        deadline=now + timedelta(hours=24),
-        max_output_tokens=100,
-        metadata={},
-        origin=f"test:{key}",
-    )
 
 
 BUDGETED = CONFIG.replace(
