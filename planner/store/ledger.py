@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import String, cast, func, select
 from sqlalchemy.orm import Session
 
+from planner.core.cost import from_usd
 from planner.core.model import Lane, Usage
 from planner.errors import StoreError
 from planner.store._sql import (
@@ -351,7 +352,7 @@ def _fusd(text: str) -> int:
             return int(text.replace(".", "", 1))
         except ValueError:  # not digits: Decimal says what it is
             pass
-    return int(Decimal(text).quantize(MONEY_QUANTUM).scaleb(MONEY_SCALE))
+    return from_usd(Decimal(text).quantize(MONEY_QUANTUM))
 
 
 def _plus(mine: int | None, theirs: int | None) -> int | None:
