@@ -13,7 +13,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from planner.sandbox import usage, wire_json
-from planner.sandbox.kernel import Job, LineOutcome, SandboxState, StoredFile, bare_model
+from planner.sandbox.kernel import (
+    BlobWriter,
+    Job,
+    LineOutcome,
+    SandboxState,
+    StoredFile,
+    bare_model,
+)
 
 TYPE_PREFIX = "type.googleapis.com/google.ai.generativelanguage.v1main."
 FILE_RETENTION_SECONDS = 48 * 3600
@@ -92,7 +99,7 @@ def rate_limit_details(retry_after: float, *, per_day: bool, model: str | None) 
 
 # -- files ------------------------------------------------------------------------------------
 def file_resource(stored: StoredFile, base_url: str, version: str) -> dict[str, Any]:
-    hex_digest = hashlib.sha256(stored.data).hexdigest()
+    hex_digest = stored.blob.sha256
     body: dict[str, Any] = {
         "name": f"files/{stored.id}",
         "mimeType": stored.mime_type,
@@ -298,10 +305,10 @@ def settle_hook(state: SandboxState, job: Job) -> list[tuple[str, dict[str, Any]
             items.append(item)
         job.output = {"inlinedResponses": items}
         return billed
-    lines: list[str] = []
+    lines = BlobWriter()
     for outcome in job.executed:
         if outcome.fault == "error":
-            lines.append(wire_json.dumps({"key": outcome.key, "error": _line_error(outcome)}))
+            lines.add(wire_json.dumps({"key": outcome.key, "error": _line_error(outcome)}))
             continue
         response, bill = _answer(job, outcome)
         billed.append((outcome.key, bill))
@@ -310,12 +317,11 @@ def settle_hook(state: SandboxState, job: Job) -> list[tuple[str, dict[str, Any]
         line = wire_json.dumps({"key": outcome.key, "response": response})
         if outcome.fault == "malformed":
             line = line[: max(1, len(line) // 2)]
-        lines.append(line)
-    data = ("\n".join(lines) + "\n").encode() if lines else b""
+        lines.add(line)
     batch_id = job.id.split("/", 1)[1]
     stored = state.add_file(
         surface="gemini",
-        data=data,
+        data=lines.blob(),
         filename=f"batch-{batch_id}.jsonl",
         purpose="batch_output",
         mime_type="application/jsonl",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -23,8 +23,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from planner.sandbox import gemini_render as render
 from planner.sandbox import usage, wire_json
+from planner.sandbox.downloads import download_response
 from planner.sandbox.faults import HttpFault, dropped_response
 from planner.sandbox.kernel import (
+    Blob,
     Job,
     JobLine,
     LimitExceeded,
@@ -47,6 +49,19 @@ KEY_HEADERS = ("x-planner-key", "x-sandbox-key")
 _FILE_ID = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 _MODEL_ID = re.compile(r"^[a-z0-9][a-z0-9.\-]*$")
 _MODEL_FAMILIES = ("gemini", "gemma", "text-embedding", "embedding")
+
+
+def _text_lines(blob: Blob) -> Iterator[str]:
+    """``blob.read().decode("utf-8", "replace").splitlines()``, one line after another, without
+    the file in memory: UTF-8 never puts a newline byte inside a character, so each piece
+    between newlines decodes alone, and ``splitlines`` of the piece with its newline finds
+    the same lines (the newline ends whatever line is open, as in the whole text)."""
+    pieces = blob.lines()
+    previous = next(pieces)
+    for piece in pieces:  # every piece but the last ended with a newline
+        yield from (previous.decode("utf-8", "replace") + "\n").splitlines()
+        previous = piece
+    yield from previous.decode("utf-8", "replace").splitlines()
 
 
 class GeminiError(Exception):
@@ -406,7 +421,7 @@ class GeminiSurface:
             raise GeminiError(
                 400, f"File files/{file_id} was uploaded; only generated files can be downloaded."
             )
-        return Response(content=stored.data, media_type=stored.mime_type, status_code=200)
+        return download_response(stored, stored.mime_type)
 
     # -- models -------------------------------------------------------------------------------
     @staticmethod
@@ -516,7 +531,7 @@ class GeminiSurface:
     def _parse_file_lines(self, file_id: str, full: str, kind: str) -> list[JobLine]:
         stored = self._file(file_id)
         lines: list[JobLine] = []
-        for number, raw in enumerate(stored.data.decode("utf-8", "replace").splitlines(), 1):
+        for number, raw in enumerate(_text_lines(stored.blob), 1):
             if not raw.strip():
                 continue
             where = f"files/{file_id} line {number}"

@@ -148,7 +148,7 @@ class BatchesApi:
                 param="input_file_id",
             )
         settings = settings_for(self.state)
-        parsed = await asyncio.to_thread(parse_input, stored.data, endpoint, settings)
+        parsed = await asyncio.to_thread(parse_input, stored.blob, endpoint, settings)
         job = self._new_job(call, endpoint, file_ref, metadata, parsed)
         job.extra["output_expires_after"] = output_expiry
         self._admit(job, parsed)

@@ -13,6 +13,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import UploadFile
 
+from planner.sandbox.downloads import download_response
 from planner.sandbox.kernel import SandboxState, StoredFile
 from planner.sandbox.openai_common import (
     FILE_RETENTION_SECONDS,
@@ -136,7 +137,7 @@ class FilesApi:
 
     async def content(self, call: Call, ref: str) -> Response:
         stored = lookup(self.state, self.flavor, ref, call.now)
-        return Response(content=stored.data, media_type="application/octet-stream")
+        return download_response(stored, "application/octet-stream")
 
     async def delete(self, call: Call, ref: str) -> Response:
         stored = lookup(self.state, self.flavor, ref, call.now)

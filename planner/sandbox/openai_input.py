@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from planner.sandbox import usage, wire_json
-from planner.sandbox.kernel import JobLine
+from planner.sandbox.kernel import Blob, JobLine
 from planner.sandbox.openai_common import OpenAISettings
 
 MAX_REPORTED_ERRORS = 100
@@ -30,32 +30,38 @@ class ParsedInput:
             self.errors.append({"code": code, "message": message, "param": param, "line": line})
 
 
-def parse_input(data: bytes, endpoint: str, settings: OpenAISettings) -> ParsedInput:
-    """Every line checked; ``errors`` empty means the batch may run."""
+def parse_input(blob: Blob, endpoint: str, settings: OpenAISettings) -> ParsedInput:
+    """Every line checked, read from the stored file a block at a time; ``errors`` empty
+    means the batch may run."""
     parsed = ParsedInput()
-    if len(data) > settings.max_batch_input_bytes:
+    if blob.size > settings.max_batch_input_bytes:
         parsed.error(
             "file_too_large",
-            f"The input file is {len(data):,} bytes; the maximum for a batch is "
+            f"The input file is {blob.size:,} bytes; the maximum for a batch is "
             f"{settings.max_batch_input_bytes:,} bytes.",
             None,
         )
         return parsed
-    raw_lines = [(n, raw) for n, raw in enumerate(data.split(b"\n"), start=1) if raw.strip()]
-    if not raw_lines:
+    seen: set[str] = set()
+    requests = 0
+    for number, raw in enumerate(blob.lines(), start=1):
+        if not raw.strip():
+            continue
+        requests += 1
+        if requests <= settings.max_batch_lines:
+            _parse_line(parsed, number, raw, endpoint, seen)
+    if not requests:
         parsed.error("empty_file", "The input file is empty.", None)
         return parsed
-    if len(raw_lines) > settings.max_batch_lines:
+    if requests > settings.max_batch_lines:  # this alone is reported, as it was checked first
+        parsed = ParsedInput()
         parsed.error(
             "too_many_tasks",
-            f"The input file has {len(raw_lines):,} requests; a batch may have at most "
+            f"The input file has {requests:,} requests; a batch may have at most "
             f"{settings.max_batch_lines:,}.",
             None,
         )
         return parsed
-    seen: set[str] = set()
-    for number, raw in raw_lines:
-        _parse_line(parsed, number, raw, endpoint, seen)
     if endpoint == "/v1/embeddings" and parsed.embedding_inputs > settings.max_embedding_inputs:
         parsed.error(
             "too_many_tasks",

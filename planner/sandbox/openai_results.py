@@ -19,7 +19,7 @@ import hashlib
 from typing import Any
 
 from planner.sandbox import wire_json
-from planner.sandbox.kernel import Job, LineOutcome, SandboxState
+from planner.sandbox.kernel import BlobWriter, Job, LineOutcome, SandboxState
 from planner.sandbox.openai_answers import answer, check_request
 from planner.sandbox.openai_common import (
     COMPAT,
@@ -79,13 +79,14 @@ def _response_line(job: Job, key: str, status: int, body: dict[str, Any]) -> dic
 
 
 class _Results:
-    """Accumulates one job's rendered lines, counts and usage."""
+    """Writes one job's rendered lines (into its files as they come) and adds up its counts
+    and usage."""
 
     def __init__(self, job: Job, settled_at: float) -> None:
         self.job = job
         self.settled_at = settled_at
-        self.output: list[str] = []
-        self.errors: list[str] = []
+        self.output = BlobWriter()
+        self.errors = BlobWriter()
         self.billed: list[tuple[str, dict[str, Any]]] = []
         self.completed = 0
         self.failed = 0
@@ -97,7 +98,7 @@ class _Results:
         if refusal is not None:
             self.failed += 1
             line = _response_line(job, outcome.key, refusal.status, refusal.openai_body())
-            self.errors.append(wire_json.dumps(line))
+            self.errors.add(wire_json.dumps(line))
             return
         body, bill = answer(
             job.kind, outcome.request, self.settled_at, prompt=outcome.prompt_tokens
@@ -111,7 +112,7 @@ class _Results:
         text = wire_json.dumps(_response_line(job, outcome.key, 200, body))
         if outcome.fault == "malformed":
             text = text[: max(1, len(text) // 2)]
-        self.output.append(text)
+        self.output.add(text)
 
     def never_ran(self, key: str, phase: str) -> None:
         code, message = NEVER_RAN[phase]
@@ -121,7 +122,7 @@ class _Results:
             "response": None,
             "error": {"code": code, "message": message},
         }
-        self.errors.append(wire_json.dumps(line))
+        self.errors.add(wire_json.dumps(line))
 
 
 def settle_hook(state: SandboxState, job: Job) -> list[tuple[str, dict[str, Any]]]:
@@ -166,13 +167,13 @@ def _batch_usage(totals: dict[str, int]) -> dict[str, Any]:
     }
 
 
-def _write(state: SandboxState, job: Job, lines: list[str], what: str, now: float) -> str:
+def _write(state: SandboxState, job: Job, lines: BlobWriter, what: str, now: float) -> str:
     flavor = flavor_of(job)
     retention = job.extra.get("output_expires_after") or FILE_RETENTION_SECONDS
     bare = job.id.removeprefix("batches/")
     stored = state.add_file(
         surface=flavor.name,
-        data=("\n".join(lines) + "\n").encode() if lines else b"",
+        data=lines.blob(),
         filename=f"{bare}_{what}.jsonl",
         purpose="batch_output",
         mime_type="application/jsonl",

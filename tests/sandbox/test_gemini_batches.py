@@ -12,7 +12,7 @@ import pytest
 from google import genai
 from google.genai import errors, types
 
-from planner.sandbox import RunningSandbox
+from planner.sandbox import RunningSandbox, kernel
 from planner.sandbox.kernel import RENDERED
 from planner.sandbox.usage import count_tokens
 
@@ -235,6 +235,30 @@ def test_one_model_per_batch_and_bad_lines_are_refused_precisely(gemini: Any) ->
     with pytest.raises(errors.ClientError) as caught:
         gemini.batches.create(model=MODEL, src=bad.name)
     assert "line 1" in caught.value.message and "request" in caught.value.message
+
+
+def test_files_on_disk_are_read_and_downloaded_a_block_at_a_time(
+    gemini: Any, sandbox: RunningSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An input file past the spill size is read a block at a time and its lines keep their
+    numbers (CRLF pairs and blank lines across block boundaries); a results file written past
+    it is downloaded whole, byte for byte."""
+    monkeypatch.setattr(kernel, "SPILL_BYTES", 64)
+    monkeypatch.setattr(kernel, "BLOCK_BYTES", 16)
+    rows = [json.dumps(r).encode() for r in _gen_rows(5)]
+    rows[3] = rows[3].replace(b'{"contents"', b'{"model": "models/gemini-2.5-pro", "contents"')
+    data = rows[0] + b"\r\n" + rows[1] + b"\r\n\r\n" + b"\n".join(rows[2:]) + b"\n"
+    bad = gemini.files.upload(file=io.BytesIO(data), config={"mime_type": "jsonl"})
+    with pytest.raises(errors.ClientError) as caught:  # its 4th request is on line 5
+        gemini.batches.create(model=MODEL, src=bad.name)
+    assert "line 5:" in caught.value.message and "gemini-2.5-pro" in caught.value.message
+    job = gemini.batches.create(model=MODEL, src=_upload(gemini, _gen_rows(40)))
+    done = gemini.batches.get(name=job.name)
+    stored = sandbox.state.files[done.dest.file_name.removeprefix("files/")]
+    assert stored.blob.on_disk
+    body = gemini.files.download(file=done.dest.file_name)
+    assert body == stored.blob.read()
+    assert [json.loads(x)["key"] for x in body.splitlines()] == [f"k{i}" for i in range(40)]
 
 
 def test_concurrent_job_limit_is_a_429(gemini: Any, sandbox: RunningSandbox) -> None:
