@@ -188,6 +188,10 @@ class LineResult:
     retryable: bool = False
     raw: str | None = None  # the result line as received, when it could not be understood
     tier: str | None = None  # the service tier the provider says answered (see service_tier)
+    # bytes of the results-file line it was read from (0: not read from a file): collect
+    # bounds the memory of a chunk of results by it (an embedding line may be 30 KB); where it
+    # was read from, not what it says, so results compare equal whatever their sizes
+    size: int = field(default=0, compare=False)
 
 
 FLEX_TIER = "flex"
@@ -294,9 +298,10 @@ def _split_lines(data: bytes | IO[bytes]) -> Iterator[bytes]:
 
 def json_lines(
     data: bytes | IO[bytes], key_field: str
-) -> Iterator[tuple[int, Mapping[str, Any]] | BadLine]:
-    """The JSON objects of a results file with their 1-based line numbers; a line that is not
-    one becomes a ``BadLine``, carrying its ``key_field`` value when it can still be read."""
+) -> Iterator[tuple[int, Mapping[str, Any], int] | BadLine]:
+    """The JSON objects of a results file with their 1-based line numbers and sizes in bytes;
+    a line that is not one becomes a ``BadLine``, carrying its ``key_field`` value when it can
+    still be read."""
     key_re = re.compile(rf'"{re.escape(key_field)}"\s*:\s*"((?:[^"\\]|\\.)*)"')
     for line_no, raw in enumerate(_split_lines(data), start=1):
         if not raw.strip():
@@ -312,7 +317,7 @@ def json_lines(
         if not isinstance(item, Mapping):
             yield BadLine(line_no, "not a JSON object", raw=text)
             continue
-        yield line_no, item
+        yield line_no, item, len(raw)
 
 
 def join_by_key(

@@ -491,12 +491,16 @@ def parse_results_file(
         if isinstance(found, BadLine):
             yield found
             continue
-        line_no, item = found
+        line_no, item, size = found
         key = item.get("key")
         if not isinstance(key, str):
             yield BadLine(line_no, "no string 'key'", raw=json.dumps(item))
             continue
-        yield _with_raw(_result(key, endpoint, item, line_no), item)
+        result = _result(key, endpoint, item, line_no)
+        if isinstance(result, LineResult):
+            yield replace(result, size=size)
+        else:
+            yield _with_raw(result, item)
 
 
 def parse_inline_responses(

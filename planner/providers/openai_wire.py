@@ -363,10 +363,12 @@ def parse_results_file(data: bytes | IO[bytes]) -> Iterator[LineResult | BadLine
         if isinstance(found, BadLine):
             yield found
             continue
-        classified = classify_line(found[1], found[0])
+        line_no, item, size = found
+        classified = classify_line(item, line_no)
         if isinstance(classified, BadLine):  # keep its text for the dead-letter line
-            classified = replace(classified, raw=json.dumps(found[1]))
-        yield classified
+            yield replace(classified, raw=json.dumps(item))
+        else:
+            yield replace(classified, size=size)
 
 
 # --- errors -----------------------------------------------------------------------------------

@@ -434,6 +434,32 @@ def test_results_are_settled_in_numbered_chunks(
             assert 0 < len(lines) <= 4
 
 
+def test_results_chunks_are_also_bounded_by_the_bytes_of_their_lines(
+    workspace: Path, sandbox_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``COLLECT_CHUNK_BYTES`` below the size of any result line, every result read from
+    a results file is a chunk of its own (the count bound, 1,000, is never reached): the bytes
+    bound is what cuts. Inline results (a small Gemini batch: no input file, its answers in the
+    batch itself, already in memory) are cut by count alone."""
+    from planner.pipeline import collect
+    from planner.store.tables import BATCH
+
+    monkeypatch.setattr(collect, "COLLECT_CHUNK_BYTES", 1)
+    sandbox = sandbox_factory()
+    answered_once(workspace, sandbox)
+    ctx = build_context(load_config(workspace / "planner.yaml"), sandbox_url=sandbox.url)
+    with ctx.session_factory() as session:
+        batches = session.execute(
+            select(BATCH.c.input_file_id, BATCH.c.request_count, BATCH.c.collected_chunks)
+        ).all()
+    from_files = [(n, chunks) for file, n, chunks in batches if file is not None]
+    inline = [(n, chunks) for file, n, chunks in batches if file is None]
+    assert from_files and all(chunks == n for n, chunks in from_files), batches
+    assert all(chunks == 1 for _, chunks in inline), batches
+    results, dead = read_sink(workspace / "results")
+    assert set(results) == spool_keys() and not dead
+
+
 def test_planning_rounds_bound_the_batches(
     workspace: Path, sandbox_factory: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

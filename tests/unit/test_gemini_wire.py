@@ -281,6 +281,13 @@ RESULTS = (  # §7.3 lines (order shuffled on purpose), plus an embedding line
 )
 
 
+def test_each_result_read_from_a_file_carries_the_size_of_its_line() -> None:
+    lines = [line for line in RESULTS.splitlines() if line.strip()]
+    results = list(wire.parse_results_file(b"\n\n".join(lines), GEN))
+    assert all(isinstance(r, LineResult) for r in results)
+    assert [r.size for r in results if isinstance(r, LineResult)] == [len(x) for x in lines]
+
+
 def test_parse_results_file_joins_by_key() -> None:
     results = {r.key: r for r in wire.parse_results_file(RESULTS, GEN) if isinstance(r, LineResult)}
     assert results["request_1"].ok

@@ -256,6 +256,15 @@ def test_parse_output_and_error_lines() -> None:
     assert items["req-0008"].error_code == "server_error" and items["req-0008"].retryable
 
 
+def test_each_result_carries_the_size_of_its_line() -> None:
+    """What collect bounds a chunk's memory by: the bytes of the line each result was read
+    from, whatever the line ending."""
+    lines = [line for line in OUTPUT.splitlines() if line.strip()]
+    data = b"\r\n".join(lines)
+    results = [r for r in wire.parse_results_file(data) if isinstance(r, LineResult)]
+    assert [r.size for r in results] == [len(line) for line in lines]
+
+
 def test_malformed_output_lines() -> None:
     data = (
         b'{"custom_id": "a", "response": {"status_code": 200, "body": \n'
