@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -122,8 +121,8 @@ def file_resource(stored: StoredFile, base_url: str, version: str) -> dict[str, 
 
 # -- interactive responses --------------------------------------------------------------------
 def response_id(model: str, request: dict[str, Any]) -> str:
-    blob = json.dumps(request, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(f"rid:{model}:{blob}".encode()).hexdigest()[:22]
+    blob = wire_json.canonical(request)
+    return hashlib.sha256(f"rid:{model}:".encode() + blob).hexdigest()[:22]
 
 
 def generate_response(model: str, request: dict[str, Any]) -> tuple[dict[str, Any], dict[str, int]]:

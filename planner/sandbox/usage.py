@@ -42,6 +42,8 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from planner.sandbox import wire_json
+
 MESSAGE_OVERHEAD = 3
 DEFAULT_EMBEDDING_DIMS = 8
 MAX_EMBEDDING_DIMS = 3072
@@ -82,8 +84,7 @@ def count_tokens(text: str) -> int:
 def request_digest(model: str, request: Any) -> bytes:
     """SHA-256 of the model and the request's canonical JSON: it seeds the fake reply, and the
     surfaces name their responses after it (one hash for both)."""
-    blob = json.dumps(request, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(f"{model}\n{blob}".encode()).digest()
+    return hashlib.sha256(model.encode() + b"\n" + wire_json.canonical(request)).digest()
 
 
 def _seed(model: str, request: Any, digest: bytes | None = None) -> int:
