@@ -23,7 +23,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from planner.sandbox import gemini_render as render
 from planner.sandbox import usage, wire_json
-from planner.sandbox.downloads import download_response
 from planner.sandbox.faults import HttpFault, dropped_response
 from planner.sandbox.kernel import (
     Blob,
@@ -37,6 +36,7 @@ from planner.sandbox.kernel import (
     our_id_from_display_name,
     settle_in_background,
 )
+from planner.sandbox.responses import WireJSONResponse, download_response
 
 PREFIX = "/_gemini"
 VERSIONS = frozenset({"v1", "v1beta", "v1alpha"})
@@ -693,7 +693,7 @@ class GeminiSurface:
         with self.state.lock:
             self.state.settle(job, now)
             body = render.operation(job, now)
-        return JSONResponse(body)
+        return WireJSONResponse(body)  # with every inline response of the batch
 
     def batch_list(self, request: Request) -> Response:
         now = self.state.clock.now()

@@ -13,7 +13,6 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import UploadFile
 
-from planner.sandbox.downloads import download_response
 from planner.sandbox.kernel import SandboxState, StoredFile
 from planner.sandbox.openai_common import (
     FILE_RETENTION_SECONDS,
@@ -25,6 +24,7 @@ from planner.sandbox.openai_common import (
     page_after,
     settings_for,
 )
+from planner.sandbox.responses import download_response
 
 PURPOSES = frozenset({"batch", "assistants", "fine-tune", "vision", "user_data", "evals"})
 MIN_EXPIRY_SECONDS = 3600

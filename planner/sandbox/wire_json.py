@@ -44,9 +44,14 @@ def canonical(value: Any) -> bytes:
         return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def encode(value: Any) -> bytes:
+    """``value`` as compact JSON in UTF-8 (see the module docstring for how it differs)."""
+    try:
+        return _ENCODER.encode(value)
+    except (TypeError, ValueError, OverflowError):  # not JSON's own types: json says why
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
 def dumps(value: Any) -> str:
     """``value`` as compact JSON text (see the module docstring for how it differs)."""
-    try:
-        return _ENCODER.encode(value).decode()
-    except (TypeError, ValueError, OverflowError):  # not JSON's own types: json says why
-        return json.dumps(value)
+    return encode(value).decode()

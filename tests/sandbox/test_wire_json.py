@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from fastapi.responses import JSONResponse
 from hypothesis import given
 from hypothesis import strategies as st
 
 from planner.sandbox import wire_json
+from planner.sandbox.responses import WireJSONResponse
 
 _SCALARS = st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.text()
 _VALUES = st.recursive(
@@ -47,3 +49,10 @@ def test_a_float_keeps_its_value(number: float) -> None:
 def test_what_msgspec_cannot_write_is_written_by_json() -> None:
     big = 2**70  # beyond 64 bits
     assert wire_json.canonical({"n": big}) == _json_canonical({"n": big})
+
+
+@given(_VALUES)
+def test_a_wire_json_response_has_starlettes_body(value: Any) -> None:
+    """The body of a Gemini batch read (``WireJSONResponse``) is what ``JSONResponse`` wrote:
+    compact, UTF-8, the same bytes for these values."""
+    assert WireJSONResponse(value).body == JSONResponse(value).body
