@@ -180,6 +180,16 @@ def answered_once(workspace: Path, sandbox: RunningSandbox) -> dict[str, list[di
     return results
 
 
+def batches_after_one_pass(workspace: Path, sandbox_factory: Any, *columns: Any) -> list[Any]:
+    """One pass against a new sandbox (every key answered once), then ``columns`` of every
+    batch row."""
+    sandbox = sandbox_factory()
+    answered_once(workspace, sandbox)
+    ctx = build_context(load_config(workspace / "planner.yaml"), sandbox_url=sandbox.url)
+    with ctx.session_factory() as session:
+        return list(session.execute(select(*columns)).all())
+
+
 def test_every_request_ends_once_with_billed_usage_and_exact_cost(
     workspace: Path, sandbox_factory: Any
 ) -> None:
@@ -414,16 +424,10 @@ def test_results_are_settled_in_numbered_chunks(
 ) -> None:
     """A batch's results are settled four at a time: one results file per chunk, named after
     the batch and the chunk's number, each request once, and the batch counts its chunks."""
-    from planner.store.tables import BATCH
-
     monkeypatch.setenv("PLANNER_COLLECT_CHUNK", "4")
-    sandbox = sandbox_factory()
-    answered_once(workspace, sandbox)
-    ctx = build_context(load_config(workspace / "planner.yaml"), sandbox_url=sandbox.url)
-    with ctx.session_factory() as session:
-        batches = session.execute(
-            select(BATCH.c.id, BATCH.c.request_count, BATCH.c.collected_chunks)
-        ).all()
+    batches = batches_after_one_pass(
+        workspace, sandbox_factory, BATCH.c.id, BATCH.c.request_count, BATCH.c.collected_chunks
+    )
     files = {p.name for p in (workspace / "results").glob("*.jsonl")}
     for batch_id, requests, chunks in batches:
         assert chunks == -(-requests // 4), (batch_id, requests, chunks)
@@ -442,16 +446,15 @@ def test_results_chunks_are_also_bounded_by_the_bytes_of_their_lines(
     bound is what cuts. Inline results (a small Gemini batch: no input file, its answers in the
     batch itself, already in memory) are cut by count alone."""
     from planner.pipeline import collect
-    from planner.store.tables import BATCH
 
     monkeypatch.setattr(collect, "COLLECT_CHUNK_BYTES", 1)
-    sandbox = sandbox_factory()
-    answered_once(workspace, sandbox)
-    ctx = build_context(load_config(workspace / "planner.yaml"), sandbox_url=sandbox.url)
-    with ctx.session_factory() as session:
-        batches = session.execute(
-            select(BATCH.c.input_file_id, BATCH.c.request_count, BATCH.c.collected_chunks)
-        ).all()
+    batches = batches_after_one_pass(
+        workspace,
+        sandbox_factory,
+        BATCH.c.input_file_id,
+        BATCH.c.request_count,
+        BATCH.c.collected_chunks,
+    )
     from_files = [(n, chunks) for file, n, chunks in batches if file is not None]
     inline = [(n, chunks) for file, n, chunks in batches if file is None]
     assert from_files and all(chunks == n for n, chunks in from_files), batches
