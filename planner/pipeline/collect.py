@@ -12,10 +12,10 @@ their results can never be read, and they were asked for again on every pass bef
 Results are settled a chunk at a time (``COLLECT_CHUNK``, ``PLANNER_COLLECT_CHUNK``, or fewer
 once their lines reach ``COLLECT_CHUNK_BYTES``), read from the result file as they come: a
 batch of 50,000 embeddings holds gigabytes of vectors, which were all in memory at once when a
-batch was settled whole. Each chunk's sink files are named
-after its number (``delivery_id``) and its commit counts it (``batch.collected_chunks``), with
-its outcomes; a crash in between delivers the same chunk again under the same name (the
-requests a committed chunk settled are no longer open, so the next chunk has the same lines).
+batch was settled whole. Each chunk's sink files are named after its number (``delivery_id``)
+and its commit counts it (``batch.collected_chunks``), with its outcomes; a crash in between
+delivers the same chunk again under the same name (the requests a committed chunk settled are
+no longer open, so the next chunk has the same lines).
 The batch becomes ``collected`` once its last chunk is committed; only after that are its remote
 files deleted (deleting first would lose results for good if we crashed before committing).
 
