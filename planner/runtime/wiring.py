@@ -45,7 +45,7 @@ from planner.pipeline.preview import PlanReport, build_report
 from planner.pipeline.process import this_process
 from planner.pipeline.read_pool import ReadPool, WorkerSetup, no_body, worker_count
 from planner.pipeline.repeats import Repeats, SeenContents
-from planner.providers import compat_wire, create_provider
+from planner.providers import LazyProviders, compat_wire, create_provider
 from planner.providers.base import BatchLine, BatchProvider
 from planner.runtime.checks import runtime_problems
 from planner.runtime.dry_run import dry_run_planner, stored_keys
@@ -397,12 +397,17 @@ def _provider_options(
 
 def build_providers(
     cfg: PlannerConfig, sandbox_url: str | None, environ: Mapping[str, str]
-) -> dict[str, BatchProvider]:
-    providers: dict[str, BatchProvider] = {}
+) -> LazyProviders:
+    """Every configured provider, built when a stage first asks for it; its options (the key
+    found, its host, the secret registered for redaction) are worked out now, so a missing key
+    fails at start-up."""
+    factories: dict[str, Callable[[], BatchProvider]] = {}
     for name, p in cfg.providers.items():
         kind = "openai" if isinstance(p, GeminiProviderConfig) and p.openai_compat else p.kind
-        providers[name] = create_provider(kind, **_provider_options(name, p, sandbox_url, environ))
-    return providers
+        factories[name] = partial(
+            create_provider, kind, **_provider_options(name, p, sandbox_url, environ)
+        )
+    return LazyProviders(factories)
 
 
 _ENGINES: dict[str, Engine] = {}

@@ -23,6 +23,7 @@ import yaml
 from sqlalchemy import func, select
 
 from planner.config import load_config
+from planner.providers import LazyProviders
 from planner.runtime.runner import run_once
 from planner.runtime.wiring import build_context
 from planner.sandbox import RunningSandbox
@@ -188,6 +189,22 @@ def batches_after_one_pass(workspace: Path, sandbox_factory: Any, *columns: Any)
     ctx = build_context(load_config(workspace / "planner.yaml"), sandbox_url=sandbox.url)
     with ctx.session_factory() as session:
         return list(session.execute(select(*columns)).all())
+
+
+def test_providers_are_built_after_ingest(workspace: Path, sandbox_factory: Any) -> None:
+    """The spool is read with no provider built (nor its SDK imported: their memory is not
+    under the tokenizer's encodings, the daemon's peak); the stages after it build each
+    provider the first time they talk to it."""
+    sandbox = sandbox_factory()
+    ctx = build_context(load_config(workspace / "planner.yaml"), sandbox_url=sandbox.url)
+    providers = ctx.providers
+    assert isinstance(providers, LazyProviders) and providers.built() == []
+    built_after: dict[str, list[str]] = {}
+    run_once(ctx, on_stage=lambda stage: built_after.setdefault(stage, providers.built()))
+    assert built_after["ingest"] == []
+    assert sorted(providers.built()) == sorted(providers) == ["gemini", "openai"]
+    results, dead = read_sink(workspace / "results")
+    assert set(results) == spool_keys() and not dead
 
 
 def test_every_request_ends_once_with_billed_usage_and_exact_cost(
