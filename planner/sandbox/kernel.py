@@ -126,11 +126,6 @@ class StoredFile:
     def size(self) -> int:
         return self.blob.size
 
-    @property
-    def data(self) -> bytes:
-        """The file's bytes (read from disk for a large one: hold them only while needed)."""
-        return self.blob.read()
-
 
 SPILL_BYTES = 1 << 20  # a stored file larger than this is kept on disk
 BLOCK_BYTES = 1 << 20  # what a line-by-line read of a file on disk holds at once
@@ -147,22 +142,24 @@ class Blob:
 
     __slots__ = ("_digest", "_file", "_small", "size")
 
-    def __init__(self, data: bytes, *, file: IO[bytes] | None = None) -> None:
-        """``data``, or (from :class:`BlobWriter`) the temporary ``file`` holding them."""
-        self._digest: str | None = None
-        if file is not None:
-            file.flush()
-            self.size = file.seek(0, os.SEEK_END)
-            self._small: bytes | None = None
-            self._file: IO[bytes] | None = file
-            return
+    def __init__(self, data: bytes) -> None:
         self.size = len(data)
-        self._small = data if self.size <= SPILL_BYTES else None
-        self._file = None
+        self._small: bytes | None = data if self.size <= SPILL_BYTES else None
+        self._file: IO[bytes] | None = None
+        self._digest: str | None = None
         if self._small is None:
             self._file = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the file)
             self._file.write(data)
             self._file.flush()
+
+    @classmethod
+    def in_file(cls, file: IO[bytes]) -> Blob:
+        """The bytes a temporary ``file`` holds (``BlobWriter``'s), kept in it."""
+        file.flush()
+        blob = cls(b"")
+        blob._file, blob.size = file, file.seek(0, os.SEEK_END)
+        blob._small = None
+        return blob
 
     @property
     def on_disk(self) -> bool:
@@ -243,7 +240,7 @@ class BlobWriter:
     def blob(self) -> Blob:
         """The file written so far, as stored files keep it."""
         if self._file is not None:
-            return Blob(b"", file=self._file)
+            return Blob.in_file(self._file)
         return Blob(bytes(self._buffer))
 
 

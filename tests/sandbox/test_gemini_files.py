@@ -36,7 +36,7 @@ def test_multi_chunk_upload_over_8_mib_keeps_every_byte(
     )
     assert uploaded.size_bytes == len(data)
     stored = sandbox.state.files[uploaded.name.removeprefix("files/")]
-    assert hashlib.sha256(stored.data).digest() == hashlib.sha256(data).digest()
+    assert hashlib.sha256(stored.blob.read()).digest() == hashlib.sha256(data).digest()
 
 
 def test_zero_byte_upload_from_a_path(gemini: Any, tmp_path: Any) -> None:
