@@ -547,4 +547,4 @@ def test_a_large_batch_file_goes_to_disk_and_uploads_whole(
     payload.close()
     assert payload.jsonl.closed
     file_id = str(remote.input_file_id).removeprefix("files/")  # Gemini names it files/<id>
-    assert sandbox.state.files[file_id].data == written
+    assert sandbox.state.files[file_id].blob.read() == written
