@@ -38,6 +38,7 @@ from itertools import chain
 from typing import IO, Any, cast
 
 from google import genai
+from google.genai import errors as genai_errors
 from google.genai.types import HttpOptionsDict
 from pydantic import SecretStr
 
@@ -59,9 +60,11 @@ from planner.providers.base import (
     join_by_key,
     quiet_sdk_loggers,
 )
-from planner.providers.errors import SDK_FAILURES, from_genai
+from planner.providers.errors import from_genai, sdk_failures
 
 log = logging.getLogger(__name__)
+
+SDK_FAILURES = sdk_failures(genai_errors.APIError)
 
 DEFAULT_BASE_URL = wire.PUBLIC_BASE_URL
 DEFAULT_API_VERSION = "v1beta"  # what Google's docs use; the SDK 3.x default is v1 (pitfall 1)

@@ -44,10 +44,12 @@ from planner.providers.base import (
     join_by_key,
     quiet_sdk_loggers,
 )
-from planner.providers.errors import SDK_FAILURES, from_openai
+from planner.providers.errors import from_openai, sdk_failures
 
 DOWNLOAD_BLOCK = 1 << 20  # bytes of a result file read from the response at a time
 log = logging.getLogger(__name__)
+
+SDK_FAILURES = sdk_failures(openai.OpenAIError)
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 COMPAT_SUFFIX = "/v1beta/openai"
