@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from contextvars import copy_context
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -307,40 +305,19 @@ def submit_batch(ctx: StageContext, batch: Batch, now: datetime, result: SubmitR
 
 def run_submit_stage(ctx: StageContext, now: datetime, *, all_due: bool = False) -> SubmitResult:
     """Submit every planned batch and reconcile every unconfirmed one whose retry time has come
-    (``all_due``: regardless of it, as ``run --once`` does); one failure stops none.
-
-    Each provider's batches go in their order on a thread of their own: sending is waiting
-    (an upload of up to 200 MB, a create the provider checks before it answers, an SDK's
-    first import), and one provider's slow network, outage or retry never holds back
-    another's. The batches of one provider stay in order, one at a time, as its queue limits
-    and breaker expect; the stores take concurrent sessions (SQLite's transactions begin
-    ``IMMEDIATE`` and wait their turn), the guard and the providers lock their own state."""
+    (``all_due``: regardless of it, as ``run --once`` does); one failure stops none."""
+    result = SubmitResult()
     with ctx.session_factory() as session:
         pending = store_batches.batches_in(
             session, (BatchState.UPLOADING, BatchState.PLANNED), due_by=None if all_due else now
         )
-    by_provider: dict[str, list[Batch]] = {}
+    admitted: dict[str, bool] = {}
     for batch in pending:
-        by_provider.setdefault(batch.provider, []).append(batch)
-    if len(by_provider) < 2:
-        parts = [_submit_all(ctx, batches, now) for batches in by_provider.values()]
-    else:
-        with ThreadPoolExecutor(len(by_provider), thread_name_prefix="submit") as pool:
-            futures = [
-                pool.submit(copy_context().run, _submit_all, ctx, batches, now)
-                for batches in by_provider.values()
-            ]
-            parts = [future.result() for future in futures]
-    return _merged(parts, [batch.id for batch in pending])
-
-
-def _submit_all(ctx: StageContext, batches: list[Batch], now: datetime) -> SubmitResult:
-    """One provider's batches, in order (``run_submit_stage``)."""
-    result = SubmitResult()
-    name = batches[0].provider
-    admitted = ctx.guard.admit(name, ctx.providers[name], now)
-    for batch in batches:
-        if not (admitted and ctx.guard.allows(name)):
+        if batch.provider not in admitted:
+            admitted[batch.provider] = ctx.guard.admit(
+                batch.provider, ctx.providers[batch.provider], now
+            )
+        if not (admitted[batch.provider] and ctx.guard.allows(batch.provider)):
             result.skipped.append(batch.id)  # left as it is; sent once the circuit closes
             continue
         try:
@@ -354,16 +331,3 @@ def _submit_all(ctx: StageContext, batches: list[Batch], now: datetime) -> Submi
                 extra={"event": "batch_submit_deferred", "batch": batch.id},
             )
     return result
-
-
-def _merged(parts: list[SubmitResult], order: list[str]) -> SubmitResult:
-    """The providers' results as one, each list in the order the batches were pending."""
-    rank = {batch_id: i for i, batch_id in enumerate(order)}
-    merged = SubmitResult()
-    for name in ("submitted", "adopted", "failed", "deferred", "skipped"):
-        ids = [batch_id for part in parts for batch_id in getattr(part, name)]
-        setattr(merged, name, sorted(ids, key=rank.__getitem__))
-    merged.duplicates = sorted(
-        (batch for part in parts for batch in part.duplicates), key=lambda b: rank[b.id]
-    )
-    return merged

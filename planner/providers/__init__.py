@@ -56,9 +56,9 @@ class LazyProviders(Mapping[str, BatchProvider]):
     it, 34 MB together): done at start-up, that memory sat under the tokenizer's encodings
     while the spool was read, the daemon's peak (``run --once`` of 20,000: 221 MiB, 185 MiB
     without it; the bound is 250 MB), and every forked read worker carried it. Names are known
-    at once (a stage may list them without building anything); the daemon's jobs and the
-    submit stage's providers run on threads, so a provider is built once, under a lock of its
-    own (one provider's import never waits for another's)."""
+    at once (a stage may list them without building anything); the daemon's jobs run on
+    threads, so a provider is built once, under a lock of its own (one provider's import never
+    waits for another's)."""
 
     def __init__(self, factories: Mapping[str, Callable[[], BatchProvider]]) -> None:
         self._factories = dict(factories)
