@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, Literal
 
+from planner.sandbox import wire_json
 from planner.sandbox.faults import FaultPlan, JobFault
 
 _log = logging.getLogger(__name__)
@@ -153,6 +154,20 @@ class Blob:
             self._file.flush()
 
     @classmethod
+    def copied_from(cls, source: IO[bytes]) -> Blob:
+        """The bytes ``source`` holds from where it is to its end, copied a block at a time
+        (an upload, which the web framework spooled to disk: reading it whole held a batch's
+        input file in memory, 100 MB at 100,000 requests, beside the copy stored)."""
+        first = source.read(SPILL_BYTES + 1)
+        if len(first) <= SPILL_BYTES:
+            return cls(first)
+        file = tempfile.TemporaryFile()  # noqa: SIM115 (handed to the Blob)
+        file.write(first)
+        while block := source.read(BLOCK_BYTES):
+            file.write(block)
+        return cls.in_file(file)
+
+    @classmethod
     def in_file(cls, file: IO[bytes]) -> Blob:
         """The bytes a temporary ``file`` holds (``BlobWriter``'s), kept in it."""
         file.flush()
@@ -170,6 +185,13 @@ class Blob:
             return self._small
         assert self._file is not None
         return os.pread(self._file.fileno(), self.size, 0)
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        """``read()[offset:offset + length]``, reading only those bytes (``pread``)."""
+        if self._small is not None:
+            return self._small[offset : offset + length]
+        assert self._file is not None
+        return os.pread(self._file.fileno(), length, offset)
 
     def blocks(self) -> Iterator[bytes]:
         """The bytes in order, at most ``BLOCK_BYTES`` at a time."""
@@ -257,26 +279,87 @@ class UploadSession:
     received: bytearray = field(default_factory=bytearray)
 
 
-@dataclass(slots=True)
+RENDERED: dict[str, Any] = {}
+"""What a settled job's line keeps of its request once its answers are written: nothing."""
+
+
+@dataclass(frozen=True, slots=True)
+class LineSource:
+    """Where a line's request is in the batch's input file: the line's bytes at ``offset``, its
+    ``field`` once decoded. A job keeps this (and the file) instead of the decoded request: a
+    batch's decoded requests, held from the create that checks them to the settle that answers
+    them, took the emulator past 250 MB at 100,000 requests (a decoded chat request is two to
+    three times its line), and the real services read their input from storage too."""
+
+    blob: Blob
+    offset: int
+    length: int
+    field: str
+
+    def read(self) -> dict[str, Any]:
+        value = wire_json.loads(self.blob.read_at(self.offset, self.length))[self.field]
+        assert isinstance(value, dict), "checked when the batch was created"
+        return value
+
+
 class JobLine:
-    key: str
-    request: dict[str, Any]
-    prompt_tokens: int | None = None  # counted at create (the enqueued-token limit), if so
+    """One request of a job: its key, and its request either held (an inline request) or read
+    from the input file each time it is asked for (``LineSource``), so that a job holds its
+    requests one at a time while it answers them."""
+
+    __slots__ = ("_request", "_source", "key", "prompt_tokens", "refused")
+
+    def __init__(
+        self,
+        key: str,
+        request: dict[str, Any] | None = None,
+        prompt_tokens: int | None = None,  # counted at create (the enqueued-token limit), if so
+        *,
+        source: LineSource | None = None,
+    ) -> None:
+        if (request is None) == (source is None):
+            raise ValueError("a job line needs its request or where to read it, not both")
+        self.key = key
+        self.prompt_tokens = prompt_tokens
+        self._request = request
+        self._source = source
+        self.refused: bool | None = None  # whether the endpoint refuses it, once asked
+
+    @property
+    def request(self) -> dict[str, Any]:
+        if self._request is not None:
+            return self._request
+        assert self._source is not None
+        return self._source.read()
+
+    @request.setter
+    def request(self, value: dict[str, Any]) -> None:
+        self._request, self._source = value, None
+
+    @property
+    def in_memory(self) -> bool:
+        """Whether the request is held here (inline, or forgotten as ``RENDERED``), not read
+        from the input file."""
+        return self._source is None
+
+    def __repr__(self) -> str:
+        return f"JobLine(key={self.key!r})"
 
 
 @dataclass(slots=True)
 class LineOutcome:
-    """What happened to one input line of a finished job, before a surface renders it."""
+    """What happened to one input line of a finished job, before a surface renders it; its
+    request is its line's (read again from the input where the job keeps it there)."""
 
     index: int  # position in the input
     key: str
-    request: dict[str, Any]
+    line: JobLine
     fault: str | None  # None (answer normally) | "error" | "malformed" | "missing"
     prompt_tokens: int | None = None  # the line's, if counted at create
 
-
-RENDERED: dict[str, Any] = {}
-"""What a settled job's line keeps of its request once its answers are written: nothing."""
+    @property
+    def request(self) -> dict[str, Any]:
+        return self.line.request
 
 
 @dataclass
@@ -359,14 +442,13 @@ class Job:
         return c if now < c + grace else c + grace
 
     def forget_requests(self) -> None:
-        """Drop the decoded requests once the job's answers are written to its results file:
-        nothing reads them again (its status, counts and files are rendered), and they were
-        most of the emulator's memory, several times the input file's size, for every batch
-        it ever ran. The input file itself is kept, as the real services keep it."""
+        """Drop what the lines hold of their requests once the job's answers are written to
+        its results file: nothing reads them again (its status, counts and files are
+        rendered). Inline requests were most of the emulator's memory, several times their
+        size as JSON, for every batch it ever ran; a line read from the input file lets go
+        of the file (kept for as long as it is not deleted, as the real services keep it)."""
         for line in self.lines:
             line.request = RENDERED
-        for outcome in self.executed:
-            outcome.request = RENDERED
 
     def is_terminal(self, now: float) -> bool:
         return self.phase(now) in TERMINAL_PHASES
@@ -669,7 +751,7 @@ class SandboxState:
                 LineOutcome(
                     index=i,
                     key=line.key,
-                    request=line.request,
+                    line=line,
                     fault=self.faults.line_fault(ident, line.key),
                     prompt_tokens=line.prompt_tokens,
                 )

@@ -110,14 +110,11 @@ def _check_output_expiry(value: Any) -> int | None:
 
 
 def _parsed_and_counted(blob: Blob, endpoint: str, settings: OpenAISettings) -> ParsedInput:
-    """``parse_input``, then each line's prompt tokens (what the queue limit counts, kept for
+    """``parse_input`` with each line's prompt tokens (what the queue limit counts, kept for
     the answers), on a worker thread: counted on the event loop, 20,000 requests held it for
     0.5 s, in which the emulator answered nothing else."""
-    parsed = parse_input(blob, endpoint, settings)
     kind = ENDPOINT_KINDS[endpoint]
-    for line in parsed.lines:
-        line.prompt_tokens = prompt_tokens(kind, line.request)
-    return parsed
+    return parse_input(blob, endpoint, settings, lambda body: prompt_tokens(kind, body))
 
 
 class BatchesApi:

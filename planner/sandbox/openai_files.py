@@ -11,9 +11,10 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from planner.sandbox.kernel import SandboxState, StoredFile
+from planner.sandbox.kernel import Blob, SandboxState, StoredFile
 from planner.sandbox.openai_common import (
     FILE_RETENTION_SECONDS,
     ApiError,
@@ -106,12 +107,13 @@ class FilesApi:
         expires_after = _expiry(
             form.get("expires_after[anchor]"), form.get("expires_after[seconds]")
         )
-        data = await upload.read()
+        await upload.seek(0)
+        data = await run_in_threadpool(Blob.copied_from, upload.file)
         limit = settings_for(self.state).max_upload_bytes
-        if len(data) > limit:
+        if data.size > limit:
             raise ApiError(
                 400,
-                f"File is too large: {len(data)} bytes; the maximum is {limit} bytes.",
+                f"File is too large: {data.size} bytes; the maximum is {limit} bytes.",
                 param="file",
                 code="file_too_large",
             )

@@ -8,11 +8,12 @@ specs/openai-batch-api.md §6.4. This module only decides; the caller builds the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from planner.sandbox import usage, wire_json
-from planner.sandbox.kernel import Blob, JobLine
+from planner.sandbox.kernel import Blob, JobLine, LineSource
 from planner.sandbox.openai_common import OpenAISettings
 
 MAX_REPORTED_ERRORS = 100
@@ -30,9 +31,16 @@ class ParsedInput:
             self.errors.append({"code": code, "message": message, "param": param, "line": line})
 
 
-def parse_input(blob: Blob, endpoint: str, settings: OpenAISettings) -> ParsedInput:
+def parse_input(
+    blob: Blob,
+    endpoint: str,
+    settings: OpenAISettings,
+    count: Callable[[dict[str, Any]], int] | None = None,
+) -> ParsedInput:
     """Every line checked, read from the stored file a block at a time; ``errors`` empty
-    means the batch may run."""
+    means the batch may run. Each line keeps where its request is in ``blob``, not the
+    request (``kernel.LineSource``), and ``count`` of it (its prompt tokens), counted here
+    while it is decoded."""
     parsed = ParsedInput()
     if blob.size > settings.max_batch_input_bytes:
         parsed.error(
@@ -44,12 +52,19 @@ def parse_input(blob: Blob, endpoint: str, settings: OpenAISettings) -> ParsedIn
         return parsed
     seen: set[str] = set()
     requests = 0
+    offset = 0  # of the line in ``blob``: the pieces of ``lines`` are split at each b"\n"
     for number, raw in enumerate(blob.lines(), start=1):
+        at, offset = offset, offset + len(raw) + 1
         if not raw.strip():
             continue
         requests += 1
         if requests <= settings.max_batch_lines:
-            _parse_line(parsed, number, raw, endpoint, seen)
+            checked = _parse_line(parsed, number, raw, endpoint, seen)
+            if checked is not None:
+                key, body = checked
+                tokens = count(body) if count is not None else None
+                source = LineSource(blob, at, len(raw), "body")
+                parsed.lines.append(JobLine(key, prompt_tokens=tokens, source=source))
     if not requests:
         parsed.error("empty_file", "The input file is empty.", None)
         return parsed
@@ -74,14 +89,15 @@ def parse_input(blob: Blob, endpoint: str, settings: OpenAISettings) -> ParsedIn
 
 def _parse_line(
     parsed: ParsedInput, number: int, raw: bytes, endpoint: str, seen: set[str]
-) -> None:
+) -> tuple[str, dict[str, Any]] | None:
+    """The key and body of a line the batch may run (``None``: its error is recorded)."""
     try:
         item = wire_json.loads(raw)
     except ValueError:
         item = None
     if not isinstance(item, dict):
         parsed.error("invalid_json_line", "This line is not parseable as valid JSON.", number)
-        return
+        return None
     custom_id = item.get("custom_id")
     body = item.get("body")
     for name, ok in (
@@ -97,13 +113,13 @@ def _parse_line(
                 number,
                 name,
             )
-            return
+            return None
     assert isinstance(custom_id, str) and isinstance(body, dict)
     if item["method"] != "POST":
         parsed.error(
             "invalid_method", f"Invalid method {item['method']!r}; only 'POST'.", number, "method"
         )
-        return
+        return None
     if item["url"] != endpoint:
         parsed.error(
             "url_mismatch",
@@ -111,7 +127,7 @@ def _parse_line(
             number,
             "url",
         )
-        return
+        return None
     if custom_id in seen:
         parsed.error(
             "duplicate_custom_id",
@@ -119,7 +135,7 @@ def _parse_line(
             number,
             "custom_id",
         )
-        return
+        return None
     seen.add(custom_id)
     model = body.get("model")
     if isinstance(model, str) and model:
@@ -133,7 +149,7 @@ def _parse_line(
                 number,
                 "body.model",
             )
-            return
+            return None
     if endpoint == "/v1/embeddings":
         parsed.embedding_inputs += len(usage.embedding_texts(body))
-    parsed.lines.append(JobLine(key=custom_id, request=body))
+    return custom_id, body

@@ -19,7 +19,7 @@ import hashlib
 from typing import Any
 
 from planner.sandbox import wire_json
-from planner.sandbox.kernel import BlobWriter, Job, LineOutcome, SandboxState
+from planner.sandbox.kernel import BlobWriter, Job, JobLine, LineOutcome, SandboxState
 from planner.sandbox.openai_answers import answer, check_request
 from planner.sandbox.openai_common import (
     COMPAT,
@@ -94,15 +94,14 @@ class _Results:
 
     def add(self, outcome: LineOutcome) -> None:
         job = self.job
-        refusal = line_error(job, outcome.request, outcome.fault)
+        request = outcome.request  # read once: a line kept in the input file is read anew
+        refusal = line_error(job, request, outcome.fault)
         if refusal is not None:
             self.failed += 1
             line = _response_line(job, outcome.key, refusal.status, refusal.openai_body())
             self.errors.add(wire_json.dumps(line))
             return
-        body, bill = answer(
-            job.kind, outcome.request, self.settled_at, prompt=outcome.prompt_tokens
-        )
+        body, bill = answer(job.kind, request, self.settled_at, prompt=outcome.prompt_tokens)
         self.completed += 1
         self.billed.append((outcome.key, bill))
         for name in self.usage:
@@ -194,6 +193,15 @@ def progress_counts(state: SandboxState, job: Job, now: float) -> dict[str, int]
     failed = sum(
         1
         for line in job.lines[:done]
-        if line_error(job, line.request, state.faults.line_fault(job.id, line.key)) is not None
+        if _refused(job, line) or state.faults.line_fault(job.id, line.key) == "error"
     )
     return {"total": len(job.lines), "completed": done - failed, "failed": failed}
+
+
+def _refused(job: Job, line: JobLine) -> bool:
+    """Whether the endpoint refuses ``line``'s request (``line_error`` without a fault),
+    judged once per line: a line kept in the input file is read to judge it, and a running
+    batch is read at every poll."""
+    if line.refused is None:
+        line.refused = line_error(job, line.request, None) is not None
+    return line.refused

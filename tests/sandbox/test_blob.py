@@ -10,6 +10,7 @@ across block boundaries.
 from __future__ import annotations
 
 import hashlib
+import io
 
 import pytest
 from hypothesis import given, settings
@@ -81,3 +82,16 @@ def test_a_written_file_is_its_lines_joined(lines: list[str], spill: int) -> Non
     expected = ("\n".join(lines) + "\n").encode() if lines else b""
     assert blob.read() == expected and blob.size == len(expected) and len(writer) == len(lines)
     assert blob.on_disk == (len(expected) > spill)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=_DATA, block=st.integers(1, 9), spill=st.sampled_from([0, 4, 1 << 20]))
+def test_an_upload_is_copied_a_block_at_a_time(data: bytes, block: int, spill: int) -> None:
+    """``Blob.copied_from`` stores what an uploaded file holds, read in blocks (an upload was
+    read whole into memory before it was stored); past the spill size it is on disk."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(kernel, "SPILL_BYTES", spill)
+        patch.setattr(kernel, "BLOCK_BYTES", block)
+        blob = kernel.Blob.copied_from(io.BytesIO(data))
+        assert blob.read() == data and blob.size == len(data)
+        assert blob.on_disk == (len(data) > spill)
