@@ -324,7 +324,7 @@ class GeminiSurface:
                 c.strip()
                 for c in request.headers.get("x-goog-upload-command", "").lower().split(",")
             }
-            received = len(session.received)
+            received = session.received.size
             if "query" in commands:
                 return Response(
                     status_code=200,
@@ -344,12 +344,12 @@ class GeminiSurface:
                     headers=final,
                 )
             if "upload" in commands:
-                session.received.extend(body)
-            if session.expected_size is not None and len(session.received) > session.expected_size:
+                session.received.write(body)
+            if session.expected_size is not None and session.received.size > session.expected_size:
                 del self.state.uploads[upload_id]
                 raise GeminiError(
                     400,
-                    f"Received {len(session.received)} bytes, more than the declared "
+                    f"Received {session.received.size} bytes, more than the declared "
                     f"{session.expected_size}.",
                     headers=final,
                 )
@@ -358,14 +358,14 @@ class GeminiSurface:
                     status_code=200,
                     headers={
                         "X-Goog-Upload-Status": "active",
-                        "X-Goog-Upload-Size-Received": str(len(session.received)),
+                        "X-Goog-Upload-Size-Received": str(session.received.size),
                     },
                 )
             del self.state.uploads[upload_id]
-            if session.expected_size is not None and len(session.received) != session.expected_size:
+            if session.expected_size is not None and session.received.size != session.expected_size:
                 raise GeminiError(
                     400,
-                    f"Upload finalized with {len(session.received)} bytes; "
+                    f"Upload finalized with {session.received.size} bytes; "
                     f"{session.expected_size} were declared.",
                     headers=final,
                 )
@@ -375,7 +375,7 @@ class GeminiSurface:
             now = self.state.clock.now()
             stored = self.state.add_file(
                 surface="gemini",
-                data=bytes(session.received),
+                data=session.received.blob(),
                 filename=session.filename or "",
                 purpose="upload",
                 mime_type=session.mime_type,

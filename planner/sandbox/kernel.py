@@ -233,15 +233,17 @@ class Blob:
 
 
 class BlobWriter:
-    """A file written a line at a time (a batch's results): in memory up to ``SPILL_BYTES``,
-    then in a temporary file. Collecting the lines, joining them and encoding the text held
-    three copies of a results file at once: with embeddings of 1,536 floats, 30 KB a line,
-    a batch of 10,000 needed about 900 MB."""
+    """A file written a line at a time (a batch's results) or a piece at a time (a resumable
+    upload): in memory up to ``SPILL_BYTES``, then in a temporary file. Collecting the lines,
+    joining them and encoding the text held three copies of a results file at once: with
+    embeddings of 1,536 floats, 30 KB a line, a batch of 10,000 needed about 900 MB; an upload
+    gathered in memory was copied once more when it was stored."""
 
     def __init__(self) -> None:
         self._buffer = bytearray()
         self._file: IO[bytes] | None = None
         self.lines = 0
+        self.size = 0  # bytes written
 
     def __len__(self) -> int:
         return self.lines
@@ -249,7 +251,11 @@ class BlobWriter:
     def add(self, line: str) -> None:
         """``line`` and a newline after it (the file is ``"\\n".join(lines) + "\\n"``)."""
         self.lines += 1
-        data = line.encode() + b"\n"
+        self.write(line.encode() + b"\n")
+
+    def write(self, data: bytes) -> None:
+        """``data`` as it is, after what was written before."""
+        self.size += len(data)
         if self._file is not None:
             self._file.write(data)
             return
@@ -276,7 +282,7 @@ class UploadSession:
     expected_size: int | None
     mime_type: str
     filename: str | None
-    received: bytearray = field(default_factory=bytearray)
+    received: BlobWriter = field(default_factory=BlobWriter)  # the bytes so far, spilled
 
 
 RENDERED: dict[str, Any] = {}

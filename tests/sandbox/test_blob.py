@@ -95,3 +95,20 @@ def test_an_upload_is_copied_a_block_at_a_time(data: bytes, block: int, spill: i
         blob = kernel.Blob.copied_from(io.BytesIO(data))
         assert blob.read() == data and blob.size == len(data)
         assert blob.on_disk == (len(data) > spill)
+
+
+@settings(max_examples=200, deadline=None)
+@given(pieces=st.lists(_DATA, max_size=8), spill=st.sampled_from([0, 4, 1 << 20]))
+def test_a_resumable_upload_is_written_piece_by_piece(pieces: list[bytes], spill: int) -> None:
+    """A Gemini resumable upload's chunks go to a ``BlobWriter`` as they come (they were
+    gathered in a bytearray, then copied whole when stored): the file is their concatenation,
+    its size counted as they come, on disk past the spill size."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(kernel, "SPILL_BYTES", spill)
+        writer = kernel.BlobWriter()
+        for piece in pieces:
+            writer.write(piece)
+        data = b"".join(pieces)
+        assert writer.size == len(data) and len(writer) == 0
+        blob = writer.blob()
+        assert blob.read() == data and blob.on_disk == (len(data) > spill)

@@ -249,6 +249,8 @@ def test_files_on_disk_are_read_and_downloaded_a_block_at_a_time(
     rows[3] = rows[3].replace(b'{"contents"', b'{"model": "models/gemini-2.5-pro", "contents"')
     data = rows[0] + b"\r\n" + rows[1] + b"\r\n\r\n" + b"\n".join(rows[2:]) + b"\n"
     bad = gemini.files.upload(file=io.BytesIO(data), config={"mime_type": "jsonl"})
+    uploaded = sandbox.state.files[bad.name.removeprefix("files/")]  # written as it came
+    assert uploaded.blob.on_disk and uploaded.blob.read() == data
     with pytest.raises(errors.ClientError) as caught:  # its 4th request is on line 5
         gemini.batches.create(model=MODEL, src=bad.name)
     assert "line 5:" in caught.value.message and "gemini-2.5-pro" in caught.value.message
