@@ -309,9 +309,10 @@ class LineSource:
 
 
 class JobLine:
-    """One request of a job: its key, and its request either held (an inline request) or read
-    from the input file each time it is asked for (``LineSource``), so that a job holds its
-    requests one at a time while it answers them."""
+    """One request of a job: its key, and its request either held (inline requests, and the
+    lines of a Gemini file, split as text) or read from the input file each time it is asked
+    for (``LineSource``: an OpenAI batch's lines), so that such a job holds its requests one
+    at a time while it answers them."""
 
     __slots__ = ("_request", "_source", "key", "prompt_tokens", "refused")
 
@@ -355,17 +356,25 @@ class JobLine:
 @dataclass(slots=True)
 class LineOutcome:
     """What happened to one input line of a finished job, before a surface renders it; its
-    request is its line's (read again from the input where the job keeps it there)."""
+    key, request and prompt tokens are its line's (the request read again from the input
+    where the job keeps it there)."""
 
     index: int  # position in the input
-    key: str
     line: JobLine
     fault: str | None  # None (answer normally) | "error" | "malformed" | "missing"
-    prompt_tokens: int | None = None  # the line's, if counted at create
+
+    @property
+    def key(self) -> str:
+        return self.line.key
 
     @property
     def request(self) -> dict[str, Any]:
         return self.line.request
+
+    @property
+    def prompt_tokens(self) -> int | None:
+        """The line's, if counted at create."""
+        return self.line.prompt_tokens
 
 
 @dataclass
@@ -754,13 +763,7 @@ class SandboxState:
             count = len(job.lines) if fraction >= 1.0 else int(len(job.lines) * fraction)
             ident = job.id
             outcomes = [
-                LineOutcome(
-                    index=i,
-                    key=line.key,
-                    line=line,
-                    fault=self.faults.line_fault(ident, line.key),
-                    prompt_tokens=line.prompt_tokens,
-                )
+                LineOutcome(index=i, line=line, fault=self.faults.line_fault(ident, line.key))
                 for i, line in enumerate(job.lines[:count])
             ]
             if self.faults.shuffle_results:

@@ -78,8 +78,9 @@ def test_a_line_forgotten_after_its_answer_lets_go_of_the_file() -> None:
     blob = kernel.Blob((_line("a", {"model": "m", "messages": []}) + "\n").encode())
     parsed = parse_input(blob, "/v1/chat/completions", OpenAISettings())
     (line,) = parsed.lines
-    outcome = kernel.LineOutcome(0, line.key, line, None)
-    assert outcome.request == {"model": "m", "messages": []} and line.prompt_tokens is None
+    outcome = kernel.LineOutcome(0, line, None)
+    assert outcome.request == {"model": "m", "messages": []} and outcome.key == "a"
+    assert outcome.prompt_tokens is None  # not counted without ``count``
     line.request = kernel.RENDERED
     assert line.in_memory and outcome.request is kernel.RENDERED
 
