@@ -52,10 +52,11 @@ def create_provider(kind: str, **options: Any) -> BatchProvider:
 class LazyProviders(Mapping[str, BatchProvider]):
     """Providers by name, each built by its factory the first time it is looked up.
 
-    Building one imports its SDK (0.34 s for ``openai``, 0.23 s for ``google-genai`` beside
-    it, 34 MB together): done at start-up, that memory sat under the tokenizer's encodings
-    while the spool was read, the daemon's peak (``run --once`` of 20,000: 221 MiB, 185 MiB
-    without it; the bound is 250 MB), and every forked read worker carried it. Names are known
+    Building one imports its SDK, and only its own (``providers/errors.sdk_failures``; 34 MB
+    for ``openai`` and ``google-genai`` together): done at start-up, that memory sat under the
+    tokenizer's encodings while the spool was read, the daemon's peak (``run --once`` of
+    20,000: 221 MiB, 185 MiB without it; the bound is 250 MB), and every forked read worker
+    carried it. Names are known
     at once (a stage may list them without building anything); the daemon's jobs run on
     threads, so a provider is built once, under a lock of its own (one provider's import never
     waits for another's)."""
