@@ -179,15 +179,14 @@ def _batch_type(job: Job) -> str:
 
 
 def batch_stats(job: Job, now: float) -> dict[str, str]:
-    total = len(job.lines)
+    total = job.size
     stats: dict[str, int] = {"requestCount": total}
     phase = job.phase(now)
     if job.settled:
-        failed = sum(1 for o in job.executed if o.fault == "error")
-        stats["successfulRequestCount"] = len(job.executed) - failed
-        stats["failedRequestCount"] = failed
+        stats["successfulRequestCount"] = job.ran - job.failed_lines
+        stats["failedRequestCount"] = job.failed_lines
         if phase not in ("succeeded",):
-            stats["pendingRequestCount"] = total - len(job.executed)
+            stats["pendingRequestCount"] = total - job.ran
     else:
         done = int(total * job.done_fraction(now)) if phase != "pending" else 0
         stats["successfulRequestCount"] = done

@@ -674,8 +674,8 @@ class GeminiSurface:
         meta.pop("output", None)
         meta.pop("endTime", None)
         meta["batchStats"] = {
-            "requestCount": str(len(job.lines)),
-            "pendingRequestCount": str(len(job.lines)),
+            "requestCount": str(job.size),
+            "pendingRequestCount": str(job.size),
         }
         return {"name": op["name"], "metadata": meta}
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Literal
 
 from planner.sandbox import wire_json
+from planner.sandbox.billing import MEMORY_KEYS, Bills
 from planner.sandbox.faults import FaultPlan, JobFault
 
 _log = logging.getLogger(__name__)
@@ -400,9 +401,26 @@ class Job:
     deleted: bool = False
     settled: bool = False
     settled_at: float | None = None
-    executed: list[LineOutcome] = field(default_factory=list)
+    executed: list[LineOutcome] = field(default_factory=list)  # until settled: see ``compact``
     output: dict[str, Any] = field(default_factory=dict)  # surface-owned (file ids, inline, ...)
     extra: dict[str, Any] = field(default_factory=dict)  # surface-owned request echo etc.
+    size: int = field(init=False)  # how many requests it was created with
+    ran: int = 0  # once settled: lines run (``executed``, as its settle hook left it)
+    failed_lines: int = 0  # once settled: of those, lines answered with an error
+
+    def __post_init__(self) -> None:
+        self.size = len(self.lines)
+
+    def compact(self) -> None:
+        """Once settled (its answers written, its usage billed): keep its counts, not its lines
+        and outcomes, which nothing reads again. A job kept them for as long as the emulator
+        ran, ~0.5 KB a request on top of the ledger's record. An inline job keeps its lines,
+        whose requests its resource echoes (``forget_requests`` made them ``RENDERED``)."""
+        self.ran = len(self.executed)
+        self.failed_lines = sum(1 for outcome in self.executed if outcome.fault == "error")
+        self.executed = []
+        if not self.inline:
+            self.lines = []
 
     # -- timing -----------------------------------------------------------------------------
     def _natural_phase(self, now: float) -> tuple[str, float]:
@@ -504,19 +522,9 @@ class Job:
 SettleHook = Callable[["SandboxState", Job], list[tuple[str, dict[str, Any]]]]
 
 
-@dataclass(slots=True)  # one per key ever billed: a run of 100,000 requests keeps 100,000
-class BilledRequest:
-    key: str
-    lane: str
-    times_billed: int = 0
-    usage: dict[str, int] = field(default_factory=dict)
-    lanes: dict[str, int] = field(default_factory=dict)
-    models: list[str] = field(default_factory=list)
-    batches: list[str] = field(default_factory=list)
-
-
 class Ledger:
-    """Everything the sandbox has seen: batches created and requests billed (by key).
+    """Everything the sandbox has seen: batches created and requests billed (by key, in
+    ``billing.Bills``: in memory, then on disk past its ``memory_keys``).
 
     Usage dicts use one vocabulary on every surface: ``input_tokens``, ``output_tokens``
     (billable output, thinking/reasoning included), ``total_tokens``, and optionally
@@ -524,9 +532,9 @@ class Ledger:
     fields are summed over every time the key was billed.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, memory_keys: int = MEMORY_KEYS) -> None:
         self._batches: list[Job] = []
-        self._requests: dict[str, BilledRequest] = {}
+        self.bills = Bills(memory_keys)
 
     def record_batch(self, job: Job) -> None:
         self._batches.append(job)
@@ -540,19 +548,7 @@ class Ledger:
         model: str | None = None,
         batch: str | None = None,
     ) -> None:
-        entry = self._requests.get(key)
-        if entry is None:
-            entry = self._requests[key] = BilledRequest(key=key, lane=lane)
-        entry.lane = lane
-        entry.times_billed += 1
-        entry.lanes[lane] = entry.lanes.get(lane, 0) + 1
-        for name, value in usage.items():
-            if isinstance(value, int) and not isinstance(value, bool):
-                entry.usage[name] = entry.usage.get(name, 0) + value
-        if model is not None and model not in entry.models:
-            entry.models.append(model)
-        if batch is not None:
-            entry.batches.append(batch)
+        self.bills.bill(key, lane, usage, model=model, batch=batch)
 
     def snapshot(self, now: float) -> dict[str, Any]:
         return {
@@ -561,28 +557,17 @@ class Ledger:
                     "name": job.id,
                     "our_id": job.our_id,
                     "model": job.model,
-                    "requests": len(job.lines),
+                    "requests": job.size,
                     "state": job.phase(now),
                     "surface": job.surface,
                     "kind": job.kind,
                     "display_name": job.display_name,
                     "deleted": job.deleted,
-                    "billed": len(job.executed) if job.settled else 0,
+                    "billed": job.ran if job.settled else 0,
                 }
                 for job in self._batches
             ],
-            "requests": [
-                {
-                    "key": r.key,
-                    "lane": r.lane,
-                    "times_billed": r.times_billed,
-                    "usage": dict(r.usage),
-                    "lanes": dict(r.lanes),
-                    "models": list(r.models),
-                    "batches": list(r.batches),
-                }
-                for r in self._requests.values()
-            ],
+            "requests": list(self.bills.records()),
         }
 
 
@@ -775,6 +760,7 @@ class SandboxState:
             billed = hook(self, job) if hook is not None else []
             for key, usage in billed:
                 self.ledger.bill(key, "batch", usage, model=job.model, batch=job.id)
+            job.compact()
 
     def settle_all(self, now: float, jobs: Iterable[Job] | None = None) -> None:
         with self.lock:

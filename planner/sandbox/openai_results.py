@@ -146,7 +146,7 @@ def settle_hook(state: SandboxState, job: Job) -> list[tuple[str, dict[str, Any]
         if results.errors
         else None,
         "counts": {
-            "total": 0 if phase == "failed" else len(job.lines),
+            "total": 0 if phase == "failed" else job.size,
             "completed": results.completed,
             "failed": results.failed,
         },
@@ -195,7 +195,7 @@ def progress_counts(state: SandboxState, job: Job, now: float) -> dict[str, int]
         for line in job.lines[:done]
         if _refused(job, line) or state.faults.line_fault(job.id, line.key) == "error"
     )
-    return {"total": len(job.lines), "completed": done - failed, "failed": failed}
+    return {"total": job.size, "completed": done - failed, "failed": failed}
 
 
 def _refused(job: Job, line: JobLine) -> bool:
