@@ -254,18 +254,19 @@ def _chunks(results: Iterable[LineResult], size: int, max_bytes: int) -> Iterato
 def clean_up(
     ctx: StageContext, provider: str, batch_id: str, remote: RemoteBatch, now: datetime
 ) -> None:
-    """Delete a collected batch's remote files, then record that it is done (or given up)."""
+    """Delete what the provider keeps of a collected batch (its files; on Gemini the batch
+    too), then record that it is done (or given up)."""
     due: datetime | None = None
     handler = ctx.providers.get(provider)
     try:
         if handler is None:  # no longer configured: the files expire on their own
             raise ProviderError(f"provider {provider!r} is not configured")
-        handler.delete_files(remote)
+        handler.delete_collected(remote)
     except ProviderError as exc:  # files expire on their own; never worth failing for
         if exc.retryable:
             due = now + CLEANUP_RETRY
         _log.warning(
-            "could not delete files of %s: %s",
+            "could not delete what the provider keeps of %s: %s",
             batch_id,
             type(exc).__name__,
             extra={"event": "batch_cleanup_failed", "batch": batch_id},

@@ -242,8 +242,10 @@ class BatchProvider(Protocol):
         """Exactly one LineResult per key in ``keys``, joined by key."""
         ...
 
-    def delete_files(self, remote: RemoteBatch) -> None:
-        """Delete remote input/output files; files already gone are fine."""
+    def delete_collected(self, remote: RemoteBatch) -> None:
+        """Delete what the provider keeps of a collected batch: its input and output files,
+        and the batch itself where it holds requests or answers and can be deleted (Gemini).
+        What is gone already is fine."""
         ...
 
     def list_ours(self, since: datetime | None = None) -> Iterator[RemoteBatch]:

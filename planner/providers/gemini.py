@@ -370,10 +370,22 @@ class GeminiProvider:
             found = chain(found, wire.parse_results_file(data, endpoint))
         return join_by_key(keys, found, batch=remote.remote_id, log=log)
 
-    def delete_files(self, remote: RemoteBatch) -> None:
+    def delete_collected(self, remote: RemoteBatch) -> None:
+        """Its files, then the batch itself (§4.10): an inline batch holds its requests and
+        answers, which Google keeps for as long as the batch exists, so a collected one is
+        deleted as its files are. Gone already is fine."""
         for name in (remote.input_file_id, remote.output_file_id):
             if name:
                 self._files.delete(name)
+        try:
+            self._client.batches.delete(
+                name=wire.batch_path(remote.remote_id),
+                config={"http_options": {"timeout": self._timeout_ms}},
+            )
+        except SDK_FAILURES as exc:
+            error = from_genai(exc, operation="batch delete", secrets=self._secrets)
+            if not isinstance(error, NotFound):
+                raise error from exc
 
     def list_our_files(self) -> Iterator[OurFile]:
         return self._files.list_ours(self._page_size)

@@ -257,7 +257,8 @@ class OpenAIProvider:
         ]
         return join_by_key(keys, chain.from_iterable(parts), batch=remote.remote_id, log=log)
 
-    def delete_files(self, remote: RemoteBatch) -> None:
+    def delete_collected(self, remote: RemoteBatch) -> None:
+        """Its input, output and error files (a batch itself cannot be deleted on OpenAI)."""
         for file_id in (remote.input_file_id, remote.output_file_id, remote.error_file_id):
             if file_id:
                 self._delete_file(file_id)

@@ -724,7 +724,7 @@ class GeminiSurface:
         with self.state.lock:
             self.state.request_cancel(job, now)
             self.state.settle(job, now)
-            job.deleted = True
+            job.delete()
         return JSONResponse({})
 
 

@@ -419,8 +419,24 @@ class Job:
         self.ran = len(self.executed)
         self.failed_lines = sum(1 for outcome in self.executed if outcome.fault == "error")
         self.executed = []
-        if not self.inline:
+        if not self.inline or self.deleted:
             self.lines = []
+        if self.deleted:
+            self._forget_resource()
+
+    def delete(self) -> None:
+        """Deleted by its client: never shown again, so once settled (its usage billed) it
+        keeps only its counts; an inline job's echoed lines and answers went with it (a run
+        of a million requests kept every deleted inline job's answers)."""
+        self.deleted = True
+        if self.settled:
+            self.lines = []
+            self._forget_resource()
+
+    def _forget_resource(self) -> None:
+        """Drop what only the job's resource showed (inline answers and metadata)."""
+        self.output = {}
+        self.extra.pop("inline_metadata", None)
 
     # -- timing -----------------------------------------------------------------------------
     def _natural_phase(self, now: float) -> tuple[str, float]:

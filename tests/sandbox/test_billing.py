@@ -119,3 +119,32 @@ def test_a_settled_job_keeps_its_counts_and_the_ledger_its_records_on_disk() -> 
         ("k2", 1, {"input_tokens": 3}),
         ("k3", 1, {"input_tokens": 3}),
     ]
+
+
+def test_a_deleted_job_keeps_only_its_counts_once_billed() -> None:
+    state = SandboxState(clock=SandboxClock(0, manual=True))
+
+    def hook(st: SandboxState, job: Job) -> list[tuple[str, dict[str, Any]]]:
+        job.output = {"inlinedResponses": [{"response": o.key} for o in job.executed]}
+        return [(o.key, {"input_tokens": 1}) for o in job.executed]
+
+    state.settle_hooks["test"] = hook
+    settled = state.add_job(_file_job(state, 2, inline=True))
+    settled.extra["inline_metadata"] = {0: {"key": "k0"}}
+    state.settle(settled, state.clock.now())
+    assert settled.output and settled.lines  # shown by its resource until deleted
+    settled.delete()
+    assert (settled.lines, settled.output, settled.extra) == ([], {}, {"seq": 1})
+    assert (settled.size, settled.ran) == (2, 2)
+
+    unsettled = _file_job(state, 3, inline=True)
+    unsettled.seconds_per_state = 10  # still running when its client deletes it
+    state.add_job(unsettled)
+    unsettled.delete()
+    assert len(unsettled.lines) == 3  # its lines are billed when it ends
+    state.clock.advance(30)
+    snapshot = state.snapshot()
+    assert (unsettled.lines, unsettled.output, unsettled.ran) == ([], {}, 3)
+    assert [b["billed"] for b in snapshot["batches"]] == [2, 3]
+    billed = {r["key"]: r["times_billed"] for r in snapshot["requests"]}
+    assert billed == {"k0": 2, "k1": 2, "k2": 1}
