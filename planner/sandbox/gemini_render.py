@@ -11,8 +11,11 @@ import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
+
 from planner.sandbox import usage, wire_json
 from planner.sandbox.kernel import (
+    Blob,
     BlobWriter,
     Job,
     LineOutcome,
@@ -220,11 +223,7 @@ def operation(job: Job, now: float, *, include_inline: bool = True) -> dict[str,
         key = "fileName"
         metadata["inputConfig"] = {key: f"files/{job.input_file_id}"}
     elif include_inline:  # the batch resource's inputConfig (§5.2); list items omit it (§4.8)
-        meta = job.extra.get("inline_metadata", {})
-        echoed = [
-            {"request": line.request, **({"metadata": meta[i]} if i in meta else {})}
-            for i, line in enumerate(job.lines)
-        ]
+        echoed = _json_array(job.echo) if job.echo is not None else _echoed(job)
         metadata["inputConfig"] = {"requests": {"requests": echoed}}
     metadata["createTime"] = timestamp(job.created_at)
     metadata["updateTime"] = timestamp(job.phase_started_at(now))
@@ -239,7 +238,8 @@ def operation(job: Job, now: float, *, include_inline: bool = True) -> dict[str,
     if "responsesFile" in output:
         metadata["output"] = {"responsesFile": output["responsesFile"]}
     elif "inlinedResponses" in output and include_inline:
-        metadata["output"] = {"inlinedResponses": {"inlinedResponses": output["inlinedResponses"]}}
+        answers = _json_array(output["inlinedResponses"])
+        metadata["output"] = {"inlinedResponses": {"inlinedResponses": answers}}
     if phase in WIRE_STATE and WIRE_STATE[phase] in (
         "BATCH_STATE_SUCCEEDED",
         "BATCH_STATE_FAILED",
@@ -253,6 +253,23 @@ def operation(job: Job, now: float, *, include_inline: bool = True) -> dict[str,
         elif "output" in metadata:
             body["response"] = {"@type": TYPE_PREFIX + kind + "Output", **metadata["output"]}
     return body
+
+
+def _echoed(job: Job) -> list[dict[str, Any]]:
+    """An inline job's requests as its resource echoes them, each with its metadata."""
+    meta = job.extra.get("inline_metadata", {})
+    return [
+        {"request": line.request, **({"metadata": meta[i]} if i in meta else {})}
+        for i, line in enumerate(job.lines)
+    ]
+
+
+def _json_array(lines: Blob) -> msgspec.Raw:
+    """JSON lines kept in a blob (inline requests or answers, written once when the job
+    settled) as the JSON array a read answers with, written into it as they are: kept as
+    objects, a job's requests and answers were ~3.5 KB a request, held for as long as the job
+    was not deleted (only ``WireJSONResponse`` writes a ``Raw``)."""
+    return msgspec.Raw(b"[" + b",".join(line for line in lines.lines() if line) + b"]")
 
 
 def _line_error(outcome: LineOutcome) -> dict[str, Any]:
@@ -271,6 +288,30 @@ def _answer(job: Job, outcome: LineOutcome) -> tuple[dict[str, Any], dict[str, i
     return generate_response(job.model, outcome.request)
 
 
+def _answer_inline(job: Job) -> list[tuple[str, dict[str, Any]]]:
+    """A succeeded job answered inline, its answers written as JSON lines (``_json_array``);
+    what to bill."""
+    billed: list[tuple[str, dict[str, Any]]] = []
+    items = BlobWriter()
+    for outcome in job.executed:
+        meta = job.extra.get("inline_metadata", {}).get(outcome.index)
+        if not job.inline:
+            meta = {"key": outcome.key}
+        if outcome.fault == "error":
+            item: dict[str, Any] = {"error": _line_error(outcome)}
+        else:
+            response, bill = _answer(job, outcome)
+            billed.append((outcome.key, bill))
+            if outcome.fault == "missing":
+                continue
+            item = {"response": response}
+        if meta is not None and outcome.fault != "malformed":
+            item["metadata"] = meta
+        items.add(wire_json.dumps(item))
+    job.output = {"inlinedResponses": items.blob()}
+    return billed
+
+
 def settle_hook(state: SandboxState, job: Job) -> list[tuple[str, dict[str, Any]]]:
     """Render a finished Gemini job's results (file or inline) and return what to bill.
 
@@ -279,30 +320,18 @@ def settle_hook(state: SandboxState, job: Job) -> list[tuple[str, dict[str, Any]
     missing lines are (the service did the work; the answer was lost on the way).
     """
     settled_at = job.settled_at if job.settled_at is not None else state.clock.now()
+    if job.inline:  # its resource echoes its requests whatever its end: kept as written
+        echo = BlobWriter()
+        for item in _echoed(job):
+            echo.add(wire_json.dumps(item))
+        job.echo = echo.blob()
     if job.phase(settled_at) != "succeeded":
         job.executed = []
         return []
-    billed: list[tuple[str, dict[str, Any]]] = []
     # the other_shape fault answers a file job inline and an inline job with a file
     if job.inline != state.faults.other_shape(job.id):
-        items: list[dict[str, Any]] = []
-        for outcome in job.executed:
-            meta = job.extra.get("inline_metadata", {}).get(outcome.index)
-            if not job.inline:
-                meta = {"key": outcome.key}
-            if outcome.fault == "error":
-                item: dict[str, Any] = {"error": _line_error(outcome)}
-            else:
-                response, bill = _answer(job, outcome)
-                billed.append((outcome.key, bill))
-                if outcome.fault == "missing":
-                    continue
-                item = {"response": response}
-            if meta is not None and outcome.fault != "malformed":
-                item["metadata"] = meta
-            items.append(item)
-        job.output = {"inlinedResponses": items}
-        return billed
+        return _answer_inline(job)
+    billed: list[tuple[str, dict[str, Any]]] = []
     lines = BlobWriter()
     for outcome in job.executed:
         if outcome.fault == "error":
@@ -329,6 +358,4 @@ def settle_hook(state: SandboxState, job: Job) -> list[tuple[str, dict[str, Any]
         generated=True,
     )
     job.output = {"responsesFile": f"files/{stored.id}"}
-    if job.input_file_id is not None:  # an inline job echoes its requests on every read
-        job.forget_requests()
     return billed

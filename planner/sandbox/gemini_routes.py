@@ -661,7 +661,7 @@ class GeminiSurface:
             self.state.add_job(job)
         except LimitExceeded as exc:
             raise GeminiError(429, exc.message, details=_help_details()) from None
-        created = JSONResponse(self._creation_operation(job))
+        created = WireJSONResponse(self._creation_operation(job))  # its echo is raw JSON
         settle_in_background(self.state, job)
         return created
 

@@ -286,10 +286,6 @@ class UploadSession:
     received: BlobWriter = field(default_factory=BlobWriter)  # the bytes so far, spilled
 
 
-RENDERED: dict[str, Any] = {}
-"""What a settled job's line keeps of its request once its answers are written: nothing."""
-
-
 @dataclass(frozen=True, slots=True)
 class LineSource:
     """Where a line's request is in the batch's input file: the line's bytes at ``offset``, its
@@ -340,13 +336,9 @@ class JobLine:
         assert self._source is not None
         return self._source.read()
 
-    @request.setter
-    def request(self, value: dict[str, Any]) -> None:
-        self._request, self._source = value, None
-
     @property
     def in_memory(self) -> bool:
-        """Whether the request is held here (inline, or forgotten as ``RENDERED``), not read
+        """Whether the request is held here (inline, and a Gemini file's lines), not read
         from the input file."""
         return self._source is None
 
@@ -405,6 +397,9 @@ class Job:
     output: dict[str, Any] = field(default_factory=dict)  # surface-owned (file ids, inline, ...)
     extra: dict[str, Any] = field(default_factory=dict)  # surface-owned request echo etc.
     size: int = field(init=False)  # how many requests it was created with
+    # once settled, an inline job's requests as its resource echoes them: JSON lines of
+    # ``{"request": ..., "metadata": ...}``, on disk past ``SPILL_BYTES`` (``compact``)
+    echo: Blob | None = None
     ran: int = 0  # once settled: lines run (``executed``, as its settle hook left it)
     failed_lines: int = 0  # once settled: of those, lines answered with an error
 
@@ -414,13 +409,14 @@ class Job:
     def compact(self) -> None:
         """Once settled (its answers written, its usage billed): keep its counts, not its lines
         and outcomes, which nothing reads again. A job kept them for as long as the emulator
-        ran, ~0.5 KB a request on top of the ledger's record. An inline job keeps its lines,
-        whose requests its resource echoes (``forget_requests`` made them ``RENDERED``)."""
+        ran, ~0.5 KB a request on top of the ledger's record. An inline job's resource echoes
+        its requests: it keeps its lines unless its surface wrote them to ``echo``."""
         self.ran = len(self.executed)
         self.failed_lines = sum(1 for outcome in self.executed if outcome.fault == "error")
         self.executed = []
-        if not self.inline or self.deleted:
+        if not self.inline or self.deleted or self.echo is not None:
             self.lines = []
+            self.extra.pop("inline_metadata", None)  # in the echo, if the resource shows it
         if self.deleted:
             self._forget_resource()
 
@@ -434,8 +430,9 @@ class Job:
             self._forget_resource()
 
     def _forget_resource(self) -> None:
-        """Drop what only the job's resource showed (inline answers and metadata)."""
+        """Drop what only the job's resource showed (inline requests and answers)."""
         self.output = {}
+        self.echo = None
         self.extra.pop("inline_metadata", None)
 
     # -- timing -----------------------------------------------------------------------------
@@ -489,15 +486,6 @@ class Job:
             return began
         grace = self.seconds_per_state if self.cancel_grace is None else self.cancel_grace
         return c if now < c + grace else c + grace
-
-    def forget_requests(self) -> None:
-        """Drop what the lines hold of their requests once the job's answers are written to
-        its results file: nothing reads them again (its status, counts and files are
-        rendered). Inline requests were most of the emulator's memory, several times their
-        size as JSON, for every batch it ever ran; a line read from the input file lets go
-        of the file (kept for as long as it is not deleted, as the real services keep it)."""
-        for line in self.lines:
-            line.request = RENDERED
 
     def is_terminal(self, now: float) -> bool:
         return self.phase(now) in TERMINAL_PHASES

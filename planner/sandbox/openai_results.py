@@ -152,7 +152,6 @@ def settle_hook(state: SandboxState, job: Job) -> list[tuple[str, dict[str, Any]
         },
         "usage": None if phase == "failed" else _batch_usage(results.usage),
     }
-    job.forget_requests()
     return results.billed
 
 

@@ -13,7 +13,6 @@ from google import genai
 from google.genai import errors, types
 
 from planner.sandbox import RunningSandbox, kernel
-from planner.sandbox.kernel import RENDERED
 from planner.sandbox.usage import count_tokens
 
 pytestmark = pytest.mark.filterwarnings("ignore::google.genai._common.ExperimentalWarning")
@@ -103,22 +102,32 @@ def test_results_are_deterministic_across_sandboxes(gemini: Any, sandbox: Runnin
     assert first == second
 
 
-def test_a_file_batch_forgets_its_requests_once_answered_an_inline_one_keeps_them(
+def test_a_settled_batch_keeps_no_decoded_request_and_an_inline_one_its_json(
     gemini: Any, sandbox: RunningSandbox
 ) -> None:
-    """A file job's answers are in its results file, so its decoded requests are dropped
-    (reading it again changes nothing); an inline job echoes its requests on every read."""
+    """A file job's answers are in its results file, so it drops its lines (reading it again
+    changes nothing); an inline job echoes its requests and answers on every read, from the
+    JSON it wrote when it settled, not from objects held per request."""
     job = gemini.batches.create(model=MODEL, src=_upload(gemini, _gen_rows(3)))
     done = gemini.batches.get(name=job.name)
     first = gemini.files.download(file=done.dest.file_name)
     kept = sandbox.state.jobs[job.name]
-    assert kept.settled and all(line.request is RENDERED for line in kept.lines)
+    assert kept.settled and (kept.lines, kept.size, kept.echo) == ([], 3, None)
     again = gemini.batches.get(name=job.name)
     assert again.state == done.state and again.dest.file_name == done.dest.file_name
     assert gemini.files.download(file=again.dest.file_name) == first
-    inline = gemini.batches.create(model=MODEL, src=[{"contents": "hello there"}])
-    assert gemini.batches.get(name=inline.name).dest.inlined_responses
-    assert all(line.request for line in sandbox.state.jobs[inline.name].lines)
+    sent = [{"contents": "hello there"}, {"contents": "and again"}]
+    inline = gemini.batches.create(model=MODEL, src=sent)
+    answered = gemini.batches.get(name=inline.name).dest.inlined_responses
+    assert len(answered) == 2 and all(r.response.text for r in answered)
+    held = sandbox.state.jobs[inline.name]
+    assert held.settled and held.lines == [] and isinstance(held.echo, kernel.Blob)
+    assert isinstance(held.output["inlinedResponses"], kernel.Blob)
+    echoed = _raw(sandbox, inline.name)["metadata"]["inputConfig"]["requests"]["requests"]
+    texts = [item["request"]["contents"][0]["parts"][0]["text"] for item in echoed]
+    assert texts == ["hello there", "and again"]
+    again_inline = gemini.batches.get(name=inline.name).dest.inlined_responses
+    assert [r.response.text for r in again_inline] == [r.response.text for r in answered]
 
 
 def test_inline_batch_returns_inline_responses_with_metadata(gemini: Any) -> None:

@@ -74,15 +74,14 @@ def test_each_line_reads_back_its_own_request(
         assert [line.prompt_tokens for line in parsed.lines] == [_count(b) for b in bodies]
 
 
-def test_a_line_forgotten_after_its_answer_lets_go_of_the_file() -> None:
+def test_an_outcome_reads_its_key_and_request_from_its_line() -> None:
     blob = kernel.Blob((_line("a", {"model": "m", "messages": []}) + "\n").encode())
     parsed = parse_input(blob, "/v1/chat/completions", OpenAISettings())
     (line,) = parsed.lines
     outcome = kernel.LineOutcome(0, line, None)
     assert outcome.request == {"model": "m", "messages": []} and outcome.key == "a"
     assert outcome.prompt_tokens is None  # not counted without ``count``
-    line.request = kernel.RENDERED
-    assert line.in_memory and outcome.request is kernel.RENDERED
+    assert not line.in_memory
 
 
 def test_a_line_needs_its_request_or_its_source() -> None:
