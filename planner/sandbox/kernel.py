@@ -422,8 +422,8 @@ class Job:
 
     def delete(self) -> None:
         """Deleted by its client: never shown again, so once settled (its usage billed) it
-        keeps only its counts; an inline job's echoed lines and answers went with it (a run
-        of a million requests kept every deleted inline job's answers)."""
+        keeps only its counts. One still running keeps its lines until it ends and they are
+        billed (``compact`` then drops them with its answers)."""
         self.deleted = True
         if self.settled:
             self.lines = []
