@@ -539,20 +539,10 @@ class Ledger:
     def __init__(self, memory_keys: int = MEMORY_KEYS) -> None:
         self._batches: list[Job] = []
         self.bills = Bills(memory_keys)
+        self.bill = self.bills.bill  # every bill goes to the per-key records
 
     def record_batch(self, job: Job) -> None:
         self._batches.append(job)
-
-    def bill(
-        self,
-        key: str,
-        lane: str,
-        usage: dict[str, Any],
-        *,
-        model: str | None = None,
-        batch: str | None = None,
-    ) -> None:
-        self.bills.bill(key, lane, usage, model=model, batch=batch)
 
     def snapshot(self, now: float) -> dict[str, Any]:
         return {

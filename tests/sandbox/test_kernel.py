@@ -30,7 +30,7 @@ from planner.sandbox import (
     serve,
 )
 from planner.sandbox.faults import parse_spec
-from planner.sandbox.kernel import our_id_from_display_name
+from planner.sandbox.kernel import Ledger, our_id_from_display_name
 from planner.sandbox.usage import (
     count_tokens,
     fake_completion,
@@ -40,7 +40,14 @@ from planner.sandbox.usage import (
 )
 
 
-def _job(state: SandboxState, *, s: float = 10, fault: JobFault | None = None, n: int = 4) -> Job:
+def _job(
+    state: SandboxState,
+    *,
+    s: float = 10,
+    fault: JobFault | None = None,
+    n: int = 4,
+    inline: bool = False,
+) -> Job:
     return Job(
         id=state.new_id("batch_"),
         surface="test",
@@ -50,6 +57,7 @@ def _job(state: SandboxState, *, s: float = 10, fault: JobFault | None = None, n
         created_at=state.clock.now(),
         seconds_per_state=s,
         fault=fault,
+        inline=inline,
     )
 
 
@@ -142,6 +150,61 @@ def test_settle_bills_each_line_once_through_the_surface_hook() -> None:
         ("k2", 1, {"input_tokens": 2}),
     ]
     assert snapshot["batches"][0]["state"] == "succeeded"
+
+
+def test_a_settled_job_keeps_its_counts_and_the_ledger_its_records_on_disk() -> None:
+    state = SandboxState(clock=SandboxClock(0, manual=True))
+    state.ledger = Ledger(memory_keys=2)
+
+    def hook(st: SandboxState, job: Job) -> list[tuple[str, dict[str, Any]]]:
+        job.executed[1].fault = "error"  # one line answered with an error, the rest billed
+        return [(o.key, {"input_tokens": 3}) for o in job.executed if o.fault is None]
+
+    state.settle_hooks["test"] = hook
+    file_job = state.add_job(_job(state, s=0, n=4))
+    inline_job = state.add_job(_job(state, s=0, n=2, inline=True))
+    state.settle_all(state.clock.now())
+    assert (file_job.lines, file_job.executed) == ([], [])  # nothing held per line
+    assert (file_job.size, file_job.ran, file_job.failed_lines) == (4, 4, 1)
+    assert [line.key for line in inline_job.lines] == ["k0", "k1"]  # echoed by its resource
+    assert inline_job.executed == [] and (inline_job.size, inline_job.ran) == (2, 2)
+    snapshot = state.snapshot()
+    assert [(b["requests"], b["billed"]) for b in snapshot["batches"]] == [(4, 4), (2, 2)]
+    assert state.ledger.bills.spilled
+    assert [(r["key"], r["times_billed"], r["usage"]) for r in snapshot["requests"]] == [
+        ("k0", 2, {"input_tokens": 6}),  # both jobs number their lines from k0
+        ("k2", 1, {"input_tokens": 3}),
+        ("k3", 1, {"input_tokens": 3}),
+    ]
+
+
+def test_a_deleted_job_keeps_only_its_counts_once_billed() -> None:
+    state = SandboxState(clock=SandboxClock(0, manual=True))
+
+    def hook(st: SandboxState, job: Job) -> list[tuple[str, dict[str, Any]]]:
+        job.output = {"inlinedResponses": [{"response": o.key} for o in job.executed]}
+        return [(o.key, {"input_tokens": 1}) for o in job.executed]
+
+    state.settle_hooks["test"] = hook
+    settled = state.add_job(_job(state, s=0, n=2, inline=True))
+    settled.extra["inline_metadata"] = {0: {"key": "k0"}}
+    state.settle(settled, state.clock.now())
+    assert settled.output and settled.lines  # shown by its resource until deleted
+    settled.delete()
+    assert (settled.lines, settled.output, settled.extra) == ([], {}, {"seq": 1})
+    assert (settled.size, settled.ran) == (2, 2)
+
+    unsettled = _job(state, s=0, n=3, inline=True)
+    unsettled.seconds_per_state = 10  # still running when its client deletes it
+    state.add_job(unsettled)
+    unsettled.delete()
+    assert len(unsettled.lines) == 3  # its lines are billed when it ends
+    state.clock.advance(30)
+    snapshot = state.snapshot()
+    assert (unsettled.lines, unsettled.output, unsettled.ran) == ([], {}, 3)
+    assert [b["billed"] for b in snapshot["batches"]] == [2, 3]
+    billed = {r["key"]: r["times_billed"] for r in snapshot["requests"]}
+    assert billed == {"k0": 2, "k1": 2, "k2": 1}
 
 
 def test_limits_refuse_concurrency_and_enqueued_tokens() -> None:
