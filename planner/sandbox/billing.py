@@ -146,13 +146,8 @@ class Bills:
         """Whether the records are in the database now."""
         return self._db is not None
 
-    def __len__(self) -> int:
-        with self._lock:
-            if self._db is None:
-                return len(self._held)
-            return int(self._db.execute("SELECT count(*) FROM bill").fetchone()[0])
-
     def close(self) -> None:
+        """Forget every record, and delete the database they moved to (a reset)."""
         with self._lock:
             if self._db is not None:
                 self._db.close()

@@ -640,6 +640,7 @@ class SandboxState:
     def reset(self) -> None:
         """Forget everything (files, jobs, ledger, uploads); keep clock, faults, limits, hooks."""
         with self.lock:
+            self.ledger.bills.close()  # its records' file, if they moved to one
             self.ledger = Ledger()
             self.files.clear()
             self.jobs.clear()

@@ -176,6 +176,9 @@ def test_a_settled_job_keeps_its_counts_and_the_ledger_its_records_on_disk() -> 
         ("k2", 1, {"input_tokens": 3}),
         ("k3", 1, {"input_tokens": 3}),
     ]
+    moved = state.ledger.bills
+    state.reset()  # the records' file goes with them
+    assert not moved.spilled and state.snapshot()["requests"] == []
 
 
 def test_a_deleted_job_keeps_only_its_counts_once_billed() -> None:
