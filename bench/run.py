@@ -11,7 +11,9 @@ round after round and alternately, each in its own process:
 
 * floor — a plain ``tiktoken`` ``encode_ordinary`` loop over exactly the texts planner must
   tokenize (chat message contents with o200k_base, embedding inputs with cl100k_base; Gemini
-  needs none); only the loop is timed (texts read and encodings loaded before);
+  needs none); only the loop is timed (texts read and encodings loaded before). The same child
+  also times that loop with toktok, which planner counts with (``planner/fast_bpe.py``), and
+  checks it counts the same tokens: printed for the record, the ratios stay against tiktoken;
 * plan — ``planner plan --json`` on the spool, the whole process timed (start-up included,
   from planner's bytecode, which the runner writes first as an installed package has it);
 * run — ``planner run --once --sandbox`` on a fresh copy of the spool and a fresh SQLite
@@ -94,7 +96,26 @@ def floor(texts_file: Path) -> dict[str, float]:
         for text in texts:
             tokens += len(encode(text))
     seconds = time.perf_counter() - started
-    return {"seconds": seconds, "tokens": tokens, "texts": sum(map(len, by_encoding.values()))}
+    figures = {"seconds": seconds, "tokens": tokens, "texts": sum(map(len, by_encoding.values()))}
+    figures["toktok_seconds"] = _toktok_loop(by_encoding, tokens)
+    return figures
+
+
+def _toktok_loop(by_encoding: dict[str, list[str]], tokens: int) -> float:
+    """The same loop with the tokenizer planner counts with (``planner/fast_bpe.py``), for
+    the record: where the floor's tokenizing went. Its total must be the floor's."""
+    from toktok import _toktok
+
+    counters = {name: _toktok.Tokenizer(name, "").count for name in by_encoding}
+    started = time.perf_counter()
+    counted = 0
+    for name, texts in by_encoding.items():
+        count = counters[name]
+        for text in texts:
+            counted += count(text)
+    seconds = time.perf_counter() - started
+    assert counted == tokens, (counted, tokens)
+    return seconds
 
 
 class Timed(NamedTuple):
@@ -211,7 +232,12 @@ def measure(args: argparse.Namespace, folder: Path) -> dict[str, object]:
         figures: dict[str, dict[str, float]] = {}
         base = timed(floor_cmd, Path.cwd())
         f = json.loads(base.stdout)
-        figures["floor"] = {"seconds": f["seconds"], "rss_mib": base.rss_mib, "wall": base.seconds}
+        figures["floor"] = {
+            "seconds": f["seconds"],
+            "rss_mib": base.rss_mib,
+            "wall": base.seconds,
+            "toktok_seconds": f["toktok_seconds"],
+        }
         for name in subjects:
             got = subject(name, folder, r)
             if name == "plan":
@@ -235,7 +261,8 @@ def measure(args: argparse.Namespace, folder: Path) -> dict[str, object]:
         )
         print(
             f"round {r + 1}: floor {f['seconds']:.2f}s ({f['texts']:,} texts, "
-            f"{f['tokens']:,} tokens, {figures['floor']['rss_mib']:.0f} MiB)  {shown}",
+            f"{f['tokens']:,} tokens, {figures['floor']['rss_mib']:.0f} MiB; the same loop with "
+            f"toktok {f['toktok_seconds']:.2f}s)  {shown}",
             flush=True,
         )
     summary: dict[str, object] = {"requests": args.requests, "rounds": rounds}

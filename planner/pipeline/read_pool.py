@@ -7,8 +7,10 @@ worker processes that judge each line and measure each request (``pipeline/measu
 come back in order. At most ``ahead`` chunks are in flight, so memory stays flat whatever the
 spool. A worker that dies costs nothing: its chunk and the rest are judged here.
 
-Workers are forked while the process has one thread (``planner plan``); a process with threads
-(the daemon) uses a fork server, since forking a threaded process can copy a held lock.
+Workers are forked while the process has one thread (``planner plan``, an intake of ``run
+--once``), with the encodings this process loaded (shared, copy on write), which it then frees:
+it counts nothing while they read. A process with threads (the daemon) uses a fork server,
+since forking a threaded process can copy a held lock; its workers load their own.
 """
 
 from __future__ import annotations
@@ -119,11 +121,15 @@ class ReadPool:
         *,
         start_after: int = 0,
         here: TokenCounter | None = None,
+        release_here: Callable[[], None] | None = None,
     ) -> None:
         """Workers start with the first chunk past ``start_after`` (before that, and without
         any chunk at all, nothing is started: a small spool is not worth a process).
         ``here``: this process's own counter (the planner's), so its encodings are loaded
-        once per process; without it, one is made from ``setup`` when first needed."""
+        once per process; without it, one is made from ``setup`` when first needed.
+        ``release_here`` frees ``here``'s encodings once forked workers hold them: this
+        process counts nothing while they read (~100 MiB of its own; a count asked for later,
+        a worker having died say, loads them again)."""
         self._setup = setup
         self._workers = workers
         self._ahead = 2 * workers + 2
@@ -131,14 +137,17 @@ class ReadPool:
         self._chunks = 0
         self._executor: ProcessPoolExecutor | None = None
         self._dead = False
+        self._forked = False  # the workers were forked with this process's encodings
         self._here = here
+        self._release_here = release_here
 
     def _pool(self) -> ProcessPoolExecutor | None:
         if self._executor is None and not self._dead and self._chunks > self._start_after:
             # fork copies a held lock of another thread into the child: with threads, a server
             method = "fork" if threading.active_count() == 1 else "forkserver"
             setup = self._setup
-            if method == "fork":
+            self._forked = method == "fork"
+            if self._forked:
                 setup = self._shared_setup()
             try:
                 self._executor = ProcessPoolExecutor(
@@ -200,10 +209,14 @@ class ReadPool:
             return None  # judged here when its turn comes
         source, file, now, limit = ctx.settings.source, ctx.file, ctx.now, ctx.max_line_bytes
         try:
-            return executor.submit(_judge_chunk, source, file, now, limit, chunk)
+            future = executor.submit(_judge_chunk, source, file, now, limit, chunk)
         except (BrokenProcessPool, RuntimeError, OSError):  # died, shut down, cannot fork
             self._broken()
             return None
+        if self._forked and self._release_here is not None:  # the first submit forked them
+            self._release_here()
+            self._release_here = None
+        return future
 
     def _result(
         self,

@@ -222,6 +222,7 @@ def token_counter(cfg: PlannerConfig, catalog: Catalog) -> TiktokenCounter:
         cache_dir=cfg.tokenizer.cache_dir,
         download=cfg.tokenizer.download,
         download_timeout=cfg.tokenizer.download_timeout.total_seconds(),
+        fast=cfg.tokenizer.fast,
     )
 
 
@@ -257,7 +258,10 @@ def reading_on_every_core(
     keeps_body = no_body if bodies else planner.route_reads_body
     make_counter = partial(token_counter, cfg, catalog)
     setup = WorkerSetup(settings, catalog, make_counter, encodings, keeps_body, keeps_text=bodies)
-    with ReadPool(setup, workers, start_after=start_after, here=counter) as pool:
+    pool = ReadPool(
+        setup, workers, start_after=start_after, here=counter, release_here=_release_of(planner)
+    )
+    with pool:
         for spool in spools:
             spool.judge = pool.judge
         try:

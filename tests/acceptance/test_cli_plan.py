@@ -299,13 +299,32 @@ def test_prices_lists_the_catalog_with_sources() -> None:
     assert unknown.returncode == 2 and "unknown model" in unknown.stderr
 
 
-def test_plan_without_bpe_files_warns_and_falls_back(
+def test_plan_without_bpe_files_counts_with_toktok(
     workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """No BPE file anywhere: toktok, which needs none, still counts every text as tiktoken
+    would (the same report as with the files), with no warning."""
+    config = str(workspace / "planner.yaml")
+    with_files = run("plan", "-c", config, "--json")
     empty = tmp_path / "empty-cache"
     empty.mkdir()
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(empty))
-    done = run("plan", "-c", str(workspace / "planner.yaml"), "--json")
+    done = run("plan", "-c", config, "--json")
+    assert done.returncode == 0, done.stderr
+    assert "tokenizer" not in done.stderr
+    assert json.loads(done.stdout) == json.loads(with_files.stdout)
+    assert list(empty.iterdir()) == []
+
+
+def test_plan_without_bpe_files_and_toktok_off_warns_and_falls_back(
+    workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = workspace / "planner.yaml"
+    config.write_text(config.read_text() + "tokenizer: {fast: false, download: false}\n")
+    empty = tmp_path / "empty-cache"
+    empty.mkdir()
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(empty))
+    done = run("plan", "-c", str(config), "--json")
     assert done.returncode == 0, done.stderr
     assert "tokenizer" in done.stderr and "o200k_base" in done.stderr
     report = json.loads(done.stdout)

@@ -462,7 +462,7 @@ def _warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
 def test_missing_bpe_file_warns_once_and_falls_back(
     tmp_path: Path, no_network: list[object], caplog: pytest.LogCaptureFixture
 ) -> None:
-    counter = TiktokenCounter(shipped_catalog(), cache_dir=tmp_path)
+    counter = TiktokenCounter(shipped_catalog(), cache_dir=tmp_path, fast=False)
     request = _request("gpt-5-mini", Endpoint.CHAT_COMPLETIONS, {"messages": SIX_MESSAGES})
     with caplog.at_level(logging.WARNING, logger="planner.tokenizers"):
         first = estimate(request, _entry("gpt-5-mini"), counter, default_output_tokens=10)
@@ -483,7 +483,7 @@ def test_corrupt_bpe_file_is_not_used(
     path = expected_cache_file("cl100k_base", tmp_path)
     assert path is not None
     path.write_bytes(b"not a bpe file\n")
-    counter = TiktokenCounter(cache_dir=tmp_path)
+    counter = TiktokenCounter(cache_dir=tmp_path, fast=False)
     with caplog.at_level(logging.WARNING, logger="planner.tokenizers"):
         assert counter.count("hello", "cl100k_base") is None
     assert "SHA-256" in _warnings(caplog)[0].getMessage()
@@ -510,7 +510,7 @@ def test_unloadable_encodings(
     if env is not None:
         monkeypatch.setenv("TIKTOKEN_CACHE_DIR", env)
     with caplog.at_level(logging.WARNING, logger="planner.tokenizers"):
-        assert TiktokenCounter().count("hello", encoding) is None
+        assert TiktokenCounter(fast=False).count("hello", encoding) is None
     assert problem in _warnings(caplog)[0].getMessage()
     assert no_network == []
 
@@ -543,7 +543,7 @@ def test_operator_cache_dir_wins_over_environment(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, no_network: list[object]
 ) -> None:
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))  # empty: would fail
-    counter = TiktokenCounter(cache_dir=SHARED)
+    counter = TiktokenCounter(cache_dir=SHARED, fast=False)
     assert counter.count("hello", "o200k_base") == 1
     # planner reads the operator's file itself: the process environment is left alone
     assert os.environ["TIKTOKEN_CACHE_DIR"] == str(tmp_path)

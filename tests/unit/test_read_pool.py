@@ -288,3 +288,65 @@ def _here(raw: RawLine, ctx: LineContext) -> object:
     item = judge_line(raw, ctx)
     counter = TiktokenCounter(CATALOG, download=False)
     return measure(item, CATALOG, counter) if isinstance(item, Request) else item
+
+
+RELEASED_AFTER_FORK = """
+import json, threading
+from dataclasses import replace
+from planner.pipeline.read_pool import ReadPool
+from planner.sources.lines import CHUNK_LINES, judge_here
+from planner.tokenizers import TiktokenCounter
+from tests.unit.test_read_pool import CATALOG, SETUP, _parsed, _spool
+
+counter = TiktokenCounter(CATALOG, download=False)
+calls = []
+
+def release():
+    calls.append(sorted(counter._encodings))
+    counter.release()
+
+data = _spool(3 * CHUNK_LINES)
+here = _parsed(data, judge_here)
+setup = replace(SETUP, encodings=("cl100k_base", "o200k_base"))
+alone = threading.active_count() == 1  # so the workers are forked from this process
+with ReadPool(setup, workers=2, here=counter, release_here=release) as pool:
+    there = _parsed(data, pool.judge)
+    forked = pool._forked
+after = sorted(counter._encodings)
+print(json.dumps({"alone": alone, "forked": forked, "same": there == here, "calls": calls,
+                  "after": after, "again": counter.count("hello", "o200k_base")}))
+"""
+
+
+def test_forked_workers_free_this_processs_encodings() -> None:
+    """Forked workers keep the encodings loaded here (copy on write); this process frees its
+    own once they started, reads the same, and loads them again if it counts later."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", RELEASED_AFTER_FORK], capture_output=True, text=True, check=True
+    ).stdout
+    got = json.loads(out.strip().splitlines()[-1])
+    assert got["alone"] and got["forked"] and got["same"]
+    assert got["calls"] == [["cl100k_base", "o200k_base"]]  # once, with both loaded
+    assert got["after"] == [] and got["again"] == 1
+
+
+def test_a_fork_server_leaves_this_processs_encodings() -> None:
+    """With threads the workers come from a fork server and load their own: nothing here is
+    freed (this process may be counting on another thread)."""
+    import threading
+
+    released: list[int] = []
+    ticking = threading.Event()
+    thread = threading.Thread(target=ticking.wait)
+    thread.start()
+    try:
+        with ReadPool(SETUP, workers=2, release_here=lambda: released.append(1)) as pool:
+            _parsed(_spool(3 * CHUNK_LINES), pool.judge)
+            assert pool._executor is not None and not pool._forked
+    finally:
+        ticking.set()
+        thread.join()
+    assert released == []

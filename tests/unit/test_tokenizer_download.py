@@ -36,7 +36,7 @@ def bpe_server(tmp_path: Path) -> Iterator[str]:
 
 def test_missing_file_is_downloaded_verified_and_cached(bpe_server: str, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
-    counter = TiktokenCounter(cache_dir=cache, download_base=bpe_server)
+    counter = TiktokenCounter(fast=False, cache_dir=cache, download_base=bpe_server)
     assert counter.count("tiktoken is great!", "o200k_base") == 6
     cached = expected_cache_file("o200k_base", cache)
     assert cached is not None and cached.is_file()
@@ -46,7 +46,7 @@ def test_a_corrupt_download_is_refused_and_estimates_fall_back(
     bpe_server: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     cache = tmp_path / "cache"
-    counter = TiktokenCounter(cache_dir=cache, download_base=bpe_server)
+    counter = TiktokenCounter(fast=False, cache_dir=cache, download_base=bpe_server)
     assert counter.count("hello", "cl100k_base") is None
     assert "wrong SHA-256" in caplog.text
     cached = expected_cache_file("cl100k_base", cache)
@@ -57,7 +57,7 @@ def test_unreachable_host_warns_and_falls_back(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     counter = TiktokenCounter(
-        cache_dir=tmp_path, download_base="http://127.0.0.1:9/", download_timeout=2.0
+        fast=False, cache_dir=tmp_path, download_base="http://127.0.0.1:9/", download_timeout=2.0
     )
     assert counter.count("hello", "o200k_base") is None
     assert "download from http://127.0.0.1:9/o200k_base.tiktoken failed" in caplog.text
@@ -66,6 +66,6 @@ def test_unreachable_host_warns_and_falls_back(
 def test_download_can_be_switched_off(bpe_server: str, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     cache.mkdir()
-    counter = TiktokenCounter(cache_dir=cache, download=False, download_base=bpe_server)
+    counter = TiktokenCounter(fast=False, cache_dir=cache, download=False, download_base=bpe_server)
     assert counter.count("hello", "o200k_base") is None
     assert not any(cache.iterdir())

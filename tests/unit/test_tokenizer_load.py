@@ -30,7 +30,7 @@ def _available(name: str) -> bool:
 @pytest.fixture(scope="module")
 def loaded() -> dict[str, tuple[Bpe, tiktoken.Encoding]]:
     """Each shipped encoding as planner builds it and as tiktoken builds it."""
-    counter = TiktokenCounter(cache_dir=SHARED_TIKTOKEN, download=False)
+    counter = TiktokenCounter(cache_dir=SHARED_TIKTOKEN, download=False, fast=False)
     pairs: dict[str, tuple[Bpe, tiktoken.Encoding]] = {}
     for name in ("o200k_base", "cl100k_base"):  # the two planner counts with
         ours = counter._load(name)
@@ -57,7 +57,7 @@ def test_the_encoding_is_tiktokens_own(
 
 def test_no_second_copy_of_the_ranks_is_kept() -> None:
     """The Python dict of ranks (tens of MiB) is dropped once tiktoken's core holds them."""
-    counter = TiktokenCounter(cache_dir=SHARED_TIKTOKEN, download=False)
+    counter = TiktokenCounter(cache_dir=SHARED_TIKTOKEN, download=False, fast=False)
     assert counter.count("hello", "cl100k_base") == 1
     ours = counter._load("cl100k_base")
     assert isinstance(ours, Bpe)
@@ -100,7 +100,7 @@ def test_a_file_with_a_token_and_no_rank_is_refused() -> None:
 
 
 def test_released_encodings_load_again_when_asked() -> None:
-    counter = TiktokenCounter(cache_dir=SHARED_TIKTOKEN, download=False)
+    counter = TiktokenCounter(cache_dir=SHARED_TIKTOKEN, download=False, fast=False)
     assert counter.count("tiktoken is great!", "o200k_base") == 6
     counter.release()
     assert counter._encodings == {} and counter._cache.counts == {}
@@ -116,7 +116,7 @@ from planner.tokenizers import TiktokenCounter
 def rss_mib():
     return int(Path("/proc/self/statm").read_text().split()[1]) * 4096 / 2**20
 
-counter = TiktokenCounter(cache_dir=Path(sys.argv[1]), download=False)
+counter = TiktokenCounter(cache_dir=Path(sys.argv[1]), download=False, fast=False)
 before = rss_mib()
 counter.count("x", "o200k_base"), counter.count("x", "cl100k_base")
 loaded = rss_mib()
@@ -151,6 +151,6 @@ def test_tiktokens_own_loader_serves_when_the_fast_one_cannot(
 
     monkeypatch.setattr(tokenizers, "_encoding_from", broken)
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))  # the operator's dir must win
-    counter = TiktokenCounter(cache_dir=SHARED_TIKTOKEN, download=False)
+    counter = TiktokenCounter(cache_dir=SHARED_TIKTOKEN, download=False, fast=False)
     assert counter.count("tiktoken is great!", "o200k_base") == 6
-    assert isinstance(counter._load("o200k_base"), tiktoken.Encoding)
+    assert isinstance(counter._load("o200k_base"), tokenizers._Encoded)
