@@ -27,6 +27,7 @@ import os
 import tempfile
 import types
 from collections import OrderedDict
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -243,8 +244,62 @@ class CountCache:
         self.chars += size
 
 
+@dataclass(frozen=True, slots=True)
+class BpeFiles:
+    """Where tiktoken's BPE files come from: ``cache_dir`` (the operator's, else
+    ``TIKTOKEN_CACHE_DIR``) and a download when missing. Apart from the counter, so toktok's
+    ``exact`` loader holds no reference back to it (no cycle: a released counter's encodings
+    are freed as they are dropped)."""
+
+    cache_dir: Path | None
+    download: bool
+    timeout: float
+    base: str
+
+    def load(self, encoding: str, warn: bool = True) -> Counts | None:
+        """tiktoken's ``encoding`` from its verified BPE file, or ``None`` (logged as the
+        fallback to chars/4 when ``warn``: not for the texts toktok counts otherwise)."""
+        cache_dir = self.cache_dir if self.cache_dir is not None else _cache_dir()
+        found = _read_verified(encoding, cache_dir)
+        if isinstance(found, str) and self.download and cache_dir is not None:
+            fetched = _fetch(encoding, cache_dir, self.base, self.timeout)
+            if fetched is None:
+                found = _read_verified(encoding, cache_dir)
+            else:
+                found = f"{found}; {fetched}"
+        problem = found if isinstance(found, str) else None
+        if isinstance(found, bytes):
+            try:
+                loaded = _encoding_from(encoding, found)
+                if loaded is not None:
+                    return loaded
+            except Exception:  # another tiktoken inside: its own loader still works
+                _log.debug("fast BPE load failed for %s", encoding, exc_info=True)
+            try:
+                if self.cache_dir is not None:  # tiktoken reads it from the environment
+                    os.environ["TIKTOKEN_CACHE_DIR"] = str(self.cache_dir)
+                return _Encoded(tiktoken.get_encoding(encoding))
+            except Exception as exc:  # tiktoken raises ValueError, OSError, ...; never crash
+                problem = f"{type(exc).__name__}: {exc}"
+        if not warn:
+            return None
+        _log.warning(
+            "tokenizer unavailable: encoding %s (%s); estimating with %s",
+            encoding,
+            problem,
+            FALLBACK,
+            extra={
+                "event": EVENT_TOKENIZER_UNAVAILABLE,
+                "encoding": encoding,
+                "fallback": FALLBACK,
+            },
+        )
+        return None
+
+
 class TiktokenCounter:
-    """Counts tokens with tiktoken; encodings are loaded once and cached (also the failures)."""
+    """Counts tokens as tiktoken does (by toktok where it may); encodings are loaded once and
+    cached (also the failures)."""
 
     def __init__(
         self,
@@ -259,10 +314,7 @@ class TiktokenCounter:
         """``cache_dir`` (the operator's) replaces ``TIKTOKEN_CACHE_DIR`` when loading.
         ``fast=False``: tiktoken counts every text (``planner.fast_bpe`` is not asked)."""
         self._catalog = catalog
-        self._cache_dir = cache_dir
-        self._download = download
-        self._timeout = download_timeout
-        self._base = download_base
+        self._files = BpeFiles(cache_dir, download, download_timeout, download_base)
         self._fast = fast
         self._encodings: dict[str, Counts | None] = {}
         self._cache = CountCache()
@@ -317,47 +369,7 @@ class TiktokenCounter:
     def _try_load(self, encoding: str) -> Counts | None:
         """toktok where it counts as tiktoken does (``planner.fast_bpe``), else tiktoken."""
         if self._fast:
-            fast = fast_bpe.load(encoding, exact=partial(self._load_tiktoken, encoding, False))
+            fast = fast_bpe.load(encoding, exact=partial(self._files.load, encoding, False))
             if fast is not None:
                 return fast
-        return self._load_tiktoken(encoding)
-
-    def _load_tiktoken(self, encoding: str, warn: bool = True) -> Counts | None:
-        """tiktoken's ``encoding`` from its verified BPE file, or ``None`` (logged as the
-        fallback to chars/4 when ``warn``: not for the texts toktok counts otherwise)."""
-        cache_dir = self._cache_dir if self._cache_dir is not None else _cache_dir()
-        found = _read_verified(encoding, cache_dir)
-        if isinstance(found, str) and self._download and cache_dir is not None:
-            fetched = _fetch(encoding, cache_dir, self._base, self._timeout)
-            if fetched is None:
-                found = _read_verified(encoding, cache_dir)
-            else:
-                found = f"{found}; {fetched}"
-        problem = found if isinstance(found, str) else None
-        if isinstance(found, bytes):
-            try:
-                loaded = _encoding_from(encoding, found)
-                if loaded is not None:
-                    return loaded
-            except Exception:  # another tiktoken inside: its own loader still works
-                _log.debug("fast BPE load failed for %s", encoding, exc_info=True)
-            try:
-                if self._cache_dir is not None:  # tiktoken reads it from the environment
-                    os.environ["TIKTOKEN_CACHE_DIR"] = str(self._cache_dir)
-                return _Encoded(tiktoken.get_encoding(encoding))
-            except Exception as exc:  # tiktoken raises ValueError, OSError, ...; never crash
-                problem = f"{type(exc).__name__}: {exc}"
-        if not warn:
-            return None
-        _log.warning(
-            "tokenizer unavailable: encoding %s (%s); estimating with %s",
-            encoding,
-            problem,
-            FALLBACK,
-            extra={
-                "event": EVENT_TOKENIZER_UNAVAILABLE,
-                "encoding": encoding,
-                "fallback": FALLBACK,
-            },
-        )
-        return None
+        return self._files.load(encoding)

@@ -163,3 +163,20 @@ def test_switched_off_by_the_config(tmp_path: Path) -> None:
 def test_an_encoding_outside_the_table_is_tiktokens() -> None:
     assert fast_bpe.load("p50k_base", exact=lambda: None) is None
     assert as_ranges([5, 3, 4, 9, 9]) == [(3, 5), (9, 9)]
+
+
+def test_a_counter_is_freed_as_it_is_dropped() -> None:
+    """No reference cycle through toktok's tiktoken loader: ``release`` and the end of a
+    counter free its encodings without a collection of the whole heap."""
+    import gc
+    import weakref
+
+    gc.disable()
+    try:
+        counter = TiktokenCounter(cache_dir=SHARED_TIKTOKEN, download=False)
+        assert counter.count(f"{NEW_LETTER}#axt", "o200k_base") == 7  # tiktoken loaded too
+        dropped = weakref.ref(counter)
+        del counter
+        assert dropped() is None
+    finally:
+        gc.enable()
