@@ -352,7 +352,7 @@ def run(
     with _exit_codes():
         cfg = load_runtime_config(config)
         with _sandbox(use_sandbox, sandbox_url) as url:
-            ctx = build_context(cfg, sandbox_url=url)
+            ctx = build_context(cfg, sandbox_url=url, local_chunks=0)
             with _pass_progress(enabled=not as_json) as on_stage:
                 summary = run_once(ctx, on_stage=on_stage)
     if as_json:

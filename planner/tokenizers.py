@@ -350,6 +350,11 @@ class TiktokenCounter:
         self._cache.put(text, encoding, counted)
         return counted
 
+    def load(self, encoding: str) -> bool:
+        """Load ``encoding`` without counting anything (``pipeline.read_pool.Loads``);
+        whether it could be."""
+        return self._load(encoding) is not None
+
     def release(self) -> None:
         """Drop the loaded encodings (~75 MiB for o200k_base and cl100k_base) and the counts
         cache, and hand the freed memory back to the system: for a single pass once its

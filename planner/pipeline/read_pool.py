@@ -26,6 +26,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Protocol, runtime_checkable
 
 from planner.core.catalog import Catalog
 from planner.core.estimate import TokenCounter
@@ -65,6 +66,15 @@ def no_body(request: Request) -> bool:
     """``WorkerSetup.keeps_body`` of intake: no measured request keeps its decoded body (a
     function of this module, not a lambda: a fork server pickles the setup)."""
     return False
+
+
+@runtime_checkable
+class Loads(Protocol):
+    """A counter that loads an encoding without counting: toktok builds a table of its own
+    (~16 MiB an encoding, kept to the end of the process) on its first count, which this
+    process, counting nothing while forked workers read, is better without."""
+
+    def load(self, encoding: str) -> object: ...
 
 
 _worker: tuple[WorkerSetup, TokenCounter] | None = None  # in a worker: its setup and counter
@@ -172,7 +182,10 @@ class ReadPool:
         shared pages into each worker."""
         counter = self._counter()
         for encoding in self._setup.encodings:
-            counter.count("", encoding)  # loads it (a failure is logged once and kept)
+            if isinstance(counter, Loads):  # loaded, nothing counted (a failure is kept)
+                counter.load(encoding)
+            else:
+                counter.count("", encoding)
         gc.freeze()
         return replace(self._setup, counter=lambda: counter)
 

@@ -506,7 +506,12 @@ def _release_of(planner: Planner) -> Callable[[], None]:
     return counter.release if isinstance(counter, TiktokenCounter) else lambda: None
 
 
-def build_context(cfg: PlannerConfig, *, sandbox_url: str | None) -> StageContext:
+def build_context(
+    cfg: PlannerConfig, *, sandbox_url: str | None, local_chunks: int = DAEMON_LOCAL_CHUNKS
+) -> StageContext:
+    """The stages' context for ``run``. ``local_chunks``: chunks of a pass read in this process
+    before read workers start (``run --once`` passes 0: a single pass that reads in workers
+    from the start never counts here, so its process never holds toktok's tables)."""
     problems = runtime_problems(cfg)  # validate ran the same checks, with file positions
     if problems:
         raise ConfigError(problems)
@@ -521,7 +526,7 @@ def build_context(cfg: PlannerConfig, *, sandbox_url: str | None) -> StageContex
         planner=planner,
         providers=build_providers(cfg, sandbox_url, os.environ),
         sources=sources,
-        reading=partial(reading_on_every_core, cfg, planner, sources, DAEMON_LOCAL_CHUNKS),
+        reading=partial(reading_on_every_core, cfg, planner, sources, local_chunks),
         release_tokenizer=_release_of(planner),
         sinks_for=build_sinks(cfg, sinks, session_factory),
         sinks=sinks,
