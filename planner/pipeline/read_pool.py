@@ -19,6 +19,7 @@ import gc
 import logging
 import multiprocessing
 import os
+import select
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -82,9 +83,31 @@ _worker: tuple[WorkerSetup, TokenCounter] | None = None  # in a worker: its setu
 _Pending = tuple[LineContext, Sequence[RawLine], Future[list[ParsedLine | None]] | None]
 
 
-def _start_worker(setup: WorkerSetup) -> None:
+def _start_worker(setup: WorkerSetup, reader: int) -> None:
     global _worker
+    _end_with(reader)
     _worker = (setup, setup.counter())
+
+
+def _end_with(reader: int) -> None:
+    """In a worker: end as soon as the reading process ``reader`` ends (Linux: a pidfd,
+    watched by a daemon thread). A reader killed with SIGKILL (a crash, ``kill -9``, the OOM
+    killer) cannot shut its pool down, and its workers, blocked on a queue whose writing end
+    they hold too, would wait forever; a fork server's workers also hold the pipe whose end
+    tells it to stop, so it would wait for them. Either would keep the reader's stdout and
+    stderr open to whoever waits on them. Where there is no pidfd, nothing is watched."""
+    try:
+        watched = os.pidfd_open(reader)
+    except ProcessLookupError:  # it ended before it could be watched
+        os._exit(0)
+    except (AttributeError, OSError):  # no pidfd here
+        return
+
+    def watch() -> None:
+        select.select([watched], [], [])  # readable once the process has ended
+        os._exit(0)
+
+    threading.Thread(target=watch, name="end-with-reader", daemon=True).start()
 
 
 def _judge_chunk(
@@ -164,7 +187,7 @@ class ReadPool:
                     self._workers,
                     mp_context=multiprocessing.get_context(method),
                     initializer=_start_worker,
-                    initargs=(setup,),
+                    initargs=(setup, os.getpid()),
                 )
             except (OSError, ValueError) as exc:  # no semaphores (/dev/shm), no such method
                 self._dead = True

@@ -354,3 +354,45 @@ def test_a_fork_server_leaves_this_processs_encodings() -> None:
         ticking.set()
         thread.join()
     assert released == []
+
+
+KILLED_WHILE_READING = """
+import os, signal, sys
+from planner.pipeline.read_pool import ReadPool
+from planner.sources.lines import CHUNK_LINES
+from tests.unit.test_read_pool import SETUP, _parsed, _spool
+
+method = sys.argv[1]
+if method == "forkserver":  # a thread makes the pool use a fork server
+    import threading
+    threading.Thread(target=threading.Event().wait, daemon=True).start()
+pool = ReadPool(SETUP, workers=2)
+_parsed(_spool(3 * CHUNK_LINES), pool.judge)
+print(" ".join(str(p) for p in pool._executor._processes), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)  # no shutdown, no exit handlers
+"""
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver"])
+def test_workers_end_with_a_killed_reading_process(method: str) -> None:
+    """``kill -9`` of the reading process ends its workers too: none is left waiting, and
+    whoever reads the process's output sees it end (``communicate`` returns)."""
+    import subprocess
+    import sys
+    import time
+
+    done = subprocess.run(
+        [sys.executable, "-c", KILLED_WHILE_READING, method],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    workers = [int(p) for p in done.stdout.split()]
+    assert len(workers) == 2
+    deadline = time.monotonic() + 10
+    while any(os.path.exists(f"/proc/{p}") for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    alive = [p for p in workers if os.path.exists(f"/proc/{p}")]
+    states = [open(f"/proc/{p}/stat").read().split()[2] for p in alive]
+    assert all(s == "Z" for s in states), states  # gone, or a zombie waiting for its reaper
