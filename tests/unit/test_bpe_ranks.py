@@ -24,6 +24,10 @@ def _no_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bpe_ranks, "parse_ranks", refuse)
 
 
+def _tiktoken_only() -> TiktokenCounter:
+    return TiktokenCounter(cache_dir=SHARED_TIKTOKEN, download=False, fast=False)
+
+
 def test_the_first_run_keeps_the_ranks_and_the_next_loads_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -85,8 +89,8 @@ def test_counts_are_the_same_from_the_cache(
 ) -> None:
     monkeypatch.setenv("PLANNER_CACHE_DIR", str(tmp_path))
     text = "Counting tokens from cached ranks, " * 20
-    first = TiktokenCounter(cache_dir=SHARED_TIKTOKEN, download=False, fast=False).count(text, "cl100k_base")
+    first = _tiktoken_only().count(text, "cl100k_base")
     assert len(list(tmp_path.glob("bpe-ranks-cl100k_base-*.marshal"))) == 1
     _no_parsing(monkeypatch)
-    again = TiktokenCounter(cache_dir=SHARED_TIKTOKEN, download=False, fast=False).count(text, "cl100k_base")
+    again = _tiktoken_only().count(text, "cl100k_base")
     assert again == first and first is not None and first > 100

@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import fields, replace
 from datetime import UTC, datetime
 from functools import partial
+from pathlib import Path
 
 import pytest
 
@@ -394,5 +395,5 @@ def test_workers_end_with_a_killed_reading_process(method: str) -> None:
     while any(os.path.exists(f"/proc/{p}") for p in workers) and time.monotonic() < deadline:
         time.sleep(0.05)
     alive = [p for p in workers if os.path.exists(f"/proc/{p}")]
-    states = [open(f"/proc/{p}/stat").read().split()[2] for p in alive]
+    states = [Path(f"/proc/{p}/stat").read_text().split()[2] for p in alive]
     assert all(s == "Z" for s in states), states  # gone, or a zombie waiting for its reaper
