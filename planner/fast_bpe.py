@@ -89,11 +89,11 @@ class FastBpe:
             try:
                 return self._count(text)
             except UnicodeEncodeError:  # a lone surrogate: tiktoken counts it as U+FFFD
-                text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+                text = replaced(text)
                 if _DISPUTED.search(text) is None:
                     return self._count(text)
         exact = self._exact_counts()
-        return exact.count(text) if exact is not None else self._count(_replaced(text))
+        return exact.count(text) if exact is not None else self._count(replaced(text))
 
     def _exact_counts(self) -> Counts | None:
         if self._exact is False:
@@ -108,7 +108,8 @@ class FastBpe:
         return self._exact if not isinstance(self._exact, bool) else None
 
 
-def _replaced(text: str) -> str:
+def replaced(text: str) -> str:
+    """``text`` with each lone surrogate replaced by U+FFFD, as tiktoken replaces them."""
     return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 

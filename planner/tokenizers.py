@@ -132,7 +132,7 @@ class Bpe:
         try:
             return self._core.encode_ordinary(text)  # type: ignore[no-any-return]
         except UnicodeEncodeError:
-            text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+            text = fast_bpe.replaced(text)
             return self._core.encode_ordinary(text)  # type: ignore[no-any-return]
 
     def count(self, text: str) -> int:
@@ -146,7 +146,7 @@ class Bpe:
         try:
             tokens = to_buffer(text, _NONE_ALLOWED)
         except UnicodeEncodeError:
-            text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+            text = fast_bpe.replaced(text)
             tokens = to_buffer(text, _NONE_ALLOWED)
         # bytes over the rank's 4: tiktoken 0.14's buffer states its length in bytes right
         # (its ``shape`` counts bytes as items, so ``len`` of a view would be 4x too many)
