@@ -74,13 +74,14 @@ class FastBpe:
     text holding a disputed character. Without tiktoken's encoding (its BPE file missing)
     such a text is counted by toktok, at most a token or so from tiktoken's count."""
 
-    __slots__ = ("_count", "_exact", "_make_exact", "name")
+    __slots__ = ("_asked", "_count", "_exact", "_make_exact", "name")
 
     def __init__(self, name: str, core: Any, exact: Callable[[], Counts | None]) -> None:
         self.name = name
         self._count: Callable[[str], int] = core.count
         self._make_exact = exact
-        self._exact: Counts | bool | None = False  # False: not made yet
+        self._exact: Counts | None = None
+        self._asked = False  # whether ``exact`` was made (or found unavailable)
 
     def count(self, text: str) -> int:
         """``len(tiktoken encode_ordinary(text))``: special-token text counted as ordinary
@@ -96,7 +97,8 @@ class FastBpe:
         return exact.count(text) if exact is not None else self._count(replaced(text))
 
     def _exact_counts(self) -> Counts | None:
-        if self._exact is False:
+        if not self._asked:
+            self._asked = True
             self._exact = self._make_exact()
             if self._exact is None:
                 _log.info(
@@ -105,7 +107,7 @@ class FastBpe:
                     self.name,
                     extra={"event": "tokenizer_exact_unavailable", "encoding": self.name},
                 )
-        return self._exact if not isinstance(self._exact, bool) else None
+        return self._exact
 
 
 def replaced(text: str) -> str:
