@@ -12,6 +12,13 @@ so they tokenize like prose. The mix, per request:
 * 15% Gemini batch lines (``gemini-3.5-flash-lite`` generate, a fifth of them
   ``gemini-embedding-001``), which need no tokenizer.
 
+With ``foreign`` (``python -m bench --foreign 0.4``), that share of the texts is in other
+scripts: words of one locale of the OS's locale sources (``/usr/share/i18n/locales``: Cyrillic,
+Arabic, Devanagari, CJK, Thai ... month and day names, language and country names), drawn at
+random. BPE counts such text several times slower than English prose, and toktok gains less
+over tiktoken on it (about 2.5x against 9x), so a spool in other languages plans further from
+the floor.
+
 Next to the spool it writes ``texts.jsonl``: ``[encoding, text]`` for exactly the texts the
 floor must tokenize (chat message contents with o200k_base, embedding inputs with cl100k_base).
 """
@@ -26,6 +33,9 @@ from pathlib import Path
 CHAT_ENCODING = "o200k_base"
 EMBED_ENCODING = "cl100k_base"
 LICENSES = Path("/usr/share/common-licenses")
+LOCALES = Path("/usr/share/i18n/locales")
+_CODE_POINT = re.compile(r"<U([0-9A-Fa-f]{4,8})>")
+_QUOTED = re.compile(r'"((?:<U[0-9A-Fa-f]{4,8}>)+)"')
 
 
 def words() -> list[str]:
@@ -42,15 +52,41 @@ def words() -> list[str]:
     return re.findall(r"\S+", text)
 
 
+def foreign_words() -> list[list[str]]:
+    """Each locale's words that are not ASCII, from the OS's locale sources (their strings are
+    written as ``<U0434><U0430>``); locales with fewer than 20 are left out. Empty where the
+    sources are not installed (Debian's ``locales`` package)."""
+    by_locale: list[list[str]] = []
+    if not LOCALES.is_dir():
+        return by_locale
+    for path in sorted(LOCALES.iterdir()):
+        if not path.is_file():
+            continue
+        found: set[str] = set()
+        for quoted in _QUOTED.findall(path.read_text(errors="replace")):
+            text = _CODE_POINT.sub(lambda m: chr(int(m.group(1), 16)), quoted)
+            found.update(w for w in text.split() if not w.isascii() and any(map(str.isalpha, w)))
+        if len(found) >= 20:
+            by_locale.append(sorted(found))
+    return by_locale
+
+
 class Corpus:
     """Deterministic texts: the same seed gives the same corpus, byte for byte."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, foreign: float = 0.0) -> None:
         self.rng = random.Random(seed)
         self.words = words()
+        self.foreign = foreign
+        self.locales = foreign_words() if foreign > 0 else []
+        if foreign > 0 and not self.locales:
+            raise SystemExit(f"--foreign needs the OS's locale sources ({LOCALES}): not found")
         self.systems = [self.text(self.rng.randint(30, 400)) for _ in range(24)]
 
     def text(self, n: int) -> str:
+        if self.foreign > 0 and self.rng.random() < self.foreign:
+            words = self.rng.choice(self.locales)
+            return " ".join(self.rng.choices(words, k=n))
         start = self.rng.randrange(0, len(self.words) - n)
         return " ".join(self.words[start : start + n])
 
@@ -102,9 +138,9 @@ class Corpus:
         return self.gemini(i)
 
 
-def write(folder: Path, n: int, seed: int, files: int = 4) -> Path:
+def write(folder: Path, n: int, seed: int, files: int = 4, foreign: float = 0.0) -> Path:
     """``n`` requests in ``files`` spool files under ``folder/spool``; returns ``texts.jsonl``."""
-    corpus = Corpus(seed)
+    corpus = Corpus(seed, foreign)
     spool = folder / "spool"
     spool.mkdir(parents=True, exist_ok=True)
     texts = folder / "texts.jsonl"

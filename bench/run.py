@@ -197,6 +197,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
     )
     ap.add_argument("--seed", type=int, default=15, help="corpus seed (default 15)")
     ap.add_argument(
+        "--foreign",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="share of texts in other scripts, from the OS's locale sources (default 0)",
+    )
+    ap.add_argument(
         "--only", choices=SUBJECTS, action="append", help="measure only this subject (repeatable)"
     )
     ap.add_argument("--keep", type=Path, help="write the corpus here and keep it")
@@ -217,10 +224,13 @@ def compile_planner() -> None:
 def measure(args: argparse.Namespace, folder: Path) -> dict[str, object]:
     compile_planner()
     started = time.perf_counter()
-    texts = corpus.write(folder, args.requests, args.seed)
+    if not 0 <= args.foreign <= 1:
+        raise SystemExit(f"--foreign is a share from 0 to 1, not {args.foreign}")
+    texts = corpus.write(folder, args.requests, args.seed, foreign=args.foreign)
     print(
         f"corpus: {args.requests:,} requests, seed {args.seed}, "
-        f"{sum(p.stat().st_size for p in (folder / 'spool').iterdir()) / 2**20:,.1f} MiB, "
+        + (f"{args.foreign:.0%} of texts in other scripts, " if args.foreign else "")
+        + f"{sum(p.stat().st_size for p in (folder / 'spool').iterdir()) / 2**20:,.1f} MiB, "
         f"written in {time.perf_counter() - started:.1f}s",
         flush=True,
     )
@@ -265,7 +275,11 @@ def measure(args: argparse.Namespace, folder: Path) -> dict[str, object]:
             f"toktok {f['toktok_seconds']:.2f}s)  {shown}",
             flush=True,
         )
-    summary: dict[str, object] = {"requests": args.requests, "rounds": rounds}
+    summary: dict[str, object] = {
+        "requests": args.requests,
+        "foreign": args.foreign,
+        "rounds": rounds,
+    }
     for name in subjects if rounds else ():  # --rounds 0 --keep DIR: only write the corpus
         ratio = statistics.median(r[name]["ratio"] for r in rounds)
         rss = max(r[name]["rss_mib"] for r in rounds)

@@ -93,6 +93,34 @@ def test_every_count_is_tiktokens(
         assert ours[name].count(text) == expected, (name, text)
 
 
+def _edges() -> st.SearchStrategy[str]:
+    """Texts of any plane around the edges of every disputed range (and of the planes)."""
+    edges = sorted(
+        {cp + d for a, b in DISPUTED for cp in (a, b) for d in (-1, 0, 1)}
+        | {0xFFFF, 0x10000, 0x10FFFF}
+    )
+    near = st.sampled_from([chr(cp) for cp in edges if not 0xD800 <= cp <= 0xDFFF])
+    plane = st.sampled_from(["", "a", "é", "Ж", "漢", "😀", "\U000325e4"])
+    return st.lists(st.one_of(near, plane, st.text(max_size=8)), max_size=10).map("".join)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(text=_edges())
+def test_disputed_is_one_class_of_every_range(text: str) -> None:
+    """The split look-up (within the Basic Multilingual Plane, then past it) finds what one
+    class of every range finds."""
+    every = fast_bpe._char_class(DISPUTED)
+    assert fast_bpe.disputed(text) is (every.search(text) is not None), ascii(text)
+
+
+def test_disputed_finds_each_range_in_each_plane() -> None:
+    for a, b in DISPUTED:
+        for cp in (a, b):
+            for around in ("{}", "a{}b", "漢{}漢", "😀{}😀"):
+                assert fast_bpe.disputed(around.format(chr(cp))), hex(cp)
+        assert not fast_bpe.disputed(f"😀{chr(a - 1)}漢")  # below each range: none of it
+
+
 def test_a_disputed_text_is_counted_by_tiktoken(
     ours: dict[str, FastBpe], theirs: dict[str, tiktoken.Encoding]
 ) -> None:
