@@ -75,12 +75,12 @@ _ASTRAL = _char_class([(_ASTRAL_FROM, 0x10FFFF)])
 def disputed(text: str) -> bool:
     """Whether ``text`` holds a code point of ``DISPUTED``.
 
-    One class of all 27 ranges made ``re`` walk a text of the Basic Multilingual Plane (CJK,
-    Cyrillic, Arabic...) at ~30 ns a character, half a second for a 100,000-request spool in
-    other scripts, a quarter of what counting its tokens costs: its ranges past U+FFFF keep
-    ``re`` from the lookup table it uses for a class within the plane. So the ranges within the
-    plane are looked for in one class (~3 ns a character), and those past it only in a text
-    that holds such a character at all (an emoji, say)."""
+    One class of all 27 ranges walked a text of the Basic Multilingual Plane (CJK, Cyrillic,
+    Arabic ...) at ~30 ns a character, a class of the ranges within the plane alone at ~3 ns
+    (measured, CPython 3.11's ``re``): 0.48 s against 0.05 s for the 70,256 texts in other
+    scripts of a 100,000-request spool, where toktok took ~1.8 s to count them. So the ranges
+    within the plane are looked for in one class, and those past it only in a text that holds
+    a character past U+FFFF at all (an emoji, say)."""
     if _BMP.search(text) is not None:
         return True
     return _ASTRAL.search(text) is not None and _ASTRAL_DISPUTED.search(text) is not None
