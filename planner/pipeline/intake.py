@@ -26,6 +26,12 @@ from planner.sources.base import Claim, LeaseLost, LineError, Source
 _log = logging.getLogger(__name__)
 
 CHUNK = 1000  # requests per commit
+LOGGED_PER_UNIT = 20
+"""Bad lines of one unit logged one by one; past these, one warning at the unit's end says how
+many more and why. Each is still kept with its reason and counted (``IntakeResult``, the
+``planner_lines_quarantined`` metric): a spool of two million lines with one field wrong on
+every line wrote two million warnings, and journald keeps 10,000 of a service's messages in 30
+seconds by default (``RateLimitBurst``), so it dropped the daemon's other messages with them."""
 
 
 @dataclass(slots=True)
@@ -54,8 +60,39 @@ def _store_chunk(
     return outcome.inserted, outcome.duplicates
 
 
-def _quarantine(result: IntakeResult, source: str, error: LineError) -> None:
+@dataclass(slots=True)
+class _UnitLog:
+    """How many of one unit's bad lines were logged, and the reasons of those that were not."""
+
+    logged: int = 0
+    held: dict[str, int] = field(default_factory=dict)
+
+    def summarize(self, source: str, unit: str) -> None:
+        if not self.held:
+            return
+        more = sum(self.held.values())
+        reasons = sorted(self.held.items(), key=lambda item: (-item[1], item[0]))
+        _log.warning(
+            "quarantined %s more lines of %s (%s); each is kept in the quarantine with its reason",
+            f"{more:,}",
+            unit,
+            ", ".join(f"{reason} {count:,}" for reason, count in reasons),
+            extra={
+                "event": "lines_quarantined",
+                "source": source,
+                "unit": unit,
+                "lines": more,
+                "reasons": dict(reasons),
+            },
+        )
+
+
+def _quarantine(result: IntakeResult, source: str, error: LineError, unit: _UnitLog) -> None:
     result.count_error(source, error)
+    if unit.logged >= LOGGED_PER_UNIT:
+        unit.held[error.reason] = unit.held.get(error.reason, 0) + 1
+        return
+    unit.logged += 1
     _log.warning(
         "quarantined %s: %s",
         error.origin,
@@ -106,9 +143,10 @@ def _ingest_unit(
     crashpoints.reached("after_claim")
     chunk: list[Request] = []
     conflicts: list[Request] = []
+    logged = _UnitLog()
     for line in claim.lines():
         if isinstance(line, LineError):
-            _quarantine(result, name, line)
+            _quarantine(result, name, line, logged)
             continue
         chunk.append(measure(line))
         if len(chunk) >= CHUNK:
@@ -118,9 +156,10 @@ def _ingest_unit(
         _add(result, name, _store_chunk(session_factory, chunk, now, conflicts))
     for request in conflicts:  # same key as a stored request, different content
         message = conflict_message(request.key)
-        _quarantine(result, name, claim.reject(request, DUPLICATE_ID, message))
+        _quarantine(result, name, claim.reject(request, DUPLICATE_ID, message), logged)
     crashpoints.reached("after_ingest")
     claim.finish(now)
+    logged.summarize(name, claim.name)
     result.units += 1
     _log.info(
         "ingested %s from %s",
