@@ -496,7 +496,7 @@ def test_run_once_exits_0_when_the_provider_only_asked_to_wait(workspace: Path) 
     from planner.sandbox import serve
 
     config = str(workspace / "planner.yaml")
-    with serve(speed=0.0, faults="rate_limit=1,retry_after=30") as sandbox:
+    with serve(speed=0.0, faults="rate_limit=1,retry_after=1") as sandbox:
         throttled = run("run", "--once", "--sandbox-url", sandbox.url, "-c", config)
     assert throttled.returncode == 0, throttled.stderr
     assert "every provider call failed" not in throttled.stderr
