@@ -11,6 +11,7 @@ to it: what was stored stays, the new owner reads the unit again, and nothing is
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -65,13 +66,13 @@ class _UnitLog:
     """How many of one unit's bad lines were logged, and the reasons of those that were not."""
 
     logged: int = 0
-    held: dict[str, int] = field(default_factory=dict)
+    held: Counter[str] = field(default_factory=Counter)
 
     def summarize(self, source: str, unit: str) -> None:
         if not self.held:
             return
-        more = sum(self.held.values())
-        reasons = sorted(self.held.items(), key=lambda item: (-item[1], item[0]))
+        more = self.held.total()
+        reasons = self.held.most_common()
         _log.warning(
             "quarantined %s more lines of %s (%s); each is kept in the quarantine with its reason",
             f"{more:,}",
@@ -90,7 +91,7 @@ class _UnitLog:
 def _quarantine(result: IntakeResult, source: str, error: LineError, unit: _UnitLog) -> None:
     result.count_error(source, error)
     if unit.logged >= LOGGED_PER_UNIT:
-        unit.held[error.reason] = unit.held.get(error.reason, 0) + 1
+        unit.held[error.reason] += 1
         return
     unit.logged += 1
     _log.warning(
